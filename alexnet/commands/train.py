@@ -1,0 +1,38 @@
+"""``alexnet-bench train``: the seed's training recipe (d2l Trainer + Classifier)."""
+
+from __future__ import annotations
+
+import argparse
+
+from alexnet.commands.options import add_config_options, config_from_args
+from alexnet.config import DATASETS, PIPELINES, RunConfig
+
+NAME = "train"
+HELP = "train AlexNet with the chapter's recipe (SGD, cross-entropy, FashionMNIST resized to 224)"
+
+# The seed: AlexNet(lr=0.01), FashionMNIST(batch_size=128, resize=(224, 224)), max_epochs=10.
+SEED_DEFAULTS = RunConfig(device="cpu", batch_size=128, resolution=(224, 224), lr=0.01, epochs=10)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    add_config_options(p, defaults=SEED_DEFAULTS, recipe=True)
+    g = p.add_argument_group("data and output")
+    g.add_argument("--epochs", type=int, default=SEED_DEFAULTS.epochs, help="max epochs (default 10, the seed's)")
+    g.add_argument("--data", default="fashion-mnist", help=f"{' | '.join(DATASETS)} (default fashion-mnist)")
+    g.add_argument("--data-root", default=None, help="folder holding FashionMNIST/raw/*-ubyte(.gz) (fashion-mnist only)")
+    g.add_argument("--download", action="store_true", help="let torchvision download FashionMNIST into --data-root")
+    g.add_argument("--synthetic-size", type=int, default=None, help="synthetic training images (default 2048; val is a quarter)")
+    g.add_argument("--pipeline", default="dataloader", help=f"{' | '.join(PIPELINES)} (default dataloader)")
+    g.add_argument("--workers", type=int, default=0, help="DataLoader workers (default 0; the book uses 4)")
+    g.add_argument("--out", default=None, help="folder for history.csv and curves.png (default runs/train-<time>)")
+    g.add_argument("--no-progress", action="store_true", help="never show a progress bar")
+
+
+def run(args: argparse.Namespace) -> int:
+    from alexnet.train import fit
+
+    cfg = config_from_args(
+        args, epochs=args.epochs, data=args.data, data_root=args.data_root, pipeline=args.pipeline, workers=args.workers
+    )
+    fit(cfg, out=args.out, download=args.download, synthetic_size=args.synthetic_size, progress=not args.no_progress)
+    return 0
