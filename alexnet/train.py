@@ -20,13 +20,13 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
-from torch.utils.data import DataLoader
 
 from alexnet.config import RunConfig
-from alexnet.data import DataBundle, load_data
+from alexnet.data import load_data
+from alexnet.pipeline import make_pipeline, timed_batches
 from alexnet.runtime import StepRunner, autocast_context, backend_switches, seed_everything, synchronize, unsupported_reason
 
-__all__ = ["EpochStats", "fit", "free_out_dir", "make_loaders", "plot_history"]
+__all__ = ["EpochStats", "fit", "free_out_dir", "plot_history"]
 
 HISTORY_COLUMNS = ("epoch", "train_loss", "val_loss", "val_acc", "images_per_s", "epoch_time_s", "data_wait_fraction")
 PROGRESS_DELAY_S = 3.0  # epochs shorter than this never show a progress bar
@@ -41,24 +41,6 @@ class EpochStats:
     images_per_s: float
     epoch_time_s: float
     data_wait_fraction: float
-
-
-def make_loaders(cfg: RunConfig, data: DataBundle) -> tuple[DataLoader, DataLoader]:
-    """The seed's loaders: shuffled training data, ordered validation data.
-
-    The shuffle order comes from a generator seeded with ``cfg.seed`` so that two runs with
-    the same seed see the same batches. Pinned memory only helps host-to-GPU copies.
-    """
-    g = torch.Generator().manual_seed(cfg.seed)
-    common = dict(
-        batch_size=cfg.batch_size,
-        num_workers=cfg.workers,
-        pin_memory=cfg.is_cuda,
-        persistent_workers=cfg.workers > 0,
-    )
-    train = DataLoader(data.train, shuffle=True, generator=g, **common)
-    val = DataLoader(data.val, shuffle=False, **common)
-    return train, val
 
 
 def free_out_dir(out: str | Path | None) -> Path:
@@ -87,23 +69,15 @@ def _progress(iterable, *, total: int, desc: str, enabled: bool):
     )
 
 
-def _train_epoch(runner: StepRunner, loader: DataLoader, *, desc: str, progress: bool) -> tuple[float, int, float, float]:
+def _train_epoch(runner: StepRunner, loader, *, desc: str, progress: bool) -> tuple[float, int, float, float]:
     """One training pass: (mean loss, images, wall seconds, seconds spent waiting for data)."""
     runner.eager_model.train()
     loss_sum = torch.zeros((), device=runner.cfg.device)
     images = 0
     wait = 0.0
     start = time.perf_counter()
-    it = iter(_progress(loader, total=len(loader), desc=desc, enabled=progress))
-    while True:
-        t0 = time.perf_counter()
-        try:
-            x, y = next(it)
-        except StopIteration:
-            break
-        x, y = runner.prepare(x, y)
-        synchronize(runner.cfg.device)  # the copy belongs to data wait, not to the step
-        wait += time.perf_counter() - t0
+    for x, y, wait_s in timed_batches(_progress(loader, total=len(loader), desc=desc, enabled=progress), runner):
+        wait += wait_s
         loss = runner.train_step(x, y)
         loss_sum += loss.float() * x.shape[0]
         images += x.shape[0]
@@ -113,7 +87,7 @@ def _train_epoch(runner: StepRunner, loader: DataLoader, *, desc: str, progress:
 
 
 @torch.no_grad()
-def _validate(runner: StepRunner, loader: DataLoader) -> tuple[float, float]:
+def _validate(runner: StepRunner, loader) -> tuple[float, float]:
     """d2l's validation: mean loss and accuracy over all validation images."""
     runner.eager_model.eval()
     loss_sum, correct, n = 0.0, 0, 0
@@ -175,7 +149,8 @@ def fit(
     log(
         f"model: {cfg.variant} AlexNet, init {cfg.init}; SGD lr {cfg.lr} momentum {cfg.momentum} "
         f"weight_decay {cfg.weight_decay}; batch {cfg.batch_size}; device {cfg.device}; amp {cfg.amp}; "
-        f"compile {cfg.compile}; channels_last {cfg.channels_last}"
+        f"compile {cfg.compile}; channels_last {cfg.channels_last}; pipeline {cfg.pipeline}"
+        + (f" ({cfg.workers} workers)" if cfg.pipeline == "dataloader" else " (resize on the device)")
     )
     if cfg.amp == "bf16" and not cfg.is_cuda and unsupported_reason(cfg) is not None:
         log("warning: bf16 on this CPU is emulated and very slow")
@@ -183,7 +158,9 @@ def fit(
     with backend_switches(cfg):
         seed_everything(cfg.seed)  # the model's initial weights depend only on the seed
         runner = StepRunner.build(cfg)
-        train_loader, val_loader = make_loaders(cfg, data)
+        # Shuffle order comes from a generator seeded with cfg.seed: same seed, same batches.
+        train_loader = make_pipeline(data.train, cfg, shuffle=True, seed=cfg.seed)
+        val_loader = make_pipeline(data.val, cfg, shuffle=False)
         for epoch in range(1, cfg.epochs + 1):
             t0 = time.perf_counter()
             train_loss, images, train_s, wait_s = _train_epoch(
