@@ -18,6 +18,7 @@ __all__ = ["COMMANDS", "main", "UsageError"]
 COMMANDS = [
     "summary",
     "train",
+    "profile",
 ]
 
 EXIT_USAGE = 2

@@ -1,0 +1,147 @@
+"""``alexnet-bench profile``: per-layer forward/backward time of one config's step.
+
+Prints the table in network order with its total and coverage, and writes into ``--out``:
+``layers.csv`` (one row per layer, then the remainder rows), ``trace.json`` (Chrome trace,
+opens in Perfetto or chrome://tracing), ``layers.png`` (forward and backward stacked per
+layer) and ``profile.json`` (the same rows plus step figures and the telemetry of the run).
+An ``--out`` folder that already holds any of these files is refused: results are never
+overwritten.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from alexnet.commands.options import add_config_options, config_from_args
+from alexnet.config import RunConfig
+
+if TYPE_CHECKING:  # the profiler imports torch; keep `--help` fast
+    from alexnet.profiling import LayerProfile
+
+NAME = "profile"
+HELP = "per-layer forward/backward time, FLOPs and memory of one step (torch.profiler), plus device telemetry"
+
+# Small enough to profile in seconds on a 2-core CPU; every config flag can change it.
+PROFILE_DEFAULTS = RunConfig(device="cpu", batch_size=16, resolution=(128, 128))
+OUTPUT_FILES = ("layers.csv", "trace.json", "layers.png", "profile.json")
+CSV_COLUMNS = ("index", "layer", "kind", "group", "out_shape", "params", "flops", "fwd_flops", "bwd_flops",
+               "fwd_ms", "bwd_ms", "total_ms", "act_bytes", "gflops_per_s")
+
+__all__ = ["NAME", "HELP", "add_arguments", "run", "write_csv", "plot_layers"]
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    add_config_options(p, defaults=PROFILE_DEFAULTS)
+    g = p.add_argument_group("profiling")
+    g.add_argument("--out", default=None, help=f"folder for {', '.join(OUTPUT_FILES)} (default: print the table only)")
+    g.add_argument("--warmup", type=int, default=2, help="unprofiled warm-up steps before anything is timed (default 2)")
+    g.add_argument("--steps", type=int, default=3, help="profiled steps; twice as many unprofiled ones are timed for the overhead (default 3)")
+    g.add_argument("--interval", type=float, default=0.1,
+                   help="telemetry sampling interval in seconds (NVML on CUDA, psutil on CPU; default 0.1)")
+
+
+def write_csv(rows: list[dict], path: Path) -> None:
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=CSV_COLUMNS, extrasaction="raise")
+        w.writeheader()
+        for r in rows:
+            w.writerow({k: ("" if r[k] is None else r[k]) for k in CSV_COLUMNS})
+
+
+def plot_layers(prof: LayerProfile, path: Path) -> None:
+    """Horizontal bars, one per row in network order, forward and backward stacked."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = prof.rows
+    labels = [f"{r['layer']} ({r['kind']})" if r["group"] == "layer" else r["layer"] for r in rows]
+    fwd = [r["fwd_ms"] for r in rows]
+    bwd = [r["bwd_ms"] for r in rows]
+    ys = list(range(len(rows)))
+    fig, ax = plt.subplots(figsize=(9, 0.32 * len(rows) + 1.6))
+    # Remainder rows are drawn paler: they are not layers and do not count toward coverage.
+    alpha = [1.0 if r["group"] == "layer" else 0.45 for r in rows]
+    for y, f, b, a in zip(ys, fwd, bwd, alpha):
+        ax.barh(y, f, color="tab:blue", alpha=a, label="forward" if y == 0 else None)
+        ax.barh(y, b, left=f, color="tab:orange", alpha=a, label="backward" if y == 0 else None)
+    ax.set_yticks(ys, labels, fontsize=8)
+    ax.invert_yaxis()  # network order, top to bottom
+    unit = "CPU wall" if prof.time_kind == "cpu_wall" else "CUDA kernel"
+    ax.set_xlabel(f"ms per step ({unit} time, mean of {prof.steps} profiled step(s))")
+    ax.set_title(f"{prof.cfg.case_id()}\nlayers cover {100 * prof.coverage:.1f}% of a {prof.step_ms:.1f} ms profiled step",
+                 fontsize=10)
+    ax.legend(loc="lower right")
+    ax.grid(axis="x", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _telemetry_line(tel: dict) -> str:
+    s = tel["summary"]
+    if tel["kind"] == "unavailable":
+        return f"telemetry: not available ({tel['reason']})"
+    if tel["kind"] == "psutil":
+        return (f"telemetry (psutil, every {tel['interval_s']} s): process CPU {s['cpu_percent_mean']:.0f}% "
+                f"(100% = one core of {s['cpu_count']}), machine CPU {s['system_cpu_percent_mean']:.0f}%, "
+                f"peak RSS {s['rss_peak_bytes'] / 2**20:.0f} MiB")
+
+    def fmt(v: float | None, spec: str) -> str:
+        return "n/a" if v is None else format(v, spec)
+
+    return (f"telemetry (NVML, every {tel['interval_s']} s): GPU busy {fmt(s['gpu_util_mean'], '.0f')}% "
+            f"(share of time a kernel ran; not SM occupancy), power {fmt(s['power_mean_w'], '.0f')} W, "
+            f"energy {fmt(s['energy_j_per_image'], '.4f')} J/image, SM clock {fmt(s['sm_clock_mean_mhz'], '.0f')} MHz, "
+            f"max {fmt(s['temperature_max_c'], '.0f')} C, throttle: {', '.join(s['throttle_reasons']) or 'none'}")
+
+
+def run(args: argparse.Namespace) -> int:
+    from alexnet.cli import UsageError
+    from alexnet.profiling import profile_layers
+    from alexnet.runtime import cpu_has_bf16, unsupported_reason
+    from alexnet.telemetry import Sampler
+
+    cfg = config_from_args(args)
+    sampler = Sampler(cfg.device, interval_s=args.interval)  # validates --interval
+    if args.warmup < 0:
+        raise ValueError(f"--warmup {args.warmup} is not valid; it must be an integer >= 0")
+    if args.steps < 1:
+        raise ValueError(f"--steps {args.steps} is not valid; it must be an integer >= 1")
+    # Asking for --amp bf16 here is asking explicitly, so emulated bf16 runs (with a warning).
+    reason = unsupported_reason(cfg, allow_emulated_bf16=True)
+    if reason:
+        raise ValueError(f"config {cfg.case_id()} cannot run here: {reason}")
+    out = Path(args.out) if args.out else None
+    if out is not None:
+        if out.exists() and not out.is_dir():
+            raise UsageError(f"--out {out} is a file, not a folder")
+        taken = [name for name in OUTPUT_FILES if (out / name).exists()]
+        if taken:
+            raise UsageError(f"--out {out} already holds {', '.join(taken)}; choose another folder (results are never overwritten)")
+    if cfg.amp == "bf16" and not cfg.is_cuda and not cpu_has_bf16():
+        print("warning: bf16 on this CPU is emulated (no AVX512-BF16/AMX) and runs far slower than fp32")
+
+    print(f"profiling {cfg.case_id()}: {args.warmup} warm-up, {args.steps} profiled and 2 x {args.steps} unprofiled steps")
+    trace_path = None
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        trace_path = out / "trace.json"
+    with sampler:
+        prof = profile_layers(cfg, warmup=args.warmup, steps=args.steps, trace_path=trace_path)
+    telemetry = sampler.result(images=prof.steps_run * cfg.batch_size)
+
+    print(prof.format_table())
+    print(_telemetry_line(telemetry))
+    if out is not None:
+        write_csv(prof.rows, out / "layers.csv")
+        plot_layers(prof, out / "layers.png")
+        with open(out / "profile.json", "w") as f:
+            json.dump({**prof.to_dict(), "telemetry": telemetry}, f, indent=1)
+        print(f"wrote {', '.join(str(out / n) for n in OUTPUT_FILES)}")
+    return 0
