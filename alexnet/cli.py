@@ -19,6 +19,8 @@ COMMANDS = [
     "summary",
     "train",
     "profile",
+    "run",
+    "max-batch",
 ]
 
 EXIT_USAGE = 2

@@ -1,0 +1,92 @@
+"""``alexnet-bench run --preset P --save NAME [-- PYTEST_ARGS]``: the benchmark matrix without pytest flags.
+
+It runs ``python -m pytest bench/ --preset P --benchmark-save=NAME
+--benchmark-storage=file://DIR [PYTEST_ARGS]`` and returns pytest's exit status (a pytest usage
+error, e.g. a bad axis value, becomes status 2 like every other bad input here). With
+``--report OUT`` it then writes the HTML report of the run it just saved.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+NAME = "run"
+HELP = "run the benchmark matrix (pytest bench/) and save it; extra args after -- go to pytest"
+
+# bench/ lives next to the alexnet package in the repository (an editable install).
+BENCH_DIR = Path(__file__).resolve().parents[2] / "bench"
+DEFAULT_STORAGE = ".benchmarks"
+_PYTEST_USAGE_ERROR = 4  # pytest.ExitCode.USAGE_ERROR
+_SAVE_NAME_RE = re.compile(r"^[A-Za-z0-9_.-]+$")
+
+
+def _presets() -> dict:
+    """bench/'s presets; bench/ is not an installed package, so its repository goes on sys.path."""
+    if not (BENCH_DIR / "conftest.py").is_file():
+        from alexnet.cli import UsageError
+
+        raise UsageError(f"no benchmark suite at {BENCH_DIR}: run from a source checkout (pip install -e .)")
+    root = str(BENCH_DIR.parent)
+    if root not in sys.path:
+        sys.path.append(root)
+    from bench.presets import PRESETS
+
+    return PRESETS
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    PRESETS = _presets()
+    p.add_argument("--preset", default=None,
+                   help=f"{' | '.join(PRESETS)} (default: standard with CUDA, else quick)")
+    p.add_argument("--save", default=None, metavar="NAME",
+                   help="save the run as STORAGE/<machine>/NNNN_NAME.json (default: not saved)")
+    p.add_argument("--storage", default=DEFAULT_STORAGE, metavar="DIR",
+                   help=f"pytest-benchmark storage directory (default {DEFAULT_STORAGE})")
+    p.add_argument("--profile-layers", action="store_true", help="also profile each case per layer (untimed)")
+    p.add_argument("--report", default=None, metavar="OUT",
+                   help="after a saved run, write its HTML report to OUT (alexnet-bench report)")
+    p.add_argument("--dry-run", action="store_true", help="print the pytest command and exit")
+    p.add_argument("pytest_args", nargs=argparse.REMAINDER,
+                   help="after --: passed to pytest, e.g. -- --batch-sizes 32,64 -k train")
+
+
+def pytest_command(args: argparse.Namespace) -> list[str]:
+    """The exact pytest command line this invocation runs."""
+    PRESETS = _presets()
+
+    if args.preset is not None and args.preset not in PRESETS:
+        raise ValueError(f"preset {args.preset!r} is not valid; choose from {', '.join(PRESETS)}")
+    if args.save is not None and not _SAVE_NAME_RE.match(args.save):
+        raise ValueError(f"save name {args.save!r} is not valid; use letters, digits, '.', '_' and '-'")
+    if args.report and not args.save:
+        raise ValueError("--report needs --save NAME: the report is made from the saved run")
+    cmd = [sys.executable, "-m", "pytest", str(BENCH_DIR), "-p", "no:cacheprovider"]
+    if args.preset:
+        cmd += ["--preset", args.preset]
+    if args.save:
+        cmd += [f"--benchmark-save={args.save}", f"--benchmark-storage=file://{Path(args.storage).absolute()}"]
+    if args.profile_layers:
+        cmd.append("--profile-layers")
+    extra = list(args.pytest_args)
+    if extra[:1] == ["--"]:
+        extra = extra[1:]
+    return cmd + extra
+
+
+def run(args: argparse.Namespace) -> int:
+    cmd = pytest_command(args)
+    print(" ".join(cmd), flush=True)
+    if args.dry_run:
+        return 0
+    rc = subprocess.call(cmd)
+    if rc == _PYTEST_USAGE_ERROR:
+        return 2
+    if rc == 0 and args.report:
+        from alexnet.cli import main
+
+        return main(["report", "--storage", args.storage, "--out", args.report])
+    return rc

@@ -1,0 +1,1 @@
+"""The benchmark matrix: what to measure (cases as data), handed to pytest-benchmark."""

@@ -1,0 +1,50 @@
+"""The correctness check of every benchmark case, and the failure classification."""
+
+from __future__ import annotations
+
+import torch
+
+from alexnet.config import RunConfig
+from alexnet.failures import is_fatal_device_error, is_oom
+from alexnet.runtime import StepRunner, backend_switches
+from bench.measure import correctness_check
+
+
+def _runner_and_weights(cfg: RunConfig):
+    runner = StepRunner.build(cfg)
+    weights = {k: v.detach().clone() for k, v in runner.eager_model.state_dict().items()}
+    x, y = runner.random_batch()
+    return runner, weights, x, y
+
+
+def test_train_case_is_compared_with_its_initial_weights() -> None:
+    cfg = RunConfig(batch_size=2, resolution=(65, 65), device="cpu", lr=0.5)
+    with backend_switches(cfg):
+        runner, weights, x, y = _runner_and_weights(cfg)
+        for _ in range(3):  # the timed rounds update the weights (large lr: they really move)
+            runner.step(x, y)
+        moved = max((runner.eager_model.state_dict()[k] - w).abs().max().item() for k, w in weights.items())
+        assert moved > 0
+        c = correctness_check(runner, weights, x, y)
+    assert c["reference"] == "fp32 eager"
+    assert c["loss_rel_diff"] == 0.0 and c["max_abs_logits_diff"] == 0.0
+    assert runner.eager_model.training  # the check restores train mode
+
+
+def test_low_precision_case_shows_a_difference() -> None:
+    """bf16 autocast must not read as identical to fp32: the check can see a changed config."""
+    cfg = RunConfig(mode="inference", batch_size=2, resolution=(65, 65), device="cpu", amp="bf16")
+    with backend_switches(cfg):
+        runner, weights, x, y = _runner_and_weights(cfg)
+        c = correctness_check(runner, weights, x, y)
+    assert c["max_abs_logits_diff"] > 1e-5
+    assert c["loss_rel_diff"] < 0.1  # different, but not broken
+
+
+def test_failure_classification() -> None:
+    assert is_oom(torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"))
+    assert is_oom(RuntimeError("[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: can't allocate memory"))
+    assert not is_oom(RuntimeError("shape mismatch"))
+    assert is_fatal_device_error(RuntimeError("CUDA error: an illegal memory access was encountered"))
+    assert is_fatal_device_error(RuntimeError("CUDA error: device-side assert triggered"))
+    assert not is_fatal_device_error(torch.OutOfMemoryError("CUDA out of memory"))

@@ -1,0 +1,134 @@
+"""A real run of the benchmark matrix (tiny preset), as a user starts it, and what it saves."""
+
+from __future__ import annotations
+
+import json
+import statistics
+import os
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO
+
+# The documented extra_info keys of every case (docs/saved-run-format.md).
+EXTRA_INFO_KEYS = {
+    "config", "case_id", "kind", "images_per_s", "images_per_s_iqr", "step_time_s", "step_time_iqr_s", "rounds",
+    "flops_per_image", "achieved_tflops", "mfu", "mfu_peak_tflops", "mfu_peak_source", "peak_memory_bytes",
+    "peak_memory_reserved_bytes", "memory_kind", "compile_time_s", "correctness", "warnings", "telemetry",
+}
+
+
+def _pytest_bench(*args: str, storage: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "pytest", "bench/", "-p", "no:cacheprovider", "-q", "-rs",
+         f"--benchmark-storage=file://{storage}", *args],
+        cwd=REPO, capture_output=True, text=True, timeout=600,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[subprocess.CompletedProcess, Path, dict]:
+    storage = tmp_path_factory.mktemp("benchmarks")
+    # fp16 on CPU is unsupported: those 3 cases must be skipped with a reason and recorded.
+    proc = _pytest_bench("--preset", "tiny", "--amp", "off,fp16", "--benchmark-save=smoke", storage=storage)
+    files = sorted(storage.glob("*/0001_smoke.json"))
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert len(files) == 1, f"expected STORAGE/<machine>/0001_smoke.json, found {list(storage.rglob('*'))}"
+    return proc, storage, json.loads(files[0].read_text())
+
+
+def test_run_saves_samples_and_documented_extra_info(tiny_run) -> None:
+    _, _, run = tiny_run
+    benches = run["benchmarks"]
+    assert len(benches) == 3
+    for b in benches:
+        assert len(b["stats"]["data"]) >= 10, "raw samples are saved by default"
+        extra = b["extra_info"]
+        assert EXTRA_INFO_KEYS <= set(extra), EXTRA_INFO_KEYS - set(extra)
+        cfg = extra["config"]
+        assert b["name"].endswith(f"[{extra['case_id']}]")
+        assert extra["step_time_s"] == pytest.approx(statistics.median(b["stats"]["data"]))
+        assert extra["images_per_s"] == pytest.approx(statistics.median(2 / t for t in b["stats"]["data"]))
+        assert extra["images_per_s"] > 0
+        assert extra["achieved_tflops"] == pytest.approx(extra["flops_per_image"] * extra["images_per_s"] / 1e12)
+        assert extra["mfu"] is not None and extra["mfu"] > 0  # CPU: against the run's measured GEMM
+        assert extra["memory_kind"] == "cpu_peak_rss" and extra["peak_memory_bytes"] > 0
+        assert extra["compile_time_s"] is None  # the tiny cases are eager
+        # fp32 eager on the same batch and weights as the reference: equal up to the rounding of
+        # a different convolution algorithm (channels_last).
+        assert extra["correctness"]["reference"] == "fp32 eager"
+        assert extra["correctness"]["loss_rel_diff"] < 1e-5
+        assert extra["correctness"]["max_abs_logits_diff"] < 1e-4
+        assert extra["telemetry"]["kind"] == "psutil"
+        assert cfg["device"] == "cpu" and cfg["batch_size"] == 2
+
+
+def test_run_records_skips_machine_and_calibration(tiny_run) -> None:
+    proc, _, run = tiny_run
+    section = run["alexnet"]
+    assert section["schema_version"] == 1 and section["preset"] == "tiny"
+    assert len(section["skipped"]) == 3
+    for s in section["skipped"]:
+        assert s["config"]["amp"] == "fp16" and "fp16 autocast is not supported on CPU" in s["reason"]
+        assert s["fullname"].startswith("bench/test_matrix.py::test_step[")
+    assert section["calibration"]["gflops"] > 0 and section["calibration"]["samples_s"]
+    mi = run["machine_info"]
+    assert mi["suite_schema_version"] == 1 and mi["torch_version"] and "cpu_model" in mi
+    assert "3 skipped" in proc.stdout
+
+
+def test_pytest_benchmark_reads_the_saved_run(tiny_run) -> None:
+    _, storage, _ = tiny_run
+    cli = Path(sys.executable).with_name("pytest-benchmark")
+    listed = subprocess.run([str(cli), "--storage", f"file://{storage}", "list"], capture_output=True, text=True)
+    assert listed.returncode == 0 and "0001_smoke.json" in listed.stdout
+    compared = subprocess.run([str(cli), "--storage", f"file://{storage}", "compare", "0001"],
+                              capture_output=True, text=True)
+    assert compared.returncode == 0, compared.stderr
+    assert "train-d2l-b2-65x65-fp32-cpu" in compared.stdout
+
+
+def test_bad_preset_and_axis_value_are_usage_errors(tmp_path: Path) -> None:
+    proc = _pytest_bench("--preset", "huge", storage=tmp_path)
+    assert proc.returncode == pytest.ExitCode.USAGE_ERROR
+    assert "--preset 'huge' is not valid; choose from tiny, quick, standard, full" in proc.stderr
+    proc = _pytest_bench("--preset", "tiny", "--compile", "fast", storage=tmp_path)
+    assert proc.returncode == pytest.ExitCode.USAGE_ERROR
+    assert "compile 'fast' is not valid; choose from off, default, reduce-overhead, max-autotune" in proc.stderr
+
+
+def test_standard_preset_collects_gpu_cases_and_skips_them_on_cpu(tmp_path: Path) -> None:
+    proc = _pytest_bench("--preset", "standard", "--collect-only", storage=tmp_path)
+    assert proc.returncode == 0
+    assert "test_step[train-d2l-b256-224x224-fp32-cudnnbench-tf32-cuda]" in proc.stdout
+    assert "test_step[train-d2l-b256-224x224-bf16-compile_max-autotune-cl-cudnnbench-tf32-cuda]" in proc.stdout
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU: the CUDA cases would run, not skip")
+    proc = _pytest_bench("--preset", "standard", "-k", "b32 or inference", storage=tmp_path)
+    assert proc.returncode == 0, proc.stdout[-2000:]
+    assert "2 skipped" in proc.stdout and "CUDA is not available" in proc.stdout
+
+
+def test_repo_root_pytest_does_not_collect_bench() -> None:
+    cfg = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["pytest"]["ini_options"]
+    assert cfg["testpaths"] == ["tests"]
+
+
+def test_alexnet_bench_run_wraps_pytest(tmp_path: Path, cli) -> None:
+    r = cli("run", "--preset", "tiny", "--save", "x", "--storage", str(tmp_path), "--dry-run", "--", "-k", "train")
+    assert r.returncode == 0
+    line = r.stdout.strip().splitlines()[0]
+    assert "-m pytest" in line and "--preset tiny" in line and "--benchmark-save=x" in line
+    assert f"--benchmark-storage=file://{tmp_path}" in line and line.endswith("-k train")
+    r = cli("run", "--preset", "huge")
+    assert r.returncode == 2 and "preset 'huge' is not valid" in r.stderr
+    r = cli("run", "--preset", "tiny", "--save", "x", "--storage", str(tmp_path), "--", "--amp", "fp8")
+    assert r.returncode == 2  # pytest's usage error becomes the CLI's bad-input status
+    assert not list(tmp_path.rglob("*.json"))
