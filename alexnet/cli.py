@@ -19,6 +19,7 @@ COMMANDS = [
     "summary",
     "train",
     "profile",
+    "report",
     "run",
     "max-batch",
 ]
