@@ -20,6 +20,7 @@ COMMANDS = [
     "train",
     "profile",
     "report",
+    "ddp",
     "run",
     "max-batch",
 ]

@@ -1,0 +1,450 @@
+"""``alexnet-bench ddp``: data-parallel scaling of a training step, with torchrun and DDP.
+
+In one invocation it runs the N-process run under ``python -m torch.distributed.run
+--nproc-per-node N`` and then the 1-process baseline (a plain process, no process group),
+both with the worker in `alexnet.ddp` and the same thread count per process. It prints per-rank
+and total images/s, the scaling efficiency against the baseline and the all-reduce share of
+the step, and saves both cases as one pytest-benchmark run (docs/saved-run-format.md).
+
+A rank that fails makes the command exit 1 with the failing rank's error; a run that does
+not finish within ``--timeout`` is stopped (torchrun first, then any worker left) and the
+command exits 1. torchrun and DDP do all the launching and communicating: nothing here
+replaces them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Sequence
+
+from alexnet.commands.options import add_config_options, config_from_args
+from alexnet.config import RunConfig
+
+NAME = "ddp"
+HELP = "data-parallel scaling with torchrun + DistributedDataParallel (nccl on GPU, gloo on CPU)"
+
+__all__ = ["NAME", "HELP", "add_arguments", "run", "torchrun_command", "save_run"]
+
+DEFAULT_STEPS = 20
+DEFAULT_WARMUP = 2
+DEFAULT_TIMEOUT_S = 600.0
+# pytest-benchmark wants >= 10 rounds for its statistics to mean much (saved-run-format.md).
+MIN_ROUNDS = 10
+# IQR/median above this gets a warning instead of a falsely precise figure (STYLE.md).
+NOISY_IQR = 0.10
+# After SIGTERM, torchrun takes up to 30 s to stop its workers; then they are killed.
+TERMINATE_GRACE_S = 35.0
+_SAVE_NAME_RE = re.compile(r"^[A-Za-z0-9_.-]+$")
+
+
+class RunFailed(RuntimeError):
+    """A launched process failed or timed out; the message names which and why."""
+
+
+# --- arguments ------------------------------------------------------------------------------
+
+
+def _available_cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("data parallel")
+    g.add_argument("--nproc", type=int, required=True, help="processes (ranks) on this machine: torchrun --nproc-per-node N")
+    g.add_argument("--steps", type=int, default=DEFAULT_STEPS, help=f"timed steps per run (default {DEFAULT_STEPS})")
+    g.add_argument("--warmup", type=int, default=DEFAULT_WARMUP, help=f"untimed steps first (default {DEFAULT_WARMUP})")
+    g.add_argument(
+        "--threads", type=int, default=None,
+        help="torch threads per process, the same in the baseline and every rank (default: CPUs // nproc)",
+    )
+    g.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_S,
+                   help=f"seconds each launch may take, and the process-group timeout (default {DEFAULT_TIMEOUT_S:g})")
+    g.add_argument("--save", default="ddp", help="saved run name: STORAGE/<machine_id>/NNNN_<NAME>.json (default ddp)")
+    g.add_argument("--storage", default=".benchmarks", help="run storage folder, or file://DIR (default .benchmarks)")
+    add_config_options(p)
+
+
+def _validate(args: argparse.Namespace) -> tuple[RunConfig, RunConfig, int]:
+    """The baseline config, the N-process config, and threads per process; ValueError if bad."""
+    from alexnet.runtime import unsupported_reason
+
+    if args.nproc < 1:
+        raise ValueError(f"--nproc {args.nproc} is not valid; it must be an integer >= 1")
+    if args.steps < 1:
+        raise ValueError(f"--steps {args.steps} is not valid; it must be an integer >= 1")
+    if args.warmup < 0:
+        raise ValueError(f"--warmup {args.warmup} is not valid; it must be an integer >= 0")
+    if not args.timeout > 0:
+        raise ValueError(f"--timeout {args.timeout:g} is not valid; it must be > 0 seconds")
+    if not _SAVE_NAME_RE.match(args.save):
+        raise ValueError(f"--save {args.save!r} is not valid; use letters, digits, '_', '.' and '-'")
+    storage = Path(args.storage.removeprefix("file://"))
+    if storage.exists() and not storage.is_dir():
+        raise ValueError(f"--storage {args.storage!r} is not valid; it is a file, not a folder")
+    threads = args.threads if args.threads is not None else max(1, _available_cpus() // args.nproc)
+    if threads < 1:
+        raise ValueError(f"--threads {threads} is not valid; it must be an integer >= 1")
+    base = config_from_args(args, world_size=1, dist_backend="none")
+    if base.mode != "train":
+        raise ValueError(f"mode {base.mode!r} is not valid for ddp; it measures data-parallel training: use --mode train")
+    reason = unsupported_reason(base, allow_emulated_bf16=True)
+    if reason:
+        raise ValueError(reason)
+    if base.is_cuda:
+        import torch
+
+        first = torch.device(base.device).index or 0
+        if first + args.nproc > torch.cuda.device_count():
+            raise ValueError(
+                f"--nproc {args.nproc} is not valid on {base.device}: one GPU per rank, and {torch.cuda.device_count()} are visible"
+            )
+    backend = "nccl" if base.is_cuda else "gloo"
+    return base, base.replace(world_size=args.nproc, dist_backend=backend), threads
+
+
+# --- launching ------------------------------------------------------------------------------
+
+
+def _free_port() -> int:
+    # Asked of the OS on loopback; torchrun's store binds it a moment later.
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _worker_args(cfg: RunConfig, *, steps: int, warmup: int, threads: int, timeout_s: float, result: Path, error_dir: Path) -> list[str]:
+    return [
+        "--config", json.dumps(cfg.flat()), "--steps", str(steps), "--warmup", str(warmup),
+        "--threads", str(threads), "--timeout", f"{timeout_s:g}", "--result", str(result), "--error-dir", str(error_dir),
+    ]
+
+
+def torchrun_command(nproc: int, worker_args: Sequence[str], *, port: int) -> list[str]:
+    """The single-node torchrun command line (loopback rendezvous) for the worker module."""
+    return [
+        sys.executable, "-m", "torch.distributed.run",
+        "--nnodes", "1", "--nproc-per-node", str(nproc),
+        "--master-addr", "127.0.0.1", "--master-port", str(port),
+        "-m", "alexnet.ddp", *worker_args,
+    ]
+
+
+def _child_env(threads: int, *, gloo: bool) -> dict[str, str]:
+    env = dict(os.environ)
+    # torchrun sets OMP_NUM_THREADS=1 per rank when N > 1 unless it is already set: set it
+    # for both launches so the baseline gets exactly what each rank gets.
+    env["OMP_NUM_THREADS"] = str(threads)
+    package_root = str(Path(__file__).resolve().parents[2])
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
+    if gloo and "GLOO_SOCKET_IFNAME" not in env and Path("/sys/class/net/lo").exists():
+        env["GLOO_SOCKET_IFNAME"] = "lo"  # single machine: keep gloo's traffic on loopback
+    return env
+
+
+def _stop(proc: subprocess.Popen, *, grace_s: float = TERMINATE_GRACE_S) -> None:
+    """Stop a launch that overran: SIGTERM torchrun (it stops its workers), then SIGKILL what is left.
+
+    torchrun starts each worker in a session of its own, so killing torchrun's process group
+    would miss them; they are found as its child processes instead and killed by pid.
+    """
+    import psutil
+
+    def family() -> list[psutil.Process]:
+        try:
+            root = psutil.Process(proc.pid)
+            return [root, *root.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            return []
+
+    started = family()
+    proc.send_signal(signal.SIGTERM)
+    _, alive = psutil.wait_procs(started, timeout=grace_s)
+    # Look again: a worker may have started during the grace period.
+    left = {p.pid: p for p in [*alive, *family()] if p.is_running()}
+    for p in left.values():  # by pid: only the processes this launch started
+        try:
+            p.kill()
+        except psutil.NoSuchProcess:
+            pass
+    proc.wait()
+    psutil.wait_procs(list(left.values()), timeout=grace_s)
+
+
+def _launch(
+    cmd: list[str], *, what: str, env: dict[str, str], timeout_s: float, log: Path, error_dir: Path,
+    grace_s: float = TERMINATE_GRACE_S,
+) -> None:
+    """Run one launch to completion; RunFailed (naming the failing rank when known) otherwise."""
+    error_dir.mkdir(parents=True, exist_ok=True)
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            rc = proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            _stop(proc, grace_s=grace_s)
+            raise RunFailed(f"{what} did not finish within --timeout {timeout_s:g} s and was stopped") from None
+        except BaseException:  # Ctrl-C: leave no rank behind
+            _stop(proc, grace_s=grace_s)
+            raise
+    if rc != 0:
+        raise RunFailed(f"{what} failed (exit status {rc}): {_root_cause(error_dir, log)}")
+
+
+def _root_cause(error_dir: Path, log: Path) -> str:
+    """The first rank's error line (by time written), else the log's last line."""
+    errors = sorted(error_dir.glob("rank*.error"), key=lambda p: p.stat().st_mtime)
+    if errors:
+        first = errors[0]
+        line = f"{first.stem.replace('rank', 'rank ')}: {first.read_text().strip()}"
+        others = [e.stem.replace("rank", "") for e in errors[1:]]
+        return line + (f" (rank(s) {', '.join(others)} failed too)" if others else "")
+    tail = [ln for ln in log.read_text(errors="replace").splitlines() if ln.strip()]
+    return tail[-1].strip() if tail else "no output"
+
+
+def _log_tail(log: Path, lines: int = 15) -> str:
+    try:
+        return "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
+
+
+# --- figures --------------------------------------------------------------------------------
+
+
+def _warnings(fig: dict[str, Any], *, steps: int) -> list[str]:
+    w = []
+    if steps < MIN_ROUNDS:
+        w.append(f"only {steps} timed steps (fewer than {MIN_ROUNDS}): the median and IQR are rough")
+    if fig["step_time_iqr_s"] / fig["step_time_s"] > NOISY_IQR:
+        w.append(f"IQR/median of the step time is {fig['step_time_iqr_s'] / fig['step_time_s']:.0%} (above {NOISY_IQR:.0%})")
+    if fig["world_size"] > 1 and not fig["params_identical"]:
+        w.append("parameters differ between ranks after the timed steps")
+    return w
+
+
+# --- the saved run --------------------------------------------------------------------------
+
+
+def _stats(data: Sequence[float]) -> dict[str, Any]:
+    from pytest_benchmark.stats import Stats
+
+    s = Stats()
+    for d in data:
+        s.update(d)
+    out = s.as_dict()
+    out["data"] = list(data)
+    out["iterations"] = 1
+    return out
+
+
+def _suite_machine_info(threads: int) -> dict[str, Any]:
+    """The saved-run-format.md additions to machine_info (alexnet.envinfo), threads as the ranks had them."""
+    from alexnet.envinfo import machine_info
+
+    info = machine_info()
+    info["torch_num_threads"] = threads  # per process, as the worker set it (this parent's count differs)
+    return info
+
+
+def _entry(
+    result: dict[str, Any], fig: dict[str, Any], *, baseline_ips: float, flops: int, steps: int, warmup: int,
+    calibration: dict[str, Any] | None, gpu_name: str | None,
+) -> dict[str, Any]:
+    from alexnet.mfu import mfu_for
+
+    cfg = RunConfig.from_flat(result["config"])
+    case = cfg.case_id()
+    world = fig["world_size"]
+    efficiency = fig["images_per_s"] / (world * baseline_ips)
+    achieved = flops * fig["images_per_s"] / 1e12
+    # MFU per process: each rank has one device's (or `threads` cores') peak, so divide by N.
+    mfu, peak, source = mfu_for(cfg, achieved_tflops=achieved / world, gpu_name=gpu_name, cpu_calibration=calibration)
+    if source is not None:
+        source += f"; per process ({world} process(es), each with this peak)"
+    extra = {
+        "config": result["config"],
+        "case_id": case,
+        "kind": "step",
+        "images_per_s": fig["images_per_s"],
+        "images_per_s_iqr": fig["images_per_s_iqr"],
+        "step_time_s": fig["step_time_s"],
+        "step_time_iqr_s": fig["step_time_iqr_s"],
+        "rounds": steps,
+        "warmup_rounds": warmup,
+        "flops_per_image": flops,
+        "achieved_tflops": achieved,
+        "mfu": mfu, "mfu_peak_tflops": peak, "mfu_peak_source": source,
+        "peak_memory_bytes": fig["peak_memory_bytes"],
+        "peak_memory_reserved_bytes": None,
+        "memory_kind": fig["memory_kind"],
+        "compile_time_s": None,  # compilation, if any, happens in the untimed warm-up steps
+        "correctness": None,
+        "warnings": _warnings(fig, steps=steps),
+        "telemetry": result.get("telemetry"),
+        # data parallel
+        "world_size": world,
+        "dist_backend": cfg.dist_backend,
+        "baseline_images_per_s": baseline_ips,
+        "scaling_efficiency": efficiency,
+        "speedup": fig["images_per_s"] / baseline_ips,
+        "allreduce_fraction": fig["allreduce_fraction"],
+        "allreduce_s_per_step": fig["allreduce_s_per_step"],
+        "per_rank_images_per_s": fig["per_rank_images_per_s"],
+        "per_rank_step_time_s": fig["per_rank_step_time_s"],
+        "per_rank_allreduce_fraction": fig["per_rank_allreduce_fraction"],
+        "threads_per_rank": fig["threads_per_rank"][0],
+        "params_identical": fig["params_identical"],
+        # SHA-256 of the weights before the first step (rank 0) and on each rank after the last.
+        "param_digest_before": fig["param_digest_before"],
+        "per_rank_param_digest": fig["per_rank_param_digest"],
+        "backend_switches": result.get("backend_switches"),
+        "data": "synthetic",
+    }
+    return {
+        "group": "ddp",
+        "name": f"ddp[{case}]",
+        "fullname": f"alexnet-bench ddp::{case}",
+        "params": {"case": case},
+        "param": case,
+        "extra_info": extra,
+        "options": {"timer": "perf_counter", "rounds": steps, "warmup_rounds": warmup, "iterations": 1},
+        "stats": _stats(fig["step_s"]),
+    }
+
+
+def save_run(
+    benchmarks: list[dict[str, Any]], *, storage: str, name: str, threads: int, calibration: dict[str, Any] | None = None
+) -> Path:
+    """Write ``storage/<machine_id>/NNNN_<name>.json`` with the next free number; never overwrite."""
+    from pytest_benchmark import __version__ as pb_version
+
+    from alexnet.envinfo import SUITE_SCHEMA_VERSION
+    from pytest_benchmark.plugin import pytest_benchmark_generate_machine_info
+    from pytest_benchmark.utils import get_commit_info, get_machine_id
+
+    machine_info = pytest_benchmark_generate_machine_info()
+    machine_info.update(_suite_machine_info(threads))
+    doc = {
+        "machine_info": machine_info,
+        "commit_info": get_commit_info(),
+        "benchmarks": benchmarks,
+        "datetime": datetime.now(timezone.utc).isoformat(),
+        "version": pb_version,
+        "alexnet": {"schema_version": SUITE_SCHEMA_VERSION, "preset": "ddp", "skipped": [], "calibration": calibration},
+    }
+    folder = Path(storage.removeprefix("file://")) / get_machine_id()
+    folder.mkdir(parents=True, exist_ok=True)
+    while True:
+        numbers = [int(m.group(1)) for p in folder.glob("*.json") if (m := re.match(r"^(\d{4,})_", p.name))]
+        path = folder / f"{max(numbers, default=0) + 1:04d}_{name}.json"
+        try:
+            with open(path, "x") as f:  # "x": fail rather than overwrite a run saved meanwhile
+                json.dump(doc, f, indent=2)
+            return path
+        except FileExistsError:
+            continue
+
+
+# --- the command ----------------------------------------------------------------------------
+
+
+def _print_report(base_fig: dict[str, Any], fig: dict[str, Any], entry: dict[str, Any], *, cfg: RunConfig, threads: int, steps: int, warmup: int) -> None:
+    e = entry["extra_info"]
+    n = fig["world_size"]
+    print(f"ddp {cfg.case_id()}: {n} process(es) ({cfg.dist_backend}) against 1, {threads} thread(s) each, "
+          f"{steps} timed steps after {warmup} warm-up, per-rank batch {cfg.batch_size} (weak scaling, synthetic data)")
+    print(f"{'':24}{'images/s':>10}{'step ms':>10}{'all-reduce share':>18}")
+    print(f"{'baseline, 1 process':24}{base_fig['images_per_s']:>10.1f}{base_fig['step_time_s'] * 1e3:>10.1f}{'-':>18}")
+    for r in range(n):
+        share = fig["per_rank_allreduce_fraction"][r]
+        print(f"{f'rank {r}':24}{fig['per_rank_images_per_s'][r]:>10.1f}{fig['per_rank_step_time_s'][r] * 1e3:>10.1f}{share:>18.1%}")
+    print(f"{f'total, {n} processes':24}{fig['images_per_s']:>10.1f}{fig['step_time_s'] * 1e3:>10.1f}{fig['allreduce_fraction']:>18.1%}")
+    print(f"scaling efficiency: {e['scaling_efficiency']:.1%} "
+          f"(total {fig['images_per_s']:.1f} / ({n} x baseline {base_fig['images_per_s']:.1f}) images/s)")
+    print(f"all-reduce share: {fig['allreduce_fraction']:.1%} of the step had a gradient all-reduce in flight "
+          f"(median {fig['allreduce_s_per_step'] * 1e3:.1f} ms per step; it overlaps the backward pass)")
+    print(f"parameters identical on all ranks after the last step: {'yes' if fig['params_identical'] else 'NO'}")
+    for w in e["warnings"]:
+        print(f"warning: {w}")
+
+
+def _calibrate(cfg: RunConfig, *, threads: int) -> tuple[dict[str, Any] | None, str | None]:
+    """The run's fp32 GEMM calibration, timed here after the launches with one rank's threads."""
+    import torch
+
+    from alexnet.envinfo import gpu_info
+    from alexnet.mfu import calibrate
+
+    saved = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        calibration = calibrate(cfg.device)
+    finally:
+        torch.set_num_threads(saved)
+    return calibration, gpu_info().get("gpu_name") if cfg.is_cuda else None
+
+
+def run(args: argparse.Namespace) -> int:
+    base_cfg, cfg, threads = _validate(args)
+    steps, warmup, timeout = args.steps, args.warmup, args.timeout
+    from alexnet.flops import flops_per_image
+
+    with tempfile.TemporaryDirectory(prefix="alexnet-ddp-") as tmp:
+        tmpdir = Path(tmp)
+        results = {}
+        # The N-process run first: a failing rank then fails the command without a wasted baseline.
+        launches = [
+            ("ddp", f"the {cfg.world_size}-process torchrun run", cfg,
+             lambda wa: torchrun_command(cfg.world_size, wa, port=_free_port())),
+            ("baseline", "the 1-process baseline", base_cfg,
+             lambda wa: [sys.executable, "-m", "alexnet.ddp", *wa]),
+        ]
+        for key, what, run_cfg, make_cmd in launches:
+            print(f"running {what} ...", flush=True)
+            result_path, error_dir, log = tmpdir / f"{key}.json", tmpdir / f"{key}-errors", tmpdir / f"{key}.log"
+            wa = _worker_args(run_cfg, steps=steps, warmup=warmup, threads=threads, timeout_s=timeout,
+                              result=result_path, error_dir=error_dir)
+            t0 = time.perf_counter()
+            try:
+                _launch(make_cmd(wa), what=what, env=_child_env(threads, gloo=run_cfg.dist_backend == "gloo"),
+                        timeout_s=timeout, log=log, error_dir=error_dir)
+            except RunFailed as exc:
+                tail = _log_tail(log)
+                if tail:
+                    print(f"--- last lines of {what}'s output ---\n{tail}\n---", file=sys.stderr)
+                print(f"alexnet-bench ddp: error: {exc}", file=sys.stderr)
+                return 1
+            results[key] = json.loads(result_path.read_text())
+            print(f"  done in {time.perf_counter() - t0:.1f} s", flush=True)
+
+    from alexnet.ddp import summarise
+
+    base_fig, fig = summarise(results["baseline"]), summarise(results["ddp"])
+    flops = flops_per_image(cfg.variant, cfg.resolution, train=True)
+    calibration, gpu_name = _calibrate(cfg, threads=threads)
+    common = dict(baseline_ips=base_fig["images_per_s"], flops=flops, steps=steps, warmup=warmup,
+                  calibration=calibration, gpu_name=gpu_name)
+    base_entry = _entry(results["baseline"], base_fig, **common)
+    entry = _entry(results["ddp"], fig, **common)
+    _print_report(base_fig, fig, entry, cfg=cfg, threads=threads, steps=steps, warmup=warmup)
+    path = save_run([base_entry, entry], storage=args.storage, name=args.save, threads=threads, calibration=calibration)
+    print(f"saved: {path}")
+    if cfg.world_size > 1 and not fig["params_identical"]:
+        print("alexnet-bench ddp: error: parameters differ between ranks after the timed steps", file=sys.stderr)
+        return 1
+    return 0

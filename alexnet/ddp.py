@@ -1,0 +1,425 @@
+"""The per-rank worker of the data-parallel benchmark, run under torchrun.
+
+``alexnet-bench ddp`` starts this module twice: once as a single plain process (the
+baseline: no process group, no DDP) and once under
+``python -m torch.distributed.run --nproc-per-node N -m alexnet.ddp ...``. A user can run
+the second form (or a multi-node torchrun) directly; see docs/readme-ddp.md.
+
+What one rank does:
+- joins the process group torchrun describes in its environment (RANK, WORLD_SIZE,
+  MASTER_ADDR, ...): nccl on GPUs (one GPU per local rank), gloo on CPU;
+- builds the same `StepRunner` the benchmarks use, around a DistributedDataParallel model;
+- weak scaling: every rank steps on its own batch of ``cfg.batch_size`` images (a different
+  synthetic batch per rank, so unsynchronised gradients would make the ranks diverge);
+- times each step between two synchronisations, and times every gradient all-reduce with a
+  DDP communication hook (below);
+- gathers its timings and a digest of its parameters to rank 0, which writes one JSON file.
+
+The all-reduce hook does exactly what DDP does by default (``default_hooks.allreduce_hook``:
+sum the bucket over ranks, divide by world size) and records when each bucket's all-reduce
+was launched and when its future completed. The "all-reduce share" of a step is the wall
+time during which at least one bucket was in flight, divided by the step time. It overlaps
+with the backward pass, so it is not all added to the step; it is the time the network and
+the collective were busy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import hashlib
+import json
+import os
+import platform
+import resource
+import sys
+import time
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+
+from alexnet.config import RunConfig
+from alexnet.runtime import StepRunner, backend_switches, seed_everything, synchronize
+
+__all__ = [
+    "FAIL_RANK_ENV",
+    "AllreduceTimer",
+    "busy_time",
+    "param_digest",
+    "run_worker",
+    "summarise",
+    "format_summary",
+    "main",
+]
+
+# Fault injection for the tests (and for anyone checking the failure path): the rank named
+# here raises before its first step, as a crashing rank would.
+FAIL_RANK_ENV = "ALEXNET_DDP_FAIL_RANK"
+
+
+def busy_time(intervals: Sequence[tuple[float, float]]) -> float:
+    """Length of the union of ``(start, end)`` intervals: time at least one was in flight."""
+    total = 0.0
+    cur_start = cur_end = None
+    for start, end in sorted(intervals):
+        if cur_end is None or start > cur_end:
+            if cur_end is not None:
+                total += cur_end - cur_start
+            cur_start, cur_end = start, end
+        else:
+            cur_end = max(cur_end, end)
+    if cur_end is not None:
+        total += cur_end - cur_start
+    return total
+
+
+@dataclass
+class AllreduceTimer:
+    """State of the timing communication hook: one (start, end) pair per bucket all-reduce.
+
+    On CPU the clock is ``time.perf_counter`` read when the hook launches the all-reduce and
+    when its future's callback runs (gloo completes the future when the data has arrived).
+    On CUDA a callback runs when the work is *enqueued*, so the clock is a pair of CUDA
+    events instead: the start on the backward stream, the end on the stream the future's
+    value is ready on; they are read after the step's synchronisation. (Untested on GPU.)
+    """
+
+    cuda: bool
+    process_group: Any = None
+    _pending: list[tuple[Any, Any]] = field(default_factory=list)
+
+    # No annotations on purpose: DDP's register_comm_hook checks them against the real
+    # classes, and `from __future__ import annotations` would make them strings.
+    def hook(self, state, bucket):  # type: ignore[no-untyped-def]
+        """Called by DDP as ``hook(state, bucket)`` for each gradient bucket; returns its future."""
+        from torch.distributed.algorithms.ddp_comm_hooks import default_hooks
+
+        start = self._now()
+        slot: list[Any] = [start, None]
+        self._pending.append(slot)  # type: ignore[arg-type]
+        fut = default_hooks.allreduce_hook(self.process_group, bucket)
+
+        def _done(f: "torch.futures.Future[torch.Tensor]") -> torch.Tensor:
+            slot[1] = self._now()
+            return f.value()
+
+        return fut.then(_done)
+
+    def _now(self) -> Any:
+        if self.cuda:
+            ev = torch.cuda.Event(enable_timing=True)
+            ev.record()
+            return ev
+        return time.perf_counter()
+
+    def clear(self) -> None:
+        self._pending.clear()
+
+    def take(self, step_start: Any) -> list[tuple[float, float]]:
+        """The intervals of the step just finished, in seconds since ``step_start``.
+
+        Call after the step's synchronisation, so every future (and CUDA event) is done.
+        """
+        out = []
+        for start, end in self._pending:
+            if end is None:  # cannot happen after DDP's backward finished; keep it visible
+                raise RuntimeError("an all-reduce future had not completed when the step ended")
+            if self.cuda:
+                out.append((step_start.elapsed_time(start) / 1e3, step_start.elapsed_time(end) / 1e3))
+            else:
+                out.append((start - step_start, end - step_start))
+        self._pending.clear()
+        return out
+
+
+def param_digest(model: torch.nn.Module) -> str:
+    """SHA-256 of every parameter's bytes, in order: equal digests mean bitwise-equal weights."""
+    h = hashlib.sha256()
+    for name, p in model.named_parameters():
+        h.update(name.encode())
+        h.update(p.detach().to("cpu").contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def _peak_memory(cfg: RunConfig, device: str) -> tuple[int, str]:
+    if cfg.is_cuda:
+        return int(torch.cuda.max_memory_allocated(device)), "cuda_max_allocated"
+    # ru_maxrss is KiB on Linux (bytes on macOS): the process's peak resident set.
+    scale = 1 if sys.platform == "darwin" else 1024
+    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * scale, "cpu_peak_rss"
+
+
+def _telemetry(device: str):
+    """alexnet.telemetry.Sampler when it exists (issue 4), else None."""
+    try:
+        from alexnet.telemetry import Sampler
+    except ImportError:
+        return None
+    return Sampler(device)
+
+
+def run_worker(cfg: RunConfig, *, steps: int, warmup: int, threads: int | None, timeout_s: float) -> dict[str, Any] | None:
+    """Run this rank's benchmark; return the gathered result on rank 0, None on other ranks.
+
+    ``cfg.world_size == 1`` with ``dist_backend == "none"`` is the baseline: no process
+    group and a plain model. Otherwise the process group comes from torchrun's environment.
+    """
+    if steps < 1 or warmup < 0:
+        raise ValueError(f"steps {steps} / warmup {warmup} are not valid; steps must be >= 1 and warmup >= 0")
+    if cfg.mode != "train":
+        raise ValueError(f"mode {cfg.mode!r} is not valid for a data-parallel run; use mode 'train'")
+    if threads is not None:  # alexnet-bench ddp passes the same count to the baseline and every rank
+        torch.set_num_threads(threads)
+    distributed = cfg.dist_backend != "none"
+    rank, local_rank, world = 0, 0, 1
+    if distributed:
+        import torch.distributed as dist
+
+        rank = int(os.environ["RANK"])
+        local_rank = int(os.environ.get("LOCAL_RANK", rank))
+        world = int(os.environ["WORLD_SIZE"])
+        if world != cfg.world_size:
+            raise ValueError(f"torchrun started {world} processes but the config says world_size {cfg.world_size}")
+    device = cfg.device
+    if cfg.is_cuda:
+        # One GPU per local rank; "cuda:K" in the config offsets the first one.
+        base = torch.device(cfg.device).index or 0
+        device = f"cuda:{base + local_rank}"
+        torch.cuda.set_device(device)
+    if distributed:
+        # The timeout makes a rank whose peer died raise instead of waiting forever.
+        dist.init_process_group(backend=cfg.dist_backend, timeout=timedelta(seconds=timeout_s))
+    try:
+        return _measure(cfg, device=device, rank=rank, world=world, steps=steps, warmup=warmup, distributed=distributed)
+    finally:
+        if distributed:
+            dist.destroy_process_group()
+
+
+def _measure(cfg: RunConfig, *, device: str, rank: int, world: int, steps: int, warmup: int, distributed: bool) -> dict[str, Any] | None:
+    from alexnet.model import build_model
+
+    seed_everything(cfg.seed)  # same initial weights on every rank (DDP also broadcasts rank 0's)
+    rank_cfg = cfg.replace(device=device)
+    timer = None
+    with backend_switches(rank_cfg) as switches:
+        model = build_model(cfg.variant, init=cfg.init, resolution=cfg.resolution).to(device)
+        if cfg.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        if distributed:
+            from torch.nn.parallel import DistributedDataParallel as DDP
+
+            model = DDP(model, device_ids=[device] if rank_cfg.is_cuda else None)
+            timer = AllreduceTimer(cuda=rank_cfg.is_cuda)
+            model.register_comm_hook(timer, timer.hook)
+        runner = StepRunner.build(rank_cfg, model=model)
+        digest_before = param_digest(runner.eager_model)
+        # Weak scaling: each rank its own batch of cfg.batch_size images (synthetic, random).
+        x, y = runner.random_batch(seed=cfg.seed + 1 + rank)
+
+        if os.environ.get(FAIL_RANK_ENV) == str(rank):
+            raise RuntimeError(f"rank {rank} failed on purpose ({FAIL_RANK_ENV}={rank})")
+
+        t0 = time.perf_counter()
+        for _ in range(warmup):  # DDP rebuilds its buckets after the first step; compile happens here
+            runner.step(x, y)
+        synchronize(device)
+        warmup_s = time.perf_counter() - t0
+        if timer is not None:
+            timer.clear()  # drop the warm-up's all-reduces
+        if distributed:
+            import torch.distributed as dist
+
+            dist.barrier()  # start the timed steps together
+
+        step_s: list[float] = []
+        allreduce_s: list[float] = []
+        sampler = _telemetry(device) if rank == 0 else None
+        with sampler if sampler is not None else contextlib.nullcontext():
+            for _ in range(steps):
+                synchronize(device)
+                start = _clock(rank_cfg)
+                t = time.perf_counter()
+                runner.step(x, y)
+                synchronize(device)  # GPU work done before the clock is read
+                step_s.append(time.perf_counter() - t)
+                if timer is not None:
+                    allreduce_s.append(busy_time(timer.take(start)))
+        peak, memory_kind = _peak_memory(rank_cfg, device)
+        mine = {
+            "rank": rank,
+            "host": platform.node(),
+            "device": device,
+            "threads": torch.get_num_threads(),
+            "step_s": step_s,
+            "allreduce_s": allreduce_s if distributed else None,
+            "warmup_s": warmup_s,
+            "param_digest_before": digest_before,
+            "param_digest_after": param_digest(runner.eager_model),
+            "peak_memory_bytes": peak,
+            "memory_kind": memory_kind,
+        }
+    ranks = [mine]
+    if distributed:
+        import torch.distributed as dist
+
+        ranks = [None] * world if rank == 0 else None
+        dist.gather_object(mine, ranks, dst=0)
+    if rank != 0:
+        return None
+    telemetry = sampler.result(images=cfg.batch_size * world * steps) if sampler is not None else {
+        "kind": "unavailable", "reason": "alexnet.telemetry is not installed", "interval_s": None, "summary": {}, "series": []
+    }
+    return {
+        "config": cfg.flat(),
+        "steps": steps,
+        "warmup": warmup,
+        "backend_switches": switches,
+        "ranks": ranks,
+        "telemetry": telemetry,
+    }
+
+
+def _clock(cfg: RunConfig) -> Any:
+    """A step's reference point in the all-reduce timer's units (CUDA event or seconds)."""
+    if cfg.is_cuda:
+        ev = torch.cuda.Event(enable_timing=True)
+        ev.record()
+        return ev
+    return time.perf_counter()
+
+
+def _median(xs: Sequence[float]) -> float:
+    import statistics
+
+    return float(statistics.median(xs))
+
+
+def _iqr(xs: Sequence[float]) -> float:
+    import numpy as np
+
+    q1, q3 = np.percentile(xs, [25, 75])
+    return float(q3 - q1)
+
+
+def summarise(result: dict[str, Any]) -> dict[str, Any]:
+    """Figures of one launch from the worker's gathered result.
+
+    A data-parallel step ends on every rank only when the slowest rank's gradients have been
+    reduced, so step i takes the *maximum* over ranks of their step i; the total images/s is
+    ``world_size * batch`` over the median of that. Per-rank images/s use each rank's own steps.
+    """
+    cfg = result["config"]
+    batch, ranks = cfg["batch_size"], result["ranks"]
+    world = len(ranks)
+    steps = [max(r["step_s"][i] for r in ranks) for i in range(len(ranks[0]["step_s"]))]
+    images = batch * world
+    per_step_ips = [images / s for s in steps]
+    out: dict[str, Any] = {
+        "world_size": world,
+        "step_s": steps,
+        "images_per_s": images / _median(steps),
+        "images_per_s_iqr": _iqr(per_step_ips),
+        "step_time_s": _median(steps),
+        "step_time_iqr_s": _iqr(steps),
+        "per_rank_images_per_s": [batch / _median(r["step_s"]) for r in ranks],
+        "per_rank_step_time_s": [_median(r["step_s"]) for r in ranks],
+        "threads_per_rank": [r["threads"] for r in ranks],
+        "peak_memory_bytes": max(r["peak_memory_bytes"] for r in ranks),
+        "memory_kind": ranks[0]["memory_kind"],
+        "params_identical": len({r["param_digest_after"] for r in ranks}) == 1,
+        "params_changed": all(r["param_digest_after"] != r["param_digest_before"] for r in ranks),
+        "param_digest_before": ranks[0]["param_digest_before"],
+        "per_rank_param_digest": [r["param_digest_after"] for r in ranks],
+        "allreduce_fraction": None,
+        "per_rank_allreduce_fraction": None,
+        "allreduce_s_per_step": None,
+    }
+    if ranks[0]["allreduce_s"] is not None:
+        # Share of each rank's timed wall time with at least one bucket's all-reduce in flight.
+        fractions = [sum(r["allreduce_s"]) / sum(r["step_s"]) for r in ranks]
+        out["per_rank_allreduce_fraction"] = fractions
+        out["allreduce_fraction"] = sum(fractions) / world
+        out["allreduce_s_per_step"] = _median([x for r in ranks for x in r["allreduce_s"]])
+    return out
+
+
+def format_summary(fig: dict[str, Any], *, batch_size: int) -> list[str]:
+    """Per-rank and total images/s and the all-reduce share, as printed by rank 0."""
+    lines = []
+    fractions = fig["per_rank_allreduce_fraction"] or [None] * fig["world_size"]
+    for r, (ips, step, share) in enumerate(zip(fig["per_rank_images_per_s"], fig["per_rank_step_time_s"], fractions)):
+        share_txt = "-" if share is None else f"{share:.1%}"
+        lines.append(f"rank {r}: {ips:.1f} images/s, median step {step * 1e3:.1f} ms, all-reduce share {share_txt}")
+    total_share = "-" if fig["allreduce_fraction"] is None else f"{fig['allreduce_fraction']:.1%}"
+    lines.append(
+        f"total, {fig['world_size']} process(es) at {batch_size} images each per step: {fig['images_per_s']:.1f} images/s, "
+        f"median step {fig['step_time_s'] * 1e3:.1f} ms, all-reduce share {total_share}, "
+        f"parameters identical on all ranks: {'yes' if fig['params_identical'] else 'NO'}"
+    )
+    return lines
+
+
+def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
+    from alexnet.commands.options import add_config_options
+
+    p = argparse.ArgumentParser(
+        prog="python -m alexnet.ddp",
+        description="One rank of the data-parallel benchmark; start it with torchrun (see docs/readme-ddp.md). "
+        "World size and rank come from torchrun's environment; the backend is nccl on GPUs, gloo on CPU.",
+    )
+    p.add_argument("--config", default=None, help="RunConfig.flat() as JSON (what alexnet-bench ddp passes); "
+                   "overrides the run-configuration flags")
+    p.add_argument("--steps", type=int, default=20, help="timed steps (default 20)")
+    p.add_argument("--warmup", type=int, default=2, help="untimed steps first (default 2)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch threads per rank (default: torch's, i.e. OMP_NUM_THREADS, which torchrun sets to 1 when N > 1)")
+    p.add_argument("--timeout", type=float, default=600.0, help="process-group timeout in seconds (default 600)")
+    p.add_argument("--result", default=None, help="JSON file rank 0 writes with every rank's raw timings")
+    p.add_argument("--error-dir", default=None, help="folder where a failing rank writes rank<R>.error (one line)")
+    add_config_options(p)
+    return p.parse_args(argv)
+
+
+def _config(args: argparse.Namespace) -> RunConfig:
+    if args.config is not None:
+        return RunConfig.from_flat(json.loads(args.config))
+    from alexnet.commands.options import config_from_args
+
+    if "WORLD_SIZE" not in os.environ:  # a plain process: the 1-process baseline
+        return config_from_args(args)
+    cfg = config_from_args(args)
+    return cfg.replace(world_size=int(os.environ["WORLD_SIZE"]), dist_backend="nccl" if cfg.is_cuda else "gloo")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from torch.distributed.elastic.multiprocessing.errors import record
+
+    args = _parse(argv)
+
+    @record  # torchrun's own failure summary then shows this rank's traceback
+    def _run() -> int:
+        try:
+            cfg = _config(args)
+            result = run_worker(cfg, steps=args.steps, warmup=args.warmup, threads=args.threads, timeout_s=args.timeout)
+        except BaseException as exc:
+            if args.error_dir:
+                rank = os.environ.get("RANK", "0")
+                line = f"{type(exc).__name__}: {exc}".splitlines()[0]
+                Path(args.error_dir, f"rank{rank}.error").write_text(line + "\n")
+            raise
+        if result is not None:  # rank 0
+            if args.result:
+                Path(args.result).write_text(json.dumps(result, indent=1))
+            for line in format_summary(summarise(result), batch_size=cfg.batch_size):
+                print(line, flush=True)
+        return 0
+
+    return _run()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
