@@ -19,7 +19,7 @@ from alexnet.data import load_data
 from alexnet.pipeline import make_pipeline, timed_batches
 from alexnet.runtime import StepRunner, backend_switches, seed_everything, synchronize
 
-__all__ = ["INPUT_BOUND_FRACTION", "LoopResult", "run_loop"]
+__all__ = ["INPUT_BOUND_FRACTION", "LoopResult", "LoopStepper", "run_loop"]
 
 INPUT_BOUND_FRACTION = 0.10  # the issue's threshold: data wait above 10% of the step
 
@@ -64,6 +64,44 @@ class LoopResult:
         }
 
 
+class LoopStepper:
+    """One full training-loop step per call: next batch from the pipeline, move, train step.
+
+    Build it inside `backend_switches(cfg)`. Each call appends its measured data wait and
+    compute time to ``wait_s`` / ``compute_s``; `reset` clears them after warm-up. Batches
+    cycle through the training set (a fresh shuffle on every pass, as in training).
+    """
+
+    def __init__(self, cfg: RunConfig, *, synthetic_size: int | None = None, download: bool = False) -> None:
+        if cfg.mode != "train":
+            raise ValueError(f"mode {cfg.mode!r} is not valid for a training-loop case; use train")
+        seed_everything(cfg.seed)
+        self.data = load_data(cfg.data, cfg.resolution, data_root=cfg.data_root, download=download,
+                              synthetic_size=synthetic_size, seed=cfg.seed)
+        self.cfg = cfg
+        self.runner = StepRunner.build(cfg)
+        pipeline = make_pipeline(self.data.train, cfg, shuffle=True, seed=cfg.seed)
+        self._batches = timed_batches(itertools.chain.from_iterable(itertools.repeat(pipeline)), self.runner)
+        self.wait_s: list[float] = []
+        self.compute_s: list[float] = []
+
+    def __call__(self) -> None:
+        x, y, wait_s = next(self._batches)
+        c0 = time.perf_counter()
+        self.runner.train_step(x, y)
+        synchronize(self.cfg.device)
+        self.compute_s.append(time.perf_counter() - c0)
+        self.wait_s.append(wait_s)
+
+    def reset(self) -> None:
+        self.wait_s.clear()
+        self.compute_s.clear()
+
+    def result(self, *, warmup_s: float = 0.0) -> LoopResult:
+        return LoopResult(cfg=self.cfg, data_name=self.data.name, wait_s=list(self.wait_s),
+                          compute_s=list(self.compute_s), warmup_s=warmup_s)
+
+
 def run_loop(
     cfg: RunConfig,
     *,
@@ -74,35 +112,18 @@ def run_loop(
 ) -> LoopResult:
     """Run ``warmup`` untimed then ``steps`` timed full-loop training steps.
 
-    Data: ``cfg.data`` (synthetic by default; real FashionMNIST with ``data_root``). Batches
-    cycle through the training set when ``steps`` outruns it; a re-shuffle on each pass is part
-    of the loop, as in training.
+    Data: ``cfg.data`` (synthetic by default; real FashionMNIST with ``data_root``). Warm-up
+    absorbs worker start-up, lazy initialisation, autotuning and compilation.
     """
     if steps < 1:
         raise ValueError(f"steps {steps} is not valid; it must be >= 1")
-    if cfg.mode != "train":
-        raise ValueError(f"mode {cfg.mode!r} is not valid for a training-loop case; use train")
-    seed_everything(cfg.seed)
-    data = load_data(cfg.data, cfg.resolution, data_root=cfg.data_root, download=download,
-                     synthetic_size=synthetic_size, seed=cfg.seed)
-    result = LoopResult(cfg=cfg, data_name=data.name)
     with backend_switches(cfg):
-        runner = StepRunner.build(cfg)
-        pipeline = make_pipeline(data.train, cfg, shuffle=True, seed=cfg.seed)
-        batches = itertools.chain.from_iterable(itertools.repeat(pipeline))  # one pass after another
-        timed = timed_batches(batches, runner)
+        stepper = LoopStepper(cfg, synthetic_size=synthetic_size, download=download)
         t0 = time.perf_counter()
-        for i, (x, y, wait_s) in enumerate(timed):
-            c0 = time.perf_counter()
-            runner.train_step(x, y)
-            synchronize(cfg.device)
-            compute_s = time.perf_counter() - c0
-            if i < warmup:  # absorbs worker start-up, lazy init, autotuning, compilation
-                if i == warmup - 1:
-                    result.warmup_s = time.perf_counter() - t0
-                continue
-            result.wait_s.append(wait_s)
-            result.compute_s.append(compute_s)
-            if len(result.wait_s) == steps:
-                break
-    return result
+        for _ in range(warmup):
+            stepper()
+        warmup_s = time.perf_counter() - t0
+        stepper.reset()
+        for _ in range(steps):
+            stepper()
+        return stepper.result(warmup_s=warmup_s)

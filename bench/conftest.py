@@ -19,7 +19,8 @@ from typing import Any
 import pytest
 
 from alexnet.config import RunConfig
-from bench.presets import AXES, PRESETS, build_cases, default_preset, parse_axis
+from bench.presets import (AXES, PIPELINE_VALUES, PRESETS, build_cases, build_loop_cases, default_preset,
+                           loop_case_id, parse_axis)
 
 SCHEMA_VERSION = 1
 DEFAULT_TELEMETRY_INTERVAL_S = 0.1
@@ -36,6 +37,7 @@ class BenchSession:
     telemetry_interval_s: float
     profile_layers: bool
     allow_emulated_bf16: bool
+    loop_cases: list[RunConfig] = field(default_factory=list)
     skipped: list[dict[str, Any]] = field(default_factory=list)
     calibrations: dict[str, dict[str, Any]] = field(default_factory=dict)
 
@@ -70,6 +72,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                 help=f"seconds between telemetry samples (default {DEFAULT_TELEMETRY_INTERVAL_S})")
     g.addoption("--profile-layers", action="store_true",
                 help="after the timed rounds, profile each case per layer (alexnet.profiling) into extra_info.layers")
+    g.addoption("--pipelines", default=None, metavar="P1,P2",
+                help=f"input pipelines of the training-loop cases ({', '.join(PIPELINE_VALUES)}; default: both)")
+    g.addoption("--data-root", default=None, metavar="DIR",
+                help="training-loop cases read real FashionMNIST from DIR/FashionMNIST/raw (default: synthetic data)")
     g.addoption("--allow-emulated-bf16", action="store_true",
                 help="run bf16 on CPUs without bf16 hardware (emulated, ~500x slower; recorded as a warning)")
 
@@ -92,6 +98,26 @@ def _session_from_options(config: pytest.Config) -> BenchSession:
         cases = build_cases(preset, overrides)
     except ValueError as exc:  # e.g. a resolution too small for a variant
         raise pytest.UsageError(str(exc)) from None
+    pipelines = None
+    if config.getoption("pipelines") is not None:
+        pipelines = [p.strip() for p in config.getoption("pipelines").split(",") if p.strip()]
+        bad = [p for p in pipelines if p not in PIPELINE_VALUES]
+        if bad or not pipelines:
+            raise pytest.UsageError(f"--pipelines {config.getoption('pipelines')!r} is not valid; "
+                                    f"choose from {', '.join(PIPELINE_VALUES)}")
+    data_root = config.getoption("data_root")
+    if data_root is not None:
+        from alexnet.data import FASHION_MNIST_FILES
+        from pathlib import Path
+
+        raw = Path(data_root).expanduser() / "FashionMNIST" / "raw"
+        missing = [f for f in FASHION_MNIST_FILES if not (raw / f).exists()]
+        if missing:
+            raise pytest.UsageError(f"--data-root {data_root!r}: FashionMNIST files missing in {raw}: {', '.join(missing)}")
+    try:
+        loop_cases = build_loop_cases(preset, overrides, pipelines=pipelines, data_root=data_root)
+    except ValueError as exc:
+        raise pytest.UsageError(str(exc)) from None
     spec = PRESETS[preset]
     rounds = config.getoption("rounds") or spec.rounds
     if rounds < MIN_ROUNDS:
@@ -107,7 +133,7 @@ def _session_from_options(config: pytest.Config) -> BenchSession:
     if profile and importlib.util.find_spec("alexnet.profiling") is None:
         raise pytest.UsageError("--profile-layers needs alexnet.profiling, which this checkout does not have")
     return BenchSession(
-        preset=preset, cases=cases, rounds=rounds, warmup=warmup, telemetry_interval_s=interval,
+        preset=preset, cases=cases, loop_cases=loop_cases, rounds=rounds, warmup=warmup, telemetry_interval_s=interval,
         profile_layers=profile, allow_emulated_bf16=config.getoption("allow_emulated_bf16"),
     )
 
@@ -126,6 +152,20 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "case" in metafunc.fixturenames:
         cases = metafunc.config.stash[_SESSION].cases
         metafunc.parametrize("case", cases, ids=[c.case_id() for c in cases])
+    if "loop_case" in metafunc.fixturenames:
+        loops = metafunc.config.stash[_SESSION].loop_cases
+        metafunc.parametrize("loop_case", loops, ids=[loop_case_id(c) for c in loops])
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    # A preset without training-loop cases (tiny) deselects the loop test instead of showing
+    # pytest's "got empty parameter set" skip, which is not a skipped case of ours.
+    if config.stash[_SESSION].loop_cases:
+        return
+    empty = [i for i in items if "loop_case" in getattr(i, "fixturenames", ())]
+    if empty:
+        config.hook.pytest_deselected(items=empty)
+        items[:] = [i for i in items if i not in empty]
 
 
 @pytest.fixture(scope="session")

@@ -28,7 +28,7 @@ from alexnet.runtime import StepRunner, autocast_context, backend_switches, cpu_
 from alexnet.telemetry import Sampler
 from alexnet.timing import NOISY_REL_IQR, cold_step_time, make_round, summarize, warm_up
 
-__all__ = ["correctness_check", "measure_case"]
+__all__ = ["correctness_check", "measure_case", "measure_loop_case"]
 
 def correctness_check(runner: StepRunner, weights: dict[str, torch.Tensor], x: torch.Tensor, y: torch.Tensor) -> dict[str, Any]:
     """The case against fp32 eager on the same batch and the same (initial) weights.
@@ -189,10 +189,30 @@ def measure_case(
             extra["layers_coverage"] = prof.coverage
         correctness = correctness_check(runner, weights, x, y)
 
-    samples = list(benchmark.stats.stats.data)
+    metrics = _step_metrics(cfg, list(benchmark.stats.stats.data), cold_s=cold_s, cpu_cal=cpu_cal,
+                            gpu_name=gpu_name, warnings=warnings)
+    if telemetry.get("kind") == "unavailable":
+        warnings.append(f"telemetry unavailable: {telemetry.get('reason')}")
+    return {
+        "config": cfg.flat(),
+        "case_id": cfg.case_id(),
+        "kind": "step",
+        **metrics,
+        "warmup_rounds": warmup,
+        **memory,
+        "correctness": correctness,
+        "backend_switches": switches,
+        "warnings": warnings,
+        "telemetry": _json_safe(telemetry),
+        **extra,
+    }
+
+
+def _step_metrics(cfg: RunConfig, samples: list[float], *, cold_s: float, cpu_cal: dict[str, Any] | None,
+                  gpu_name: str | None, warnings: list[str]) -> dict[str, Any]:
+    """Throughput, FLOPs, MFU and compile time from the timed rounds (seconds per step)."""
     st = summarize(samples)
-    img = [cfg.batch_size / s for s in samples]
-    img_st = summarize(img)
+    img_st = summarize([cfg.batch_size / s for s in samples])
     if st.rel_iqr > NOISY_REL_IQR:
         warnings.append(f"IQR/median {st.rel_iqr:.0%} above {NOISY_REL_IQR:.0%}: the median is not precise")
     fpi = flops_per_image(cfg.variant, cfg.resolution, train=cfg.mode == "train")
@@ -207,31 +227,88 @@ def measure_case(
         compile_time = cold_s - st.median
         if compile_time < 0:
             warnings.append(f"cold step ({cold_s:.3f} s) faster than the median step: compile time unreliable")
-    if telemetry.get("kind") == "unavailable":
-        warnings.append(f"telemetry unavailable: {telemetry.get('reason')}")
     return {
-        "config": cfg.flat(),
-        "case_id": cfg.case_id(),
-        "kind": "step",
         "images_per_s": img_st.median,
         "images_per_s_iqr": img_st.iqr,
         "step_time_s": st.median,
         "step_time_iqr_s": st.iqr,
         "rounds": st.n,
-        "warmup_rounds": warmup,
         "flops_per_image": fpi,
         "achieved_tflops": achieved,
         "mfu": mfu,
         "mfu_peak_tflops": peak,
         "mfu_peak_source": source,
-        **memory,
         "compile_time_s": compile_time,
         "cold_step_s": cold_s,
+    }
+
+
+def measure_loop_case(
+    benchmark: Any,
+    cfg: RunConfig,
+    *,
+    case_id: str,
+    rounds: int,
+    warmup: int,
+    telemetry_interval_s: float,
+    calibration: Callable[[str], dict[str, Any]],
+    gpu_name: str | None,
+) -> dict[str, Any]:
+    """A training-loop case: each timed round is one full step fed by the input pipeline.
+
+    Same order as `measure_case` (cold step, warm-up, timed rounds in the sampler, then
+    correctness), but every round takes its batch from ``cfg.pipeline``; the round's data wait
+    (fetch + move, synchronised) and compute (the train step, synchronised) are recorded.
+    """
+    from alexnet.loopbench import INPUT_BOUND_FRACTION, LoopStepper
+
+    warnings: list[str] = []
+    cpu_cal = calibration("cpu") if not cfg.is_cuda else None
+    if cfg.is_cuda:
+        calibration(cfg.device)
+        torch.cuda.empty_cache()
+    with _fresh_compile_state(cfg), backend_switches(cfg) as switches:
+        stepper = LoopStepper(cfg)
+        runner = stepper.runner
+        weights = {k: v.detach().clone() for k, v in runner.eager_model.state_dict().items()}
+        with _cold_compile(cfg):
+            cold_s = cold_step_time(stepper, device=cfg.device)
+        warm_up(stepper, rounds=warmup)  # also starts DataLoader workers
+        stepper.reset()
+        if cfg.is_cuda:
+            torch.cuda.reset_peak_memory_stats(cfg.device)
+        with Sampler(cfg.device, interval_s=telemetry_interval_s) as sampler:
+            benchmark.pedantic(stepper, rounds=rounds, warmup_rounds=0, iterations=1)
+        telemetry = sampler.result(images=rounds * cfg.batch_size)
+        memory = _memory_after(cfg, telemetry)
+        loop = stepper.result()
+        x, y = runner.random_batch(seed=cfg.seed)
+        correctness = correctness_check(runner, weights, x, y)
+    metrics = _step_metrics(cfg, list(benchmark.stats.stats.data), cold_s=cold_s, cpu_cal=cpu_cal,
+                            gpu_name=gpu_name, warnings=warnings)
+    if loop.input_bound:
+        warnings.append(f"input bound: waiting for data took {loop.data_wait_fraction:.0%} of the loop "
+                        f"(> {INPUT_BOUND_FRACTION:.0%})")
+    if telemetry.get("kind") == "unavailable":
+        warnings.append(f"telemetry unavailable: {telemetry.get('reason')}")
+    return {
+        "config": cfg.flat(),
+        "case_id": case_id,
+        "kind": "loop",
+        **metrics,
+        "warmup_rounds": warmup,
+        **memory,
         "correctness": correctness,
         "backend_switches": switches,
+        "pipeline": cfg.pipeline,
+        "workers": cfg.workers,
+        "data": loop.data_name,
+        "data_wait_fraction": loop.data_wait_fraction,
+        "input_bound": loop.input_bound,
+        "median_wait_s": loop.summary()["median_wait_s"],
+        "median_compute_s": loop.summary()["median_compute_s"],
         "warnings": warnings,
         "telemetry": _json_safe(telemetry),
-        **extra,
     }
 
 

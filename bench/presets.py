@@ -19,7 +19,8 @@ from typing import Any, Callable, Sequence
 
 from alexnet.config import AMP_MODES, COMPILE_MODES, MODES, VARIANTS, RunConfig, parse_resolution
 
-__all__ = ["AXES", "PRESETS", "Axis", "PresetSpec", "build_cases", "default_preset", "parse_axis"]
+__all__ = ["AXES", "PIPELINE_VALUES", "PRESETS", "Axis", "PresetSpec", "build_cases", "build_loop_cases", "default_preset",
+           "loop_case_id", "parse_axis"]
 
 ON_OFF = {"on": True, "off": False}
 
@@ -33,6 +34,8 @@ class PresetSpec:
     rounds: int
     warmup: int
     help: str
+    # Training-loop cases (bench/test_loop.py): full steps fed by a real input pipeline.
+    loops: Callable[[], list[RunConfig]] = lambda: []
 
 
 @dataclass(frozen=True)
@@ -125,17 +128,32 @@ def _quick() -> list[RunConfig]:
     # 10 rounds plus two cold compiles (~25 s each, REFERENCE.md) fit well inside 5 minutes.
     base = RunConfig(batch_size=32, resolution=(96, 96), device="cpu")
     inf = base.replace(mode="inference")
+    # 10 step cases + the 2 training-loop cases of `_quick_loops` = 12, the preset's cap.
     cases = [
         base, inf,
         base.replace(channels_last=True), inf.replace(channels_last=True),
-        base.replace(batch_size=16), base.replace(batch_size=64),
+        base.replace(batch_size=64),
         base.replace(resolution=(128, 128)),
-        base.replace(variant="torchvision"), inf.replace(variant="torchvision"),
+        base.replace(variant="torchvision"),
         base.replace(compile="default"), inf.replace(compile="default"),
     ]
     # bf16 only where the CPU has bf16 hardware: emulated bf16 runs ~500x slower (REFERENCE.md).
     cases.append(base.replace(amp="bf16") if cpu_has_bf16() else base.replace(deterministic=True))
     return cases
+
+
+def _quick_loops() -> list[RunConfig]:
+    # Small: the quick preset's step shape, one case per pipeline; the dataloader gets one worker
+    # (the machine has 2 cores: one for the worker, one for the step).
+    base = RunConfig(batch_size=32, resolution=(96, 96), device="cpu", data="synthetic")
+    return [base.replace(pipeline="device"), base.replace(pipeline="dataloader", workers=1)]
+
+
+def _standard_loops() -> list[RunConfig]:
+    # The seed's settings: batch 128 at 224x224; the book's DataLoader uses 4 workers.
+    base = RunConfig(batch_size=128, resolution=(224, 224), device="cuda", data="synthetic",
+                     cudnn_benchmark=True, tf32=True)
+    return [base.replace(pipeline="device"), base.replace(pipeline="dataloader", workers=4)]
 
 
 # The GPU baseline: train, batch 256, 224x224, fp32 with TF32 on, eager, cudnn.benchmark on.
@@ -197,10 +215,12 @@ PRESETS: dict[str, PresetSpec] = {
     p.name: p
     for p in [
         PresetSpec("tiny", _tiny, rounds=10, warmup=2, help="3 d2l CPU cases at batch 2, 65x65: the project's tests"),
-        PresetSpec("quick", _quick, rounds=10, warmup=2, help="<= 12 CPU cases, under 5 min on 2 cores (CPU default)"),
-        PresetSpec("standard", _standard, rounds=20, warmup=5,
-                   help="GPU baseline, one-factor sweeps, compile x AMP x channels_last grid (CUDA default)"),
-        PresetSpec("full", _full, rounds=20, warmup=5, help="cartesian product of every axis"),
+        PresetSpec("quick", _quick, rounds=10, warmup=2, loops=_quick_loops,
+                   help="<= 12 CPU step cases + 2 training-loop cases, under 5 min on 2 cores (CPU default)"),
+        PresetSpec("standard", _standard, rounds=20, warmup=5, loops=_standard_loops,
+                   help="GPU baseline, one-factor sweeps, compile x AMP x channels_last grid, "
+                        "training loop per pipeline (CUDA default)"),
+        PresetSpec("full", _full, rounds=20, warmup=5, loops=_standard_loops, help="cartesian product of every axis"),
     ]
 }
 
@@ -221,3 +241,33 @@ def build_cases(preset: str, overrides: dict[str, list[Any]] | None = None) -> l
             raise ValueError(f"axis {field!r} is not valid; choose from {', '.join(AXES)}")
         cases = [c.replace(**{field: v}) for c in cases for v in values]
     return _dedupe(cases)
+
+
+# Axes an override may change in a training-loop case. The loop is the seed's recipe (d2l net,
+# training): --modes/--variants do not apply to it; it only runs when they include train/d2l.
+LOOP_AXES = ("batch_size", "resolution", "device", "amp", "compile", "channels_last",
+             "cudnn_benchmark", "deterministic", "tf32")
+PIPELINE_VALUES = ("dataloader", "device")
+
+
+def build_loop_cases(preset: str, overrides: dict[str, list[Any]] | None = None, *,
+                     pipelines: Sequence[str] | None = None, data_root: str | None = None) -> list[RunConfig]:
+    """The preset's training-loop cases, with axis overrides, a pipeline filter and real data."""
+    overrides = overrides or {}
+    if "train" not in overrides.get("mode", ["train"]) or "d2l" not in overrides.get("variant", ["d2l"]):
+        return []
+    cases = PRESETS[preset].loops()
+    for field, values in overrides.items():
+        if field in LOOP_AXES:
+            cases = [c.replace(**{field: v}) for c in cases for v in values]
+    if pipelines is not None:
+        cases = [c for c in cases if c.pipeline in pipelines]
+    if data_root is not None:
+        cases = [c.replace(data="fashion-mnist", data_root=data_root) for c in cases]
+    return _dedupe(cases)
+
+
+def loop_case_id(cfg: RunConfig) -> str:
+    """``loop-<step id>-<pipeline>[-wN]``: the step id does not name the input pipeline."""
+    workers = f"-w{cfg.workers}" if cfg.pipeline == "dataloader" else ""
+    return f"loop-{cfg.case_id()}-{cfg.pipeline}{workers}"
