@@ -19,6 +19,8 @@ COMMANDS = [
     "summary",
     "train",
     "profile",
+    "compare",
+    "ab",
     "report",
     "ddp",
     "run",

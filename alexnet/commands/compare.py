@@ -1,0 +1,137 @@
+"""``alexnet-bench compare BASELINE CANDIDATE``: a verdict per case and an exit status for CI.
+
+Exit status: 0 no regression, 1 at least one regression, 2 bad input (one line): a missing
+or corrupt run file, no cases in common, runs saved without raw samples, an environment
+mismatch without --allow-env-mismatch. The statistics live in `reports.compare`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from alexnet.cli import UsageError
+
+if TYPE_CHECKING:
+    from reports.compare import Comparison
+
+NAME = "compare"
+HELP = "compare a candidate's saved runs against a baseline's; exit 1 on a regression"
+
+EXIT_REGRESSION = 1
+
+
+def fraction(text: str) -> float:
+    """``5%`` or ``0.05`` -> 0.05 (argparse type)."""
+    raw = text.strip()
+    try:
+        value = float(raw[:-1]) / 100 if raw.endswith("%") else float(raw)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a fraction; use e.g. 5% or 0.05") from None
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not valid; it must be between 0% and 100%, e.g. 5% or 0.05")
+    return value
+
+
+def add_judging_options(p: argparse.ArgumentParser) -> None:
+    """Options shared with ``ab``: how to judge, and where to write the outputs."""
+    g = p.add_argument_group("judging")
+    g.add_argument("--alpha", type=float, default=0.01, help="significance level (default 0.01)")
+    g.add_argument("--threshold", type=fraction, default=0.05, help="smallest slowdown that counts, e.g. 5%% (default 5%%)")
+    g.add_argument(
+        "--memory-threshold", type=fraction, default=0.10, help="peak-memory growth that counts (default 10%%)"
+    )
+    g.add_argument(
+        "--allow-env-mismatch",
+        action="store_true",
+        help="compare even if GPU, driver, torch, CUDA, cuDNN or CPU differ (the differences head every output)",
+    )
+    g.add_argument(
+        "--drift-sd",
+        type=float,
+        default=None,
+        help="single-run comparisons: run-to-run drift (sd of the log ratio) to judge against (default: measured, see README)",
+    )
+    g.add_argument(
+        "--calibrate",
+        action="store_true",
+        help="single-run comparisons: divide out each run's calibration GEMM speed (off by default: it added noise here)",
+    )
+    o = p.add_argument_group("output")
+    o.add_argument("--markdown", metavar="FILE", type=Path, help="write the markdown table (also appended to $GITHUB_STEP_SUMMARY when set)")
+    o.add_argument("--json", metavar="FILE", type=Path, help="write the comparison as JSON")
+
+
+def judging_kwargs(args: argparse.Namespace) -> dict:
+    """The `reports.compare.compare_runs` keywords the judging options set."""
+    kw = dict(
+        alpha=args.alpha,
+        threshold=args.threshold,
+        memory_threshold=args.memory_threshold,
+        allow_env_mismatch=args.allow_env_mismatch,
+        calibrate=args.calibrate,
+    )
+    if args.drift_sd is not None:
+        kw["drift_sd"] = args.drift_sd
+    return kw
+
+
+def check_outputs(args: argparse.Namespace) -> None:
+    """Refuse up front to overwrite an earlier result (before any minutes are spent)."""
+    for path in (args.markdown, args.json):
+        if path is not None and path.exists():
+            raise UsageError(f"output file {str(path)!r} already exists; choose another name or remove it")
+
+
+def emit(comparison: "Comparison", args: argparse.Namespace) -> int:
+    """Print the table, write the requested files, return the exit status."""
+    print(comparison.to_text(), end="")
+    md = comparison.to_markdown()
+    if args.markdown is not None:
+        args.markdown.write_text(md, encoding="utf-8")
+        print(f"markdown: {args.markdown}")
+    if args.json is not None:
+        args.json.write_text(json.dumps(comparison.to_dict(), indent=2) + "\n", encoding="utf-8")
+        print(f"json: {args.json}")
+    summary = os.environ.get("GITHUB_STEP_SUMMARY")
+    if summary:
+        with open(summary, "a", encoding="utf-8") as fh:
+            fh.write(md + "\n")
+    return EXIT_REGRESSION if comparison.has_regression else 0
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "runs", nargs="*", metavar="RUN", help="BASELINE CANDIDATE: two run files or run ids (e.g. 0003 0004)"
+    )
+    p.add_argument("--baseline", nargs="+", metavar="RUN", help="one or more baseline runs (instead of the positionals)")
+    p.add_argument("--candidate", nargs="+", metavar="RUN", help="one or more candidate runs")
+    p.add_argument(
+        "--paired",
+        action="store_true",
+        help="baseline[i] and candidate[i] ran next to each other (interleaved, as `ab` does): test the pairs",
+    )
+    p.add_argument("--storage", type=Path, default=Path(".benchmarks"), help="where run ids are looked up (default .benchmarks)")
+    add_judging_options(p)
+
+
+def run(args: argparse.Namespace) -> int:
+    from reports.compare import compare_runs
+    from reports.load import load_runs
+
+    if args.baseline or args.candidate:
+        if args.runs or not (args.baseline and args.candidate):
+            raise UsageError("give either BASELINE CANDIDATE or both --baseline RUN... and --candidate RUN..., not a mix")
+        base_specs, cand_specs = args.baseline, args.candidate
+    elif len(args.runs) == 2:
+        base_specs, cand_specs = [args.runs[0]], [args.runs[1]]
+    else:
+        raise UsageError(f"expected 2 runs (BASELINE CANDIDATE), got {len(args.runs)}; or use --baseline/--candidate")
+    check_outputs(args)
+    baseline = load_runs(base_specs, storage=args.storage)
+    candidate = load_runs(cand_specs, storage=args.storage)
+    comparison = compare_runs(baseline, candidate, paired=args.paired, **judging_kwargs(args))
+    return emit(comparison, args)
