@@ -28,7 +28,7 @@ from alexnet.runtime import StepRunner, autocast_context, backend_switches, cpu_
 from alexnet.telemetry import Sampler
 from alexnet.timing import NOISY_REL_IQR, cold_step_time, make_round, summarize, warm_up
 
-__all__ = ["correctness_check", "measure_case", "measure_loop_case"]
+__all__ = ["correctness_check", "measure_case", "measure_loop_case", "run_guarded"]
 
 def correctness_check(runner: StepRunner, weights: dict[str, torch.Tensor], x: torch.Tensor, y: torch.Tensor) -> dict[str, Any]:
     """The case against fp32 eager on the same batch and the same (initial) weights.
@@ -310,6 +310,48 @@ def measure_loop_case(
         "warnings": warnings,
         "telemetry": _json_safe(telemetry),
     }
+
+
+def run_guarded(benchmark: Any, cfg: RunConfig, *, case_id: str, bench_session: Any, node: Any,
+                measure: Callable[[str | None], dict[str, Any]]) -> None:
+    """Run one case's ``measure(gpu_name)`` the way the sweep needs, and save its extra_info.
+
+    - an unsupported combination is skipped with its reason (and recorded in the run);
+    - out of memory: the case's memory is freed, it is skipped and recorded, the sweep goes on;
+    - an unrecoverable CUDA error (illegal address, device-side assert) stops the whole run;
+    - a case that failed after its timed rounds is never saved without its extra_info.
+    """
+    import gc
+
+    import pytest
+
+    from alexnet.failures import is_fatal_device_error, is_oom
+    from alexnet.runtime import unsupported_reason
+
+    reason = unsupported_reason(cfg, allow_emulated_bf16=bench_session.allow_emulated_bf16)
+    if reason:
+        bench_session.record_skip(node, cfg, reason)
+        pytest.skip(reason)
+    gpu_name = torch.cuda.get_device_name(torch.device(cfg.device).index or 0) if cfg.is_cuda else None
+    oom_reason = None
+    try:
+        extra = measure(gpu_name)
+    except Exception as exc:
+        benchmark.has_error = True
+        if is_fatal_device_error(exc):
+            pytest.exit(f"unrecoverable CUDA error in {case_id}: {exc}; the device state is lost, "
+                        f"stopping the run (re-run the remaining cases in a fresh process)", returncode=3)
+        if not is_oom(exc):
+            raise
+        oom_reason = f"out of memory: {str(exc).splitlines()[0]}"
+    if oom_reason is not None:
+        # Outside the except block, so the traceback's frames (and their tensors) are gone.
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        bench_session.record_skip(node, cfg, oom_reason)
+        pytest.skip(oom_reason)
+    benchmark.extra_info.update(extra)
 
 
 def _json_safe(obj: Any) -> Any:
