@@ -40,6 +40,7 @@ from reports.load import Run, RunLoadError
 
 __all__ = [
     "DRIFT_SD",
+    "QUIET_DRIFT_SD",
     "MAX_CALIBRATION_SHIFT",
     "MAX_ROUND_SPREAD",
     "ENV_KEYS",
@@ -54,12 +55,16 @@ __all__ = [
     "verdict",
 ]
 
-# Run-to-run drift of one case's median on a quiet machine, as the standard deviation of the
-# natural log of the ratio of two single runs of the same code. Issue 6 measured adjacent runs
-# of one case on the 2-core CPU machine differing by up to 9% over 11 pairs; for a normal
-# spread the largest of 11 |values| is about 2 sd, so sd ~ 0.045. Under shared load the drift
-# is far larger (sd 0.20-0.62 measured, docs/readme-compare.md): hence the two gates below.
-DRIFT_SD = 0.045
+# Run-to-run drift of one case's median, as the standard deviation of the natural log of the
+# ratio of two single runs of the same code: the floor a single-run comparison is judged
+# against. Measured on the project's 2-core CPU VM with nothing else running (2026-11-25):
+# 12 interleaved A/A runs of one quick case (inference, batch 32, 96x96) gave 6 pair log
+# ratios with sd 0.21 (run medians 75-175 ms), and in CI a single A/A pair of tiny runs
+# differed by 1.24x. Under shared load it was 0.20-0.62 (docs/compare.md). Issue 6's earlier
+# quiet figure (adjacent runs within 9%, sd ~0.045) did not hold here, so the default is the
+# measured 0.2; on a steadier machine pass --drift-sd (e.g. 0.045) to judge single runs finer.
+DRIFT_SD = 0.2
+QUIET_DRIFT_SD = 0.045  # issue 6's quiet-machine figure, for machines that drift that little
 
 # That drift floor holds only for a quiet machine. A run whose rounds spread by more than this
 # (IQR/median; bench warns at the same 10%) ran on a busy machine, where runs drift by 30% and
