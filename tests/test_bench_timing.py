@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -24,29 +25,75 @@ def test_summarize_median_and_iqr() -> None:
         summarize([])
 
 
-def test_suite_median_agrees_with_torch_utils_benchmark(benchmark) -> None:
+@pytest.fixture
+def one_thread():
+    """Pin one intra-op thread for the test, and restore the pool afterwards.
+
+    On this 2-core VM a neighbour process on the second core stalls every op of a 2-thread
+    pool: measured with a busy loop beside it, the step's IQR/median went from 0.11 to 0.71
+    with 2 threads and stayed at 0.15 with 1, and a CI run failed this test at 7.9% on such
+    noise. The agreement is a property of the two timers, not of the thread count, and both
+    timers run at the same count (Timer is given ``torch.get_num_threads()``).
+    """
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def paired_agreement(suite: list[float], reference_blocks: list[list[float]]) -> tuple[float, float]:
+    """(median of per-pair ratios, ratio of medians) of suite rounds to the Timer run just before each.
+
+    The pair ratio cancels drift slower than one pair (a few steps); its median is the
+    estimate the test asserts on. The ratio of the two medians is reported beside it.
+    """
+    assert len(suite) == len(reference_blocks)
+    pair_ratios = [s / float(np.mean(t)) for s, t in zip(suite, reference_blocks)]
+    flat = [v for block in reference_blocks for v in block]
+    return float(np.median(pair_ratios)), summarize(suite).median / summarize(flat).median
+
+
+def agreement_case(cfg: RunConfig, benchmark, *, rounds: int, warmup: int) -> tuple[float, float]:
+    with backend_switches(cfg):
+        runner = StepRunner.build(cfg)
+        x, y = runner.random_batch()
+        round_ = make_round(runner, x, y)
+        warm_up(round_, rounds=warmup)
+        blocks: list[list[float]] = []
+
+        def interleaved_reference() -> None:
+            blocks.append(timer_samples(round_, min_run_time=0.05))
+
+        benchmark.pedantic(round_, setup=interleaved_reference, rounds=rounds, warmup_rounds=0, iterations=1)
+    suite = list(benchmark.stats.stats.data)
+    assert len(suite) == rounds
+    return paired_agreement(suite, blocks)
+
+
+def test_paired_agreement_cancels_drift() -> None:
+    # A machine that slows down 2x halfway: each pair sees the same speed, so the pair
+    # ratio stays exact even though the two sides' sample sets differ in mix.
+    suite = [1.0] * 5 + [2.0] * 5
+    blocks = [[1.0, 1.0]] * 5 + [[2.0, 2.0]] * 5
+    paired, of_medians = paired_agreement(suite, blocks)
+    assert paired == pytest.approx(1.0)
+    assert of_medians == pytest.approx(1.0)
+    paired, _ = paired_agreement([1.1] * 4, [[1.0]] * 4)
+    assert paired == pytest.approx(1.1)  # a real 10% disagreement is not cancelled
+
+
+def test_suite_median_agrees_with_torch_utils_benchmark(benchmark, one_thread) -> None:
     """pytest-benchmark's pedantic rounds of the suite's round function vs Timer.blocked_autorange.
 
     The two timers are interleaved on the same step in one process: pedantic's untimed
     ``setup`` hook runs one Timer measurement before every suite round (A, B, A, B, ...), so
     machine drift, which reaches 9% between processes here, hits both alike.
     """
-    cfg = RunConfig(mode="inference", batch_size=8, resolution=(96, 96), device="cpu")
-    with backend_switches(cfg):
-        runner = StepRunner.build(cfg)
-        x, y = runner.random_batch()
-        round_ = make_round(runner, x, y)
-        warm_up(round_, rounds=3)
-        reference: list[float] = []
-
-        def interleaved_reference() -> None:
-            reference.extend(timer_samples(round_, min_run_time=0.05))
-
-        benchmark.pedantic(round_, setup=interleaved_reference, rounds=60, warmup_rounds=0, iterations=1)
-    suite = summarize(benchmark.stats.stats.data).median
-    ref = summarize(reference).median
-    assert len(benchmark.stats.stats.data) == 60
-    assert abs(suite / ref - 1) < AGREEMENT_TOLERANCE, f"suite median {suite * 1e3:.2f} ms vs Timer {ref * 1e3:.2f} ms"
+    cfg = RunConfig(mode="inference", batch_size=4, resolution=(96, 96), device="cpu")
+    paired, of_medians = agreement_case(cfg, benchmark, rounds=80, warmup=3)
+    assert abs(paired - 1) < AGREEMENT_TOLERANCE, (
+        f"suite/Timer: median pair ratio {paired:.3f}, ratio of medians {of_medians:.3f}"
+    )
 
 
 def test_round_synchronises_cuda_work(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -65,14 +112,8 @@ def test_round_synchronises_cuda_work(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.mark.gpu
 def test_suite_median_agrees_on_gpu(benchmark) -> None:
     cfg = RunConfig(mode="train", batch_size=64, resolution=(224, 224), device="cuda")
-    with backend_switches(cfg):
-        runner = StepRunner.build(cfg)
-        x, y = runner.random_batch()
-        round_ = make_round(runner, x, y)
-        warm_up(round_, rounds=5)
-        reference: list[float] = []
-        benchmark.pedantic(round_, setup=lambda: reference.extend(timer_samples(round_, min_run_time=0.05)),
-                           rounds=30, warmup_rounds=0, iterations=1)
-    suite = summarize(benchmark.stats.stats.data).median
-    assert abs(suite / summarize(reference).median - 1) < AGREEMENT_TOLERANCE
+    paired, of_medians = agreement_case(cfg, benchmark, rounds=30, warmup=5)
+    assert abs(paired - 1) < AGREEMENT_TOLERANCE, (
+        f"suite/Timer: median pair ratio {paired:.3f}, ratio of medians {of_medians:.3f}"
+    )
     torch.cuda.empty_cache()
