@@ -25,9 +25,11 @@ from alexnet.runtime import StepRunner, synchronize
 __all__ = [
     "MIN_ROUNDS",
     "NOISY_REL_IQR",
+    "PaceKernel",
     "Stats",
     "cold_step_time",
     "make_round",
+    "paced_samples",
     "summarize",
     "timer_samples",
     "warm_up",
@@ -96,6 +98,61 @@ def summarize(samples: Sequence[float]) -> Stats:
         n=int(a.size), median=float(med), q1=float(q1), q3=float(q3), iqr=float(q3 - q1),
         mean=float(a.mean()), min=float(a.min()), max=float(a.max()),
     )
+
+
+class PaceKernel:
+    """A fixed fp32 GEMM timed between the rounds of a case: the machine's speed at that moment.
+
+    On our shared 2-core VM a case's speed drifts by tens of percent over seconds, between
+    runs and inside one run alike; a GEMM timed right before and right after each round
+    drifts with it. Dividing each round by the mean of its two neighbouring pace samples
+    removes most of that drift: measured here, the sd of 2-3 s block medians' log fell from
+    0.065-0.127 raw to 0.018-0.030 paced (docs/compare.md). The bench suite calls this as
+    ``benchmark.pedantic``'s untimed ``setup`` hook, so it sits outside the timed rounds, and
+    once more after the last round: R rounds give R + 1 pace samples.
+
+    The output buffer is preallocated, so the kernel allocates nothing while rounds run and
+    leaves peak-memory figures alone. Size: 512 on a CPU (~3 ms here), 4096 on a GPU (big
+    enough to fill it and not be launch-bound).
+    """
+
+    def __init__(self, device: str | torch.device) -> None:
+        self.device = str(device)
+        self.n = 4096 if torch.device(device).type == "cuda" else 512
+        g = torch.Generator().manual_seed(0)
+        self.a = torch.randn(self.n, self.n, generator=g).to(device)
+        self.b = torch.randn(self.n, self.n, generator=g).to(device)
+        self.c = torch.empty(self.n, self.n, device=device)
+        self.samples: list[float] = []
+        torch.mm(self.a, self.b, out=self.c)  # untimed: first-call costs
+        synchronize(self.device)
+
+    def __call__(self) -> None:
+        synchronize(self.device)
+        t0 = time.perf_counter()
+        torch.mm(self.a, self.b, out=self.c)
+        synchronize(self.device)
+        self.samples.append(time.perf_counter() - t0)
+
+    def record(self) -> dict[str, object]:
+        """What a saved case keeps (``extra_info["pace"]``; docs/saved-run-format.md)."""
+        return {
+            "kernel": f"mm {self.n}x{self.n} fp32",
+            "flops": 2 * self.n**3,
+            "samples": list(self.samples),
+        }
+
+
+def paced_samples(step_s: Sequence[float], pace_s: Sequence[float]) -> np.ndarray | None:
+    """Each round divided by the mean of the pace samples before and after it (unitless).
+
+    Returns None when the pace samples do not bracket the rounds (R rounds need R + 1).
+    """
+    step = np.asarray(step_s, dtype=float)
+    pace = np.asarray(pace_s, dtype=float)
+    if step.size == 0 or pace.size != step.size + 1 or not np.all(pace > 0):
+        return None
+    return step / ((pace[:-1] + pace[1:]) / 2)
 
 
 def timer_samples(fn: Callable[[], object], *, min_run_time: float = 0.2, label: str = "step") -> list[float]:

@@ -26,7 +26,7 @@ from alexnet.mfu import mfu_for
 from alexnet.model import build_model
 from alexnet.runtime import StepRunner, autocast_context, backend_switches, cpu_has_bf16, seed_everything
 from alexnet.telemetry import Sampler
-from alexnet.timing import NOISY_REL_IQR, cold_step_time, make_round, summarize, warm_up
+from alexnet.timing import NOISY_REL_IQR, PaceKernel, cold_step_time, make_round, summarize, warm_up
 
 __all__ = ["correctness_check", "measure_case", "measure_loop_case", "run_guarded"]
 
@@ -174,9 +174,11 @@ def measure_case(
         warm_up(round_, rounds=warmup)
         if cfg.is_cuda:
             torch.cuda.reset_peak_memory_stats(cfg.device)
+        pace = PaceKernel(cfg.device)
         with Sampler(cfg.device, interval_s=telemetry_interval_s) as sampler:
             # Warm-up already done above, outside the sampler, so telemetry covers only these.
-            benchmark.pedantic(round_, rounds=rounds, warmup_rounds=0, iterations=1)
+            benchmark.pedantic(round_, setup=pace, rounds=rounds, warmup_rounds=0, iterations=1)
+            pace()  # the sample after the last round
         telemetry = sampler.result(images=rounds * cfg.batch_size)
         memory = _memory_after(cfg, telemetry)
 
@@ -199,6 +201,7 @@ def measure_case(
         "kind": "step",
         **metrics,
         "warmup_rounds": warmup,
+        "pace": pace.record(),
         **memory,
         "correctness": correctness,
         "backend_switches": switches,
@@ -277,8 +280,10 @@ def measure_loop_case(
         stepper.reset()
         if cfg.is_cuda:
             torch.cuda.reset_peak_memory_stats(cfg.device)
+        pace = PaceKernel(cfg.device)
         with Sampler(cfg.device, interval_s=telemetry_interval_s) as sampler:
-            benchmark.pedantic(stepper, rounds=rounds, warmup_rounds=0, iterations=1)
+            benchmark.pedantic(stepper, setup=pace, rounds=rounds, warmup_rounds=0, iterations=1)
+            pace()
         telemetry = sampler.result(images=rounds * cfg.batch_size)
         memory = _memory_after(cfg, telemetry)
         loop = stepper.result()
@@ -297,6 +302,7 @@ def measure_loop_case(
         "kind": "loop",
         **metrics,
         "warmup_rounds": warmup,
+        "pace": pace.record(),
         **memory,
         "correctness": correctness,
         "backend_switches": switches,
