@@ -36,10 +36,12 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from alexnet.timing import paced_samples
 from reports.load import Run, RunLoadError
 
 __all__ = [
     "DRIFT_SD",
+    "PACED_DRIFT_SD",
     "QUIET_DRIFT_SD",
     "MAX_CALIBRATION_SHIFT",
     "MAX_ROUND_SPREAD",
@@ -64,6 +66,11 @@ __all__ = [
 # quiet figure (adjacent runs within 9%, sd ~0.045) did not hold here, so the default is the
 # measured 0.2; on a steadier machine pass --drift-sd (e.g. 0.045) to judge single runs finer.
 DRIFT_SD = 0.2
+# The same drift for pace-normalised rounds (each round divided by the pace GEMM timed around
+# it, ``extra_info.pace``): 60 interleaved A/A pairs through `ab` on the same VM (2026-11-26,
+# cases train and inference, d2l b32 96x96) gave pair log-ratio sd 0.095 and 0.092 paced,
+# against 0.144 and 0.230 raw (docs/compare.md, "Measured figures").
+PACED_DRIFT_SD = 0.095
 QUIET_DRIFT_SD = 0.045  # issue 6's quiet-machine figure, for machines that drift that little
 
 # That drift floor holds only for a quiet machine. A run whose rounds spread by more than this
@@ -252,6 +259,18 @@ def _calibration_gflops(run: Run) -> float | None:
     return float(g) if isinstance(g, (int, float)) and g > 0 else None
 
 
+def _pace(bench: dict) -> list[float] | None:
+    pace = (bench.get("extra_info") or {}).get("pace") or {}
+    samples = pace.get("samples")
+    return samples if isinstance(samples, list) and samples else None
+
+
+def _paced(run: Run, bench: dict) -> np.ndarray | None:
+    """A case's rounds divided by the pace GEMM around each (None for runs saved without pace)."""
+    pace = _pace(bench)
+    return None if pace is None else paced_samples(_samples(run, bench), pace)
+
+
 def _peak_memory(bench: dict) -> float | None:
     m = (bench.get("extra_info") or {}).get("peak_memory_bytes")
     return float(m) if isinstance(m, (int, float)) else None
@@ -393,8 +412,9 @@ def compare_runs(
     memory_threshold: float = 0.10,
     allow_env_mismatch: bool = False,
     paired: bool = False,
-    drift_sd: float = DRIFT_SD,
+    drift_sd: float | None = None,
     calibrate: bool = False,
+    pace: bool = True,
 ) -> Comparison:
     """Compare two sides of one or more runs each. See the module docstring for the models.
 
@@ -407,7 +427,7 @@ def compare_runs(
     """
     if not baseline or not candidate:
         raise ValueError("each side needs at least one run")
-    if not drift_sd >= 0:
+    if drift_sd is not None and not drift_sd >= 0:
         raise ValueError(f"drift sd {drift_sd!r} is not valid; it must be >= 0, e.g. {DRIFT_SD}")
     if not 0 < alpha < 1:
         raise ValueError(f"alpha {alpha!r} is not valid; it must be in (0, 1)")
@@ -435,6 +455,7 @@ def compare_runs(
     notes: list[str] = []
     speed_ratio = 1.0
     speed_shift = False
+    shift_note = ""
     single = not paired and (len(baseline) < 2 or len(candidate) < 2)
     if single:
         gb = [_calibration_gflops(r) for r in baseline]
@@ -442,26 +463,12 @@ def compare_runs(
         if all(gb) and all(gc):
             shift = float(np.median(gc) / np.median(gb))
             speed_shift = abs(math.log(shift)) > MAX_CALIBRATION_SHIFT
-            if speed_shift:
-                notes.append(
-                    f"the calibration GEMM ran at {shift:.2f}x the baseline's speed in the candidate run: the machine "
-                    "changed state between the runs, so single runs cannot be judged (verdict noisy); use `alexnet-bench ab`"
-                )
-        else:
-            notes.append("runs without a calibration figure: no check that the machine kept its speed between them")
-        if calibrate and all(gb) and all(gc):
-            speed_ratio = float(np.median(gc) / np.median(gb))
-            notes.append(
-                f"single-run comparison: times normalised by the calibration GEMM "
-                f"(candidate machine at {speed_ratio:.3f}x the baseline's speed) and judged against a "
-                f"run-to-run drift of {drift_sd:.1%} (sd); prefer `alexnet-bench ab` for a trustworthy verdict"
+            shift_note = (
+                f"the calibration GEMM ran at {shift:.2f}x the baseline's speed in the candidate run: the machine "
+                "changed state between the runs, so cases without pace samples cannot be judged (verdict noisy)"
             )
-        else:
-            notes.append(
-                f"single-run comparison: judged against a run-to-run drift of {drift_sd:.1%} (sd), not normalised by the "
-                "calibration GEMM (--calibrate); "
-                "prefer `alexnet-bench ab` for a trustworthy verdict"
-            )
+            if calibrate:
+                speed_ratio = shift
     elif not paired:
         n = min(len(baseline), len(candidate))
         # Exact two-sided Mann-Whitney: the most extreme of C(m+n, n) orderings, both tails.
@@ -474,6 +481,8 @@ def compare_runs(
 
     rows = []
     busy: list[str] = []
+    n_paced = n_raw = 0
+    shifted_raw = False
     order = sorted(base_keys | cand_keys, key=lambda k: _case_label(_first(k, base_cases, cand_cases)))
     for key in order:
         bench0 = _first(key, base_cases, cand_cases)
@@ -481,41 +490,55 @@ def compare_runs(
         b_runs = [(i, c[key]) for i, c in enumerate(base_cases) if key in c]
         c_runs = [(i, c[key]) for i, c in enumerate(cand_cases) if key in c]
         row["baseline_runs"], row["candidate_runs"] = len(b_runs), len(c_runs)
-        b_samples = [_samples(baseline[i], b) for i, b in b_runs]
-        c_samples = [_samples(candidate[i], b) for i, b in c_runs]
-        row["baseline_median_s"] = float(np.median([np.median(s) for s in b_samples])) if b_samples else math.nan
-        row["candidate_median_s"] = float(np.median([np.median(s) for s in c_samples])) if c_samples else math.nan
+        b_raw = {i: _samples(baseline[i], b) for i, b in b_runs}
+        c_raw = {i: _samples(candidate[i], b) for i, b in c_runs}
+        row["baseline_median_s"] = float(np.median([np.median(s) for s in b_raw.values()])) if b_raw else math.nan
+        row["candidate_median_s"] = float(np.median([np.median(s) for s in c_raw.values()])) if c_raw else math.nan
         bmem = [m for _, b in b_runs if (m := _peak_memory(b)) is not None]
         cmem = [m for _, b in c_runs if (m := _peak_memory(b)) is not None]
         row["baseline_memory_bytes"] = float(np.median(bmem)) if bmem else math.nan
         row["candidate_memory_bytes"] = float(np.median(cmem)) if cmem else math.nan
         if not b_runs or not c_runs:
-            row.update(ratio=math.nan, ci_low=math.nan, ci_high=math.nan, p_value=math.nan, method="")
+            row.update(ratio=math.nan, ci_low=math.nan, ci_high=math.nan, p_value=math.nan, method="", paced=False)
             row["verdict"] = "only in baseline" if b_runs else "only in candidate"
             row.update(memory_ratio=math.nan, memory_verdict="n/a")
             rows.append(row)
             continue
+        # Judge pace-normalised rounds when every run of the case has them (runs saved
+        # before pace samples existed, or --no-pace, fall back to the raw times).
+        b_pace = {i: _paced(baseline[i], b) for i, b in b_runs} if pace else {}
+        c_pace = {i: _paced(candidate[i], b) for i, b in c_runs} if pace else {}
+        use_pace = pace and all(v is not None for v in [*b_pace.values(), *c_pace.values()])
+        b_by_run, c_by_run = (b_pace, c_pace) if use_pace else (b_raw, c_raw)
+        n_paced += use_pace
+        n_raw += not use_pace
+        b_samples, c_samples = list(b_by_run.values()), list(c_by_run.values())
         if paired:
             pairs = [i for i, _ in b_runs if key in cand_cases[i]]
             if len(pairs) < 2:
                 raise ValueError(f"case {row['case']!r} is in fewer than 2 run pairs; a paired comparison needs >= 2")
             est = paired_estimate(
-                [np.median(_samples(baseline[i], base_cases[i][key])) for i in pairs],
-                [np.median(_samples(candidate[i], cand_cases[i][key])) for i in pairs],
+                [np.median(b_by_run[i]) for i in pairs],
+                [np.median(c_by_run[i]) for i in pairs],
             )
         elif len(b_samples) >= 2 and len(c_samples) >= 2:
             est = runs_estimate(b_samples, c_samples)
         else:
-            est = single_run_estimate(b_samples, c_samples, drift_sd=drift_sd, speed_ratio=speed_ratio)
-        row.update(ratio=est.ratio, ci_low=est.ci_low, ci_high=est.ci_high, p_value=est.p_value, method=est.method)
+            sd = drift_sd if drift_sd is not None else (PACED_DRIFT_SD if use_pace else DRIFT_SD)
+            est = single_run_estimate(b_samples, c_samples, drift_sd=sd,
+                                      speed_ratio=1.0 if use_pace else speed_ratio)
+        method = ("paced: " if use_pace else "") + est.method
+        row.update(ratio=est.ratio, ci_low=est.ci_low, ci_high=est.ci_high, p_value=est.p_value, method=method,
+                   paced=use_pace)
         row["verdict"] = verdict(est, alpha=alpha, threshold=threshold)
         spread = max(round_spread(s) for s in b_samples + c_samples)
         row["max_round_spread"] = spread
         if est.method.startswith("single run") and spread > MAX_ROUND_SPREAD:
             row["verdict"] = "noisy"
             busy.append(f"{row['case']} ({spread:.0%})")
-        if est.method.startswith("single run") and speed_shift:
+        if est.method.startswith("single run") and speed_shift and not use_pace:
             row["verdict"] = "noisy"
+            shifted_raw = True
         if bmem and cmem and row["baseline_memory_bytes"] > 0:
             mr = row["candidate_memory_bytes"] / row["baseline_memory_bytes"]
             row["memory_ratio"] = mr
@@ -526,6 +549,28 @@ def compare_runs(
             row.update(memory_ratio=math.nan, memory_verdict="n/a")
         rows.append(row)
 
+    if n_paced:
+        notes.append(
+            f"{n_paced} case(s) judged on pace-normalised rounds: each round divided by the GEMM timed right before "
+            "and after it, which removes the machine's drift in speed (--no-pace judges raw times)"
+        )
+    if n_raw and pace:
+        notes.append(f"{n_raw} case(s) have no pace samples in some run (saved by an older suite): judged on raw times")
+    if single:
+        floors = []
+        if n_paced:
+            floors.append(f"{drift_sd if drift_sd is not None else PACED_DRIFT_SD:.1%} for paced cases")
+        if n_raw:
+            floors.append(f"{drift_sd if drift_sd is not None else DRIFT_SD:.1%} for raw times"
+                          + (", normalised by the calibration GEMM (--calibrate)" if calibrate else ""))
+        notes.append(
+            f"single-run comparison: judged against a run-to-run drift (sd) of {' and '.join(floors)}; "
+            "`alexnet-bench ab` resolves finer"
+        )
+        if n_raw and not shift_note and not all(_calibration_gflops(r) for r in [*baseline, *candidate]):
+            notes.append("runs without a calibration figure: no check that the machine kept its speed between them")
+    if shifted_raw:
+        notes.append(shift_note + "; use `alexnet-bench ab`")
     if busy:
         notes.append(
             f"rounds spread by more than {MAX_ROUND_SPREAD:.0%} (IQR/median) in {', '.join(busy)}: the machine was busy, "
@@ -539,6 +584,7 @@ def compare_runs(
         paired=paired,
         drift_sd=drift_sd,
         calibrate=calibrate,
+        pace=pace,
         allow_env_mismatch=allow_env_mismatch,
     )
     return Comparison(

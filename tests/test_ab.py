@@ -1,6 +1,6 @@
 """`alexnet-bench ab` on a throwaway git repository holding a copy of this suite.
 
-The A/A test runs the same code against itself through `ab` with its default repeats (12 real
+The A/A test runs the same code against itself through `ab` with its default repeats (30 real
 runs of one tiny-preset case): no regression may be flagged, the runs must be interleaved base,
 head, base, head ..., all saved in one storage dir, and the worktrees removed afterwards. The
 same real runs then carry planted slowdowns: x1.02 is not flagged, x1.10 is.
@@ -18,13 +18,10 @@ import numpy as np
 import pytest
 
 from alexnet.commands.ab import DEFAULT_REPEATS
+from alexnet.timing import paced_samples
 from reports.compare import compare_runs
 from reports.load import Run, load_run
 from tests.conftest import REPO, run_cli
-
-# A paired t-test on 6 pairs (df 5) reaches p < 0.01 at t > 4.03: a 10% change is resolved when
-# the pairs' log ratios spread by less than log(1.10) * sqrt(6) / 4.03 = 0.058.
-MAX_PAIR_SD = 0.05
 
 SUITE = ("alexnet", "bench", "reports", "pyproject.toml")
 # One small case, as CI compares a narrowed selection (-k): 12 runs of it stay cheap.
@@ -66,7 +63,11 @@ def scaled(run: Run, factor: float) -> Run:
 
 
 def _median(run: Run) -> float:
-    return float(np.median(run.raw["benchmarks"][0]["stats"]["data"]))
+    """The run's median as `compare` judges it: paced (rounds over the pace GEMM) when saved."""
+    b = run.raw["benchmarks"][0]
+    paced = paced_samples(b["stats"]["data"], b["extra_info"]["pace"]["samples"])
+    assert paced is not None, "the suite saves R + 1 pace samples for R rounds"
+    return float(np.median(paced))
 
 
 def ab(repo: Path, *args: str, cwd: Path) -> subprocess.CompletedProcess:
@@ -112,7 +113,7 @@ def test_same_code_through_ab_with_default_repeats_flags_no_regression(repo, aa)
     result = json.loads(aa["out"].read_text())
     assert result["has_regression"] is False
     assert {c["verdict"] for c in result["cases"]} <= {"unchanged", "noisy", "improvement"}
-    assert all(c["method"] == f"paired t on {DEFAULT_REPEATS} run pairs" for c in result["cases"])
+    assert all(c["method"] == f"paced: paired t on {DEFAULT_REPEATS} run pairs" for c in result["cases"])
 
     # Interleaved: in the order they were saved, runs alternate base, head, base, head ...
     saved = aa["saved"]
@@ -136,7 +137,14 @@ def test_planted_slowdowns_in_the_real_ab_runs(aa):
     base_runs = [load_run(p) for p in aa["saved"] if "-base-" in p.name]
     head_runs = [load_run(p) for p in aa["saved"] if "-head-" in p.name]
     assert len(base_runs) == len(head_runs) == DEFAULT_REPEATS
-    assert not compare_runs(base_runs, [scaled(r, 1.02) for r in head_runs], paired=True).has_regression
+    same = compare_runs(base_runs, head_runs, paired=True).table.iloc[0]
+    small = compare_runs(base_runs, [scaled(r, 1.02) for r in head_runs], paired=True)
+    if same["ci_low"] <= 1.0 <= same["ci_high"]:
+        assert not small.has_regression
+    else:
+        # The A/A pairs alone already sit off 1 at 95% (a 1-in-20 draw; docs/compare.md gives the
+        # measured rates): 2% more may then cross 5% and alpha. Still never a verdict of faster.
+        assert set(small.table["verdict"]) <= {"regression", "noisy", "unchanged"}, (same["ratio"], same["ci_low"])
     d = np.log([_median(h) / _median(b) for b, h in zip(base_runs, head_runs)])
     # The planted 10% lands on top of whatever these A/A pairs already show: a head side that
     # happened to run faster masks part of it. Resolvable only when the pairs are tight AND the
@@ -146,13 +154,17 @@ def test_planted_slowdowns_in_the_real_ab_runs(aa):
     n = len(d)
     shifted = d.mean() + np.log(1.10)
     t_needed = stats.t.ppf(1 - 0.01 / 2, n - 1)
-    resolvable = (d.std(ddof=1) <= MAX_PAIR_SD and shifted > np.log(1.05)
-                  and shifted / (d.std(ddof=1) / np.sqrt(n)) > t_needed)
-    if not resolvable:
-        pytest.skip(f"machine too noisy right now to resolve 10% with {n} pairs: the A/A pairs' log ratios "
-                    f"have mean {d.mean():+.3f} and sd {d.std(ddof=1):.3f} (needs sd <= {MAX_PAIR_SD})")
+    resolvable = shifted > np.log(1.05) and shifted / (d.std(ddof=1) / np.sqrt(n)) > t_needed
     slow = compare_runs(base_runs, [scaled(r, 1.10) for r in head_runs], paired=True)
-    assert slow.has_regression and set(slow.table["verdict"]) == {"regression"}
+    verdicts = set(slow.table["verdict"])
+    if resolvable:
+        assert slow.has_regression and verdicts == {"regression"}
+    else:
+        # Pairs too spread right now to resolve 10% with these pairs: the honest answer is
+        # `noisy`, and a planted slowdown must never read as unchanged or faster.
+        assert verdicts <= {"regression", "noisy"}, (
+            f"A/A pairs mean {d.mean():+.3f}, sd {d.std(ddof=1):.3f}: x1.10 judged {verdicts}"
+        )
 
 
 def test_workflow_is_valid_yaml_and_runs_ab_report_and_fails_on_regression():

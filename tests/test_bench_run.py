@@ -66,6 +66,10 @@ def test_run_saves_samples_and_documented_extra_info(tiny_run) -> None:
         assert extra["correctness"]["max_abs_logits_diff"] < 1e-4
         assert extra["telemetry"]["kind"] == "psutil"
         assert cfg["device"] == "cpu" and cfg["batch_size"] == 2
+        # The pace GEMM brackets every timed round: R rounds, R + 1 pace samples.
+        pace = extra["pace"]
+        assert pace["kernel"] == "mm 512x512 fp32" and pace["flops"] == 2 * 512**3
+        assert len(pace["samples"]) == len(b["stats"]["data"]) + 1 and min(pace["samples"]) > 0
 
 
 def test_run_records_skips_machine_and_calibration(tiny_run) -> None:

@@ -8,7 +8,7 @@ import torch
 
 from alexnet.config import RunConfig
 from alexnet.runtime import StepRunner, backend_switches
-from alexnet.timing import Stats, make_round, summarize, timer_samples, warm_up
+from alexnet.timing import PaceKernel, Stats, make_round, paced_samples, summarize, timer_samples, warm_up
 
 # Tolerance of the agreement test (issue 3): the suite's median within 5% of Timer's.
 AGREEMENT_TOLERANCE = 0.05
@@ -117,3 +117,26 @@ def test_suite_median_agrees_on_gpu(benchmark) -> None:
         f"suite/Timer: median pair ratio {paired:.3f}, ratio of medians {of_medians:.3f}"
     )
     torch.cuda.empty_cache()
+
+
+def test_paced_samples_divide_each_round_by_its_neighbouring_pace() -> None:
+    # Synthetic: a machine that runs at half speed for the last two rounds.
+    step = [1.0, 1.0, 2.0, 2.0]
+    pace = [0.1, 0.1, 0.2, 0.2, 0.2]
+    out = paced_samples(step, pace)
+    assert out is not None
+    assert list(out) == pytest.approx([10.0, 1.0 / 0.15, 10.0, 10.0])
+    assert paced_samples(step, pace[:-1]) is None  # R rounds need R + 1 pace samples
+    assert paced_samples(step, [0.1, 0.0, 0.1, 0.1, 0.1]) is None
+
+
+def test_pace_kernel_times_a_preallocated_gemm_on_cpu() -> None:
+    pace = PaceKernel("cpu")
+    out = pace.c
+    pace()
+    pace()
+    assert len(pace.samples) == 2 and min(pace.samples) > 0
+    assert pace.c is out  # no new allocation while rounds run
+    assert torch.allclose(pace.c, pace.a @ pace.b, rtol=1e-4, atol=1e-3)
+    rec = pace.record()
+    assert rec["kernel"] == "mm 512x512 fp32" and rec["samples"] == pace.samples

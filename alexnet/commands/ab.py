@@ -28,9 +28,12 @@ from alexnet.commands.compare import add_judging_options, check_outputs, emit, j
 NAME = "ab"
 HELP = "run the benchmarks of two git refs interleaved (A, B, A, B ...) and compare them; exit 1 on a regression"
 
-# 6 runs per side: a paired t-test has no floor on p, and an unpaired Mann-Whitney U over the
-# same runs can still reach p = 0.0022 < alpha 0.01 (with 5 per side its floor is 0.0079).
-DEFAULT_REPEATS = 6
+# 15 runs per side, chosen from measurement on the project's 2-core CPU VM (docs/compare.md):
+# paced pairs there spread with log-ratio sd ~0.095, and in 60 A/A pairs of two quick cases
+# 15 pairs caught a planted x1.10 in 7 of 8 disjoint comparisons and x1.15 in 8 of 8 (6 pairs:
+# 5 of 20 and 14 of 20), with 0 false alarms at any size. On a steadier machine (pair sd
+# <= 0.058) `--repeats 6` resolves 10%; a paired t-test has no floor on p at any n >= 2.
+DEFAULT_REPEATS = 15
 DEFAULT_STORAGE = Path(".benchmarks") / "ab"
 LOG_TAIL_LINES = 15
 

@@ -56,6 +56,12 @@ def add_judging_options(p: argparse.ArgumentParser) -> None:
         help="single-run comparisons: run-to-run drift (sd of the log ratio) to judge against (default: measured, see README)",
     )
     g.add_argument(
+        "--no-pace",
+        dest="pace",
+        action="store_false",
+        help="judge raw round times, not rounds divided by the pace GEMM timed around each (default: paced when saved)",
+    )
+    g.add_argument(
         "--calibrate",
         action="store_true",
         help="single-run comparisons: divide out each run's calibration GEMM speed (off by default: it added noise here)",
@@ -73,6 +79,7 @@ def judging_kwargs(args: argparse.Namespace) -> dict:
         memory_threshold=args.memory_threshold,
         allow_env_mismatch=args.allow_env_mismatch,
         calibrate=args.calibrate,
+        pace=args.pace,
     )
     if args.drift_sd is not None:
         kw["drift_sd"] = args.drift_sd
