@@ -1,6 +1,6 @@
 """Judge a candidate against a baseline: one verdict per case, sound on noisy machines.
 
-The noise on our CPU machines lives *between* runs, not within them (docs/readme-compare.md,
+The noise on our CPU machines lives *between* runs, not within them (docs/compare.md,
 /work/shared/REFERENCE.md "Noise"): two processes running the same case drift by up to 9%,
 and a test on within-run rounds calls that drift significant. So the statistical unit here
 is the run, never the round, whenever there is more than one run per side:
@@ -19,6 +19,12 @@ is the run, never the round, whenever there is more than one run per side:
   `MAX_CALIBRATION_SHIFT`, get no verdict but ``noisy``. Optionally
   (``calibrate=True``) each run is first normalised by its calibration GEMM; measured, that
   added noise rather than removing it.
+
+Every model works on *pace-normalised* rounds when every run of a case saved pace samples
+(``extra_info.pace``): each round divided by the mean of the pace GEMM timed just before and
+just after it (`alexnet.timing.PaceKernel`), which cancels the machine's drift in speed. On
+our 2-core VM that cut the log-ratio sd of neighbouring runs from 0.14-0.23 to about 0.09
+(docs/compare.md). ``pace=False`` (``--no-pace``) judges raw times.
 
 A case is a ``regression`` only when it is significant (p < alpha) *and* its ratio exceeds
 1 + threshold. Peak memory is compared with its own threshold, as a plain ratio of medians:
@@ -81,7 +87,7 @@ MAX_ROUND_SPREAD = 0.10
 # The calibration GEMM (timed in every run) as a gate for single-run verdicts: if the two runs'
 # GEMM speeds differ by more than this (|log ratio|, ~16%), the machine changed state between
 # them (on our shared 2-core machine, step times jump ~4x when a co-tenant takes a core), and
-# the pair gets no verdict but `noisy`. Measured under shared load (docs/readme-compare.md):
+# the pair gets no verdict but `noisy`. Measured under shared load (docs/compare.md):
 # with the spread gate it removed every single-run A/A false alarm in 552 pairs of real runs
 # at 2 threads (the spread gate alone left 0.7% and 5.8%); at 1 thread 3 of 66 remained.
 MAX_CALIBRATION_SHIFT = 0.15
@@ -421,7 +427,7 @@ def compare_runs(
     ``paired=True`` pairs baseline[i] with candidate[i] (runs interleaved by ``ab``).
     ``calibrate=True`` divides out the calibration GEMM's speed in single-run comparisons; it
     is off by default because on our shared machine it made the drift worse, not better
-    (docs/readme-compare.md, "Measured figures").
+    (docs/compare.md, "Measured figures").
     Raises `RunLoadError` (a ValueError) for runs without raw samples and ValueError for no
     cases in common, an environment mismatch or bad settings.
     """

@@ -1,6 +1,6 @@
 """``alexnet-bench ab BASE_REF HEAD_REF``: interleaved A/B runs of two git refs, then a verdict.
 
-The noise on a shared machine lives between runs (docs/readme-compare.md), so each ref gets N
+The noise on a shared machine lives between runs (docs/compare.md), so each ref gets N
 runs, each a fresh ``python -m pytest bench/`` process, interleaved A, B, A, B ... so that
 neighbouring runs share the machine's state, and the comparison tests the pairs (the run is
 the unit). Both refs are checked out as detached git worktrees in a temp dir, outside the
