@@ -125,11 +125,12 @@ def _cold_compile(cfg: RunConfig) -> Iterator[None]:
         yield
 
 
-def _memory_after(cfg: RunConfig, telemetry: dict[str, Any]) -> dict[str, Any]:
+def _memory_after(cfg: RunConfig, telemetry: dict[str, Any], pace: PaceKernel) -> dict[str, Any]:
     if cfg.is_cuda:
+        # The pace kernel's buffers are live through the timed rounds: not the case's memory.
         return {
-            "peak_memory_bytes": int(torch.cuda.max_memory_allocated(cfg.device)),
-            "peak_memory_reserved_bytes": int(torch.cuda.max_memory_reserved(cfg.device)),
+            "peak_memory_bytes": int(torch.cuda.max_memory_allocated(cfg.device)) - pace.nbytes,
+            "peak_memory_reserved_bytes": int(torch.cuda.max_memory_reserved(cfg.device)) - pace.nbytes,
             "memory_kind": "cuda_max_allocated",
         }
     rss = (telemetry.get("summary") or {}).get("rss_peak_bytes")
@@ -180,7 +181,7 @@ def measure_case(
             benchmark.pedantic(round_, setup=pace, rounds=rounds, warmup_rounds=0, iterations=1)
             pace()  # the sample after the last round
         telemetry = sampler.result(images=rounds * cfg.batch_size)
-        memory = _memory_after(cfg, telemetry)
+        memory = _memory_after(cfg, telemetry, pace)
 
         extra: dict[str, Any] = {}
         if profile_layers:
@@ -285,7 +286,7 @@ def measure_loop_case(
             benchmark.pedantic(stepper, setup=pace, rounds=rounds, warmup_rounds=0, iterations=1)
             pace()
         telemetry = sampler.result(images=rounds * cfg.batch_size)
-        memory = _memory_after(cfg, telemetry)
+        memory = _memory_after(cfg, telemetry, pace)
         loop = stepper.result()
         x, y = runner.random_batch(seed=cfg.seed)
         correctness = correctness_check(runner, weights, x, y)

@@ -138,5 +138,6 @@ def test_pace_kernel_times_a_preallocated_gemm_on_cpu() -> None:
     assert len(pace.samples) == 2 and min(pace.samples) > 0
     assert pace.c is out  # no new allocation while rounds run
     assert torch.allclose(pace.c, pace.a @ pace.b, rtol=1e-4, atol=1e-3)
+    assert pace.nbytes == 3 * 512 * 512 * 4
     rec = pace.record()
     assert rec["kernel"] == "mm 512x512 fp32" and rec["samples"] == pace.samples
