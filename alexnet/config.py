@@ -39,7 +39,7 @@ INITS = ("default", "xavier")
 DATASETS = ("synthetic", "fashion-mnist")
 PIPELINES = ("dataloader", "device")
 DEVICES = ("auto", "cpu", "cuda", "cuda:N")
-# torch.distributed backend of a data-parallel run (alexnet.ddp): nccl on GPUs, gloo on CPU;
+# torch.distributed backend of a data-parallel run (bench.ddp): nccl on GPUs, gloo on CPU;
 # "none" is a single process with no process group (the scaling baseline).
 DIST_BACKENDS = ("none", "gloo", "nccl")
 
@@ -118,7 +118,7 @@ class RunConfig:
     data_root: str | None = None
     pipeline: str = "dataloader"
     workers: int = 0
-    # --- data parallel (alexnet.ddp) ----------------------------------------------------
+    # --- data parallel (bench.ddp) ----------------------------------------------------
     world_size: int = 1
     dist_backend: str = "none"
 

@@ -1,1 +1,7 @@
-"""The benchmark matrix: what to measure (cases as data), handed to pytest-benchmark."""
+"""What benchmarks the subject (`alexnet/`): the instruments (timers, per-layer profiler,
+NVML/psutil sampler, MFU, environment capture), the case worker, the pytest-benchmark matrix
+(``pytest bench/``) and the ``alexnet-bench`` command line (`bench.cli`).
+
+Importing this package imports nothing heavy: `bench.samples` and the commands that only read
+saved runs (`compare`, `report`, `history`) start without torch.
+"""

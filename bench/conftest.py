@@ -5,7 +5,7 @@
 *which* cases run and what goes into the saved JSON around them:
 
 - raw per-round samples are always saved (``--benchmark-save-data`` on by default);
-- ``machine_info`` gets the suite's environment fields (`alexnet.envinfo`);
+- ``machine_info`` gets the suite's environment fields (`bench.envinfo`);
 - the run-level ``alexnet`` section gets the schema version, preset, skipped cases and the
   calibration GEMM (docs/saved-run-format.md).
 """
@@ -44,7 +44,7 @@ class BenchSession:
     def calibration(self, device: str) -> dict[str, Any]:
         """The fp32 GEMM on ``device``, measured once per run, before that device's first case."""
         if device not in self.calibrations:
-            from alexnet.mfu import calibrate
+            from bench.mfu import calibrate
 
             self.calibrations[device] = calibrate(device)
         return self.calibrations[device]
@@ -71,7 +71,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     g.addoption("--telemetry-interval", type=float, default=DEFAULT_TELEMETRY_INTERVAL_S,
                 help=f"seconds between telemetry samples (default {DEFAULT_TELEMETRY_INTERVAL_S})")
     g.addoption("--profile-layers", action="store_true",
-                help="after the timed rounds, profile each case per layer (alexnet.profiling) into extra_info.layers")
+                help="after the timed rounds, profile each case per layer (bench.profiling) into extra_info.layers")
     g.addoption("--pipelines", default=None, metavar="P1,P2",
                 help=f"input pipelines of the training-loop cases ({', '.join(PIPELINE_VALUES)}; default: both)")
     g.addoption("--data-root", default=None, metavar="DIR",
@@ -81,7 +81,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def _session_from_options(config: pytest.Config) -> BenchSession:
-    from alexnet.timing import MIN_ROUNDS
+    from bench.timing import MIN_ROUNDS
 
     preset = config.getoption("preset") or default_preset()
     if preset not in PRESETS:
@@ -130,8 +130,8 @@ def _session_from_options(config: pytest.Config) -> BenchSession:
     if not interval > 0:
         raise pytest.UsageError(f"--telemetry-interval {interval} is not valid; it must be > 0 seconds")
     profile = config.getoption("profile_layers")
-    if profile and importlib.util.find_spec("alexnet.profiling") is None:
-        raise pytest.UsageError("--profile-layers needs alexnet.profiling, which this checkout does not have")
+    if profile and importlib.util.find_spec("bench.profiling") is None:
+        raise pytest.UsageError("--profile-layers needs bench.profiling, which this checkout does not have")
     return BenchSession(
         preset=preset, cases=cases, loop_cases=loop_cases, rounds=rounds, warmup=warmup, telemetry_interval_s=interval,
         profile_layers=profile, allow_emulated_bf16=config.getoption("allow_emulated_bf16"),
@@ -174,7 +174,7 @@ def bench_session(pytestconfig: pytest.Config) -> BenchSession:
 
 
 def pytest_benchmark_update_machine_info(config: pytest.Config, machine_info: dict[str, Any]) -> None:
-    from alexnet.envinfo import machine_info as suite_machine_info
+    from bench.envinfo import machine_info as suite_machine_info
 
     machine_info.update(suite_machine_info())
 

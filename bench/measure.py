@@ -22,11 +22,11 @@ import torch
 
 from alexnet.config import RunConfig
 from alexnet.flops import flops_per_image
-from alexnet.mfu import mfu_for
+from bench.mfu import mfu_for
 from alexnet.model import build_model
 from alexnet.runtime import StepRunner, autocast_context, backend_switches, cpu_has_bf16, seed_everything
-from alexnet.telemetry import Sampler
-from alexnet.timing import NOISY_REL_IQR, PaceKernel, cold_step_time, make_round, summarize, warm_up
+from bench.telemetry import Sampler
+from bench.timing import NOISY_REL_IQR, PaceKernel, cold_step_time, make_round, summarize, warm_up
 
 __all__ = ["correctness_check", "measure_case", "measure_loop_case", "run_guarded"]
 
@@ -185,7 +185,7 @@ def measure_case(
 
         extra: dict[str, Any] = {}
         if profile_layers:
-            from alexnet.profiling import profile_layers as run_profile
+            from bench.profiling import profile_layers as run_profile
 
             prof = run_profile(cfg, runner=runner, batch=(x, y))
             extra["layers"] = prof.to_records()
@@ -264,7 +264,7 @@ def measure_loop_case(
     correctness), but every round takes its batch from ``cfg.pipeline``; the round's data wait
     (fetch + move, synchronised) and compute (the train step, synchronised) are recorded.
     """
-    from alexnet.loopbench import INPUT_BOUND_FRACTION, LoopStepper
+    from bench.loopbench import INPUT_BOUND_FRACTION, LoopStepper
 
     warnings: list[str] = []
     cpu_cal = calibration("cpu") if not cfg.is_cuda else None
@@ -332,7 +332,7 @@ def run_guarded(benchmark: Any, cfg: RunConfig, *, case_id: str, bench_session: 
 
     import pytest
 
-    from alexnet.failures import is_fatal_device_error, is_oom
+    from bench.failures import is_fatal_device_error, is_oom
     from alexnet.runtime import unsupported_reason
 
     reason = unsupported_reason(cfg, allow_emulated_bf16=bench_session.allow_emulated_bf16)

@@ -23,10 +23,10 @@ def pytest_collection_modifyitems(config, items):
 
 
 def run_cli(*args: str, cwd: Path | None = None, timeout: float = 600, env: dict | None = None) -> subprocess.CompletedProcess:
-    """Run ``python -m alexnet ARGS`` as a user would, capturing output."""
+    """Run ``python -m bench ARGS`` as a user would, capturing output."""
     full_env = {**os.environ, "PYTHONPATH": str(REPO), **(env or {})}
     return subprocess.run(
-        [sys.executable, "-m", "alexnet", *args],
+        [sys.executable, "-m", "bench", *args],
         cwd=cwd or REPO,
         capture_output=True,
         text=True,

@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from alexnet.commands.ab import DEFAULT_REPEATS
-from alexnet.timing import paced_samples
+from bench.commands.ab import DEFAULT_REPEATS
+from bench.samples import paced_samples
 from reports.compare import compare_runs
 from reports.load import Run, load_run
 from tests.conftest import REPO, run_cli

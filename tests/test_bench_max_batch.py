@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from alexnet.commands.max_batch import Try, parse_bytes, search_max_batch
+from bench.commands.max_batch import Try, parse_bytes, search_max_batch
 
 
 @pytest.mark.parametrize("limit", [1, 2, 37, 64, 65, 1000])

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from alexnet.config import RunConfig
-from alexnet.failures import is_fatal_device_error, is_oom
+from bench.failures import is_fatal_device_error, is_oom
 from alexnet.runtime import StepRunner, backend_switches
 from bench.measure import correctness_check
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from alexnet.config import RunConfig
-from alexnet.envinfo import machine_info
-from alexnet.mfu import calibrate, compute_dtype, gpu_peak_tflops, mfu_for
+from bench.envinfo import machine_info
+from bench.mfu import calibrate, compute_dtype, gpu_peak_tflops, mfu_for
 
 
 @pytest.mark.parametrize(

@@ -8,7 +8,7 @@ import torch
 
 from alexnet.config import RunConfig
 from alexnet.runtime import StepRunner, backend_switches
-from alexnet.timing import PaceKernel, Stats, make_round, paced_samples, summarize, timer_samples, warm_up
+from bench.timing import PaceKernel, Stats, make_round, paced_samples, summarize, timer_samples, warm_up
 
 # Tolerance of the agreement test (issue 3): the suite's median within 5% of Timer's.
 AGREEMENT_TOLERANCE = 0.05
@@ -99,7 +99,7 @@ def test_suite_median_agrees_with_torch_utils_benchmark(benchmark, one_thread) -
 def test_round_synchronises_cuda_work(monkeypatch: pytest.MonkeyPatch) -> None:
     """Every round ends with a device sync (a no-op on CPU), so the clock covers GPU work."""
     calls: list[str] = []
-    monkeypatch.setattr("alexnet.timing.synchronize", lambda device: calls.append(str(device)))
+    monkeypatch.setattr("bench.timing.synchronize", lambda device: calls.append(str(device)))
     cfg = RunConfig(mode="inference", batch_size=2, resolution=(65, 65), device="cpu")
     runner = StepRunner.build(cfg)
     x, y = runner.random_batch()

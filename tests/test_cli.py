@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from alexnet.cli import COMMANDS
+from bench.cli import COMMANDS
 from tests.conftest import run_cli
 
 GOLDEN = __import__("pathlib").Path(__file__).parent / "golden" / "summary_d2l_224x244.txt"

@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from alexnet.cli import main
-from alexnet.timing import paced_samples
+from bench.cli import main
+from bench.samples import paced_samples
 from reports.compare import QUIET_DRIFT_SD, compare_runs, round_spread, paired_estimate, runs_estimate, single_run_estimate
 from reports.load import load_run
 from tests.conftest import REPO, run_cli
@@ -77,14 +77,14 @@ def precise(run: Path) -> str | None:
 
 
 def compare_cli(*args, tmp_path: Path, env: dict | None = None) -> subprocess.CompletedProcess:
-    """As a user runs it: a fresh ``python -m alexnet compare`` process. The CI job's own step
+    """As a user runs it: a fresh ``python -m bench compare`` process. The CI job's own step
     summary (tox passes GITHUB_STEP_SUMMARY through) is never written by a test."""
     return run_cli("compare", *map(str, args), cwd=tmp_path, env={"GITHUB_STEP_SUMMARY": "", **(env or {})})
 
 
 @pytest.fixture
 def compare_main(capsys, monkeypatch, tmp_path):
-    """The same `alexnet.cli.main`, in this process (a CLI process costs a torch import)."""
+    """The same `bench.cli.main`, in this process (a CLI process costs a torch import)."""
 
     def call(*args) -> subprocess.CompletedProcess:
         monkeypatch.chdir(tmp_path)

@@ -16,9 +16,9 @@ import psutil
 import pytest
 import torch
 
-from alexnet.commands import ddp as ddp_cmd
+from bench.commands import ddp as ddp_cmd
 from alexnet.config import RunConfig
-from alexnet.ddp import FAIL_RANK_ENV, busy_time, summarise
+from bench.ddp import FAIL_RANK_ENV, busy_time, summarise
 from tests.conftest import run_cli
 
 SMALL = ["--device", "cpu", "--batch-size", "2", "--resolution", "65", "--steps", "3", "--warmup", "1", "--threads", "1"]
@@ -146,7 +146,7 @@ def test_a_launch_that_overruns_is_stopped_with_its_detached_children(tmp_path):
     ],
 )
 def test_bad_input_is_one_line_exit_2(args, needle, tmp_path, capsys):
-    from alexnet.cli import main  # in-process: the same path as the console script, minus a torch import
+    from bench.cli import main  # in-process: the same path as the console script, minus a torch import
 
     with pytest.raises(SystemExit) as exc:
         main(["ddp", *args, "--storage", str(tmp_path)])

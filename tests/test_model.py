@@ -10,7 +10,7 @@ from alexnet.flops import flops_per_image
 from alexnet.model import D2LAlexNet, build_model, d2l_alexnet, layer_summary, min_resolution, param_count
 
 GOLDEN = __import__("pathlib").Path(__file__).parent / "golden" / "summary_d2l_224x244.txt"
-REFRESH = "python -m alexnet summary --resolution 224x244 | head -21 > tests/golden/summary_d2l_224x244.txt"
+REFRESH = "python -m bench summary --resolution 224x244 | head -21 > tests/golden/summary_d2l_224x244.txt"
 
 
 def test_layer_table_matches_seed_golden():

@@ -1,4 +1,4 @@
-"""Per-layer profiling (alexnet.profiling) and the ``alexnet-bench profile`` command, on CPU."""
+"""Per-layer profiling (bench.profiling) and the ``alexnet-bench profile`` command, on CPU."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import torch
 from alexnet.config import RunConfig
 from alexnet.flops import count_flops
 from alexnet.model import build_model, layer_summary, param_count, summary_layers
-from alexnet.profiling import COMPILE_NOTE, REMAINDER_ROWS, profile_layers
+from bench.profiling import COMPILE_NOTE, REMAINDER_ROWS, profile_layers
 from alexnet.runtime import StepRunner
 
 D2L_NAMES = [
@@ -168,7 +168,7 @@ def test_cli_writes_table_csv_trace_and_png(cli, tmp_path):
 
 def _main_exit(capsys, *args: str) -> tuple[int, str]:
     """Run the CLI in-process (no new interpreter: cheap) and return (exit code, stderr)."""
-    from alexnet.cli import main
+    from bench.cli import main
 
     with pytest.raises(SystemExit) as exc:
         main(list(args))

@@ -17,7 +17,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from alexnet.cli import main
+from bench.cli import main
 from reports.figures import draw_all
 from reports.html import build_report
 from reports.load import RunLoadError, config_axes, load_run, load_runs, read_frame_csv, resolve_run_paths, runs_to_frame

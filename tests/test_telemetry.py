@@ -11,7 +11,7 @@ import time
 import pytest
 import torch
 
-from alexnet.telemetry import Sampler, throttle_reason_names
+from bench.telemetry import Sampler, throttle_reason_names
 from tests.conftest import REPO
 
 NO_CUDA = not torch.cuda.is_available()
@@ -106,7 +106,7 @@ def test_throttle_reason_names_match_nvml_bits():
 
 
 def test_import_sets_pci_bus_order_unless_the_user_chose():
-    code = "import os, alexnet.telemetry; print(os.environ['CUDA_DEVICE_ORDER'])"
+    code = "import os, bench.telemetry; print(os.environ['CUDA_DEVICE_ORDER'])"
     env = {k: v for k, v in os.environ.items() if k != "CUDA_DEVICE_ORDER"}
     env["PYTHONPATH"] = str(REPO)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)

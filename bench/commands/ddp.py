@@ -2,7 +2,7 @@
 
 In one invocation it runs the N-process run under ``python -m torch.distributed.run
 --nproc-per-node N`` and then the 1-process baseline (a plain process, no process group),
-both with the worker in `alexnet.ddp` and the same thread count per process. It prints per-rank
+both with the worker in `bench.ddp` and the same thread count per process. It prints per-rank
 and total images/s, the scaling efficiency against the baseline and the all-reduce share of
 the step, and saves both cases as one pytest-benchmark run (docs/saved-run-format.md).
 
@@ -28,7 +28,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Sequence
 
-from alexnet.commands.options import add_config_options, config_from_args
+from bench.commands.options import add_config_options, config_from_args
 from alexnet.config import RunConfig
 
 NAME = "ddp"
@@ -139,7 +139,7 @@ def torchrun_command(nproc: int, worker_args: Sequence[str], *, port: int) -> li
         sys.executable, "-m", "torch.distributed.run",
         "--nnodes", "1", "--nproc-per-node", str(nproc),
         "--master-addr", "127.0.0.1", "--master-port", str(port),
-        "-m", "alexnet.ddp", *worker_args,
+        "-m", "bench.ddp", *worker_args,
     ]
 
 
@@ -253,8 +253,8 @@ def _stats(data: Sequence[float]) -> dict[str, Any]:
 
 
 def _suite_machine_info(threads: int) -> dict[str, Any]:
-    """The saved-run-format.md additions to machine_info (alexnet.envinfo), threads as the ranks had them."""
-    from alexnet.envinfo import machine_info
+    """The saved-run-format.md additions to machine_info (bench.envinfo), threads as the ranks had them."""
+    from bench.envinfo import machine_info
 
     info = machine_info()
     info["torch_num_threads"] = threads  # per process, as the worker set it (this parent's count differs)
@@ -265,7 +265,7 @@ def _entry(
     result: dict[str, Any], fig: dict[str, Any], *, baseline_ips: float, flops: int, steps: int, warmup: int,
     calibration: dict[str, Any] | None, gpu_name: str | None,
 ) -> dict[str, Any]:
-    from alexnet.mfu import mfu_for
+    from bench.mfu import mfu_for
 
     cfg = RunConfig.from_flat(result["config"])
     case = cfg.case_id()
@@ -333,7 +333,7 @@ def save_run(
     """Write ``storage/<machine_id>/NNNN_<name>.json`` with the next free number; never overwrite."""
     from pytest_benchmark import __version__ as pb_version
 
-    from alexnet.envinfo import SUITE_SCHEMA_VERSION
+    from bench.envinfo import SUITE_SCHEMA_VERSION
     from pytest_benchmark.plugin import pytest_benchmark_generate_machine_info
     from pytest_benchmark.utils import get_commit_info, get_machine_id
 
@@ -387,8 +387,8 @@ def _calibrate(cfg: RunConfig, *, threads: int) -> tuple[dict[str, Any] | None, 
     """The run's fp32 GEMM calibration, timed here after the launches with one rank's threads."""
     import torch
 
-    from alexnet.envinfo import gpu_info
-    from alexnet.mfu import calibrate
+    from bench.envinfo import gpu_info
+    from bench.mfu import calibrate
 
     saved = torch.get_num_threads()
     torch.set_num_threads(threads)
@@ -412,7 +412,7 @@ def run(args: argparse.Namespace) -> int:
             ("ddp", f"the {cfg.world_size}-process torchrun run", cfg,
              lambda wa: torchrun_command(cfg.world_size, wa, port=_free_port())),
             ("baseline", "the 1-process baseline", base_cfg,
-             lambda wa: [sys.executable, "-m", "alexnet.ddp", *wa]),
+             lambda wa: [sys.executable, "-m", "bench.ddp", *wa]),
         ]
         for key, what, run_cfg, make_cmd in launches:
             print(f"running {what} ...", flush=True)
@@ -432,7 +432,7 @@ def run(args: argparse.Namespace) -> int:
             results[key] = json.loads(result_path.read_text())
             print(f"  done in {time.perf_counter() - t0:.1f} s", flush=True)
 
-    from alexnet.ddp import summarise
+    from bench.ddp import summarise
 
     base_fig, fig = summarise(results["baseline"]), summarise(results["ddp"])
     flops = flops_per_image(cfg.variant, cfg.resolution, train=True)

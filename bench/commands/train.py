@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import argparse
 
-from alexnet.commands.options import add_config_options, config_from_args
+from bench.commands.options import add_config_options, config_from_args, option_defaults
 from alexnet.config import DATASETS, PIPELINES, RunConfig
 
 NAME = "train"
 HELP = "train AlexNet with the chapter's recipe (SGD, cross-entropy, FashionMNIST resized to 224)"
 
 # The seed: AlexNet(lr=0.01), FashionMNIST(batch_size=128, resize=(224, 224)), max_epochs=10.
-SEED_DEFAULTS = RunConfig(device="cpu", batch_size=128, resolution=(224, 224), lr=0.01, epochs=10)
+SEED_DEFAULTS = option_defaults(device="cpu", batch_size=128, resolution=(224, 224), lr=0.01, epochs=10)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from alexnet.cli import UsageError
+from bench.cli import UsageError
 
 if TYPE_CHECKING:
     from reports.compare import Comparison

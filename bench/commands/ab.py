@@ -22,8 +22,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from alexnet.cli import UsageError
-from alexnet.commands.compare import add_judging_options, check_outputs, emit, judging_kwargs
+from bench.cli import UsageError
+from bench.commands.compare import add_judging_options, check_outputs, emit, judging_kwargs
 
 NAME = "ab"
 HELP = "run the benchmarks of two git refs interleaved (A, B, A, B ...) and compare them; exit 1 on a regression"

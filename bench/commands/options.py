@@ -7,14 +7,35 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
+from types import SimpleNamespace
+from typing import Any, Mapping
 
-from alexnet.config import AMP_MODES, COMPILE_MODES, INITS, MODES, VARIANTS, RunConfig
+from alexnet.config import AMP_MODES, COMPILE_MODES, INITS, MODES, VARIANTS, RunConfig, parse_resolution
 
-__all__ = ["add_config_options", "config_from_args"]
+__all__ = ["add_config_options", "config_from_args", "option_defaults"]
 
 
-def add_config_options(p: argparse.ArgumentParser, *, defaults: RunConfig | None = None, recipe: bool = False) -> None:
-    d = defaults or RunConfig(device="cpu")
+def option_defaults(**overrides: Any) -> SimpleNamespace:
+    """RunConfig's field defaults with ``overrides``, *without* building a RunConfig.
+
+    Building one validates the resolution against the real module list, which imports torch;
+    the parser of every subcommand is built at start-up, and `compare`, `report` and
+    `history` must start without torch. The values are validated when the command builds its
+    RunConfig (`config_from_args`).
+    """
+    d = {f.name: f.default for f in dataclasses.fields(RunConfig) if f.default is not dataclasses.MISSING}
+    unknown = sorted(set(overrides) - set(d))
+    if unknown:
+        raise ValueError(f"unknown config key(s) {unknown}")
+    d.update(overrides)
+    h, w = parse_resolution(d["resolution"])
+    return SimpleNamespace(**d, resolution_str=f"{h}x{w}")
+
+
+def add_config_options(p: argparse.ArgumentParser, *, defaults: Mapping[str, Any] | SimpleNamespace | None = None,
+                       recipe: bool = False) -> None:
+    d = defaults if isinstance(defaults, SimpleNamespace) else option_defaults(**(defaults or {}))
     g = p.add_argument_group("run configuration")
     g.add_argument("--mode", default=d.mode, help=f"{' | '.join(MODES)} (default {d.mode})")
     g.add_argument("--variant", default=d.variant, help=f"{' | '.join(VARIANTS)} (default {d.variant})")

@@ -14,13 +14,12 @@ and `warm_up` runs the further untimed steps that absorb lazy init and cuDNN aut
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass
 from typing import Callable, Sequence
 
-import numpy as np
 import torch
 
 from alexnet.runtime import StepRunner, synchronize
+from bench.samples import MIN_ROUNDS, NOISY_REL_IQR, Stats, paced_samples, summarize
 
 __all__ = [
     "MIN_ROUNDS",
@@ -34,13 +33,6 @@ __all__ = [
     "timer_samples",
     "warm_up",
 ]
-
-# Later statistics (compare, Mann-Whitney) need something to stand on.
-MIN_ROUNDS = 10
-# IQR/median above this is flagged in a case's warnings instead of trusting the median.
-# Our CPU machines spread 2-5% within a run (REFERENCE.md), so 10% means real trouble.
-NOISY_REL_IQR = 0.10
-
 
 def make_round(runner: StepRunner, x: torch.Tensor, y: torch.Tensor) -> Callable[[], None]:
     """One timed round: a step, then a device sync so the clock covers the GPU work."""
@@ -65,39 +57,6 @@ def warm_up(round_: Callable[[], None], *, rounds: int) -> None:
     """Untimed rounds: cuDNN autotuning, allocator growth, CUDA-graph recording, caches."""
     for _ in range(rounds):
         round_()
-
-
-@dataclass(frozen=True)
-class Stats:
-    """Order statistics of raw per-round samples, in seconds."""
-
-    n: int
-    median: float
-    q1: float
-    q3: float
-    iqr: float
-    mean: float
-    min: float
-    max: float
-
-    @property
-    def rel_iqr(self) -> float:
-        return self.iqr / self.median if self.median > 0 else float("inf")
-
-    def to_dict(self) -> dict[str, float]:
-        return {**asdict(self), "rel_iqr": self.rel_iqr}
-
-
-def summarize(samples: Sequence[float]) -> Stats:
-    """Median and quartiles first: the mean hides the outliers a shared machine produces."""
-    if len(samples) == 0:
-        raise ValueError("no samples to summarise; a case needs at least one timed round")
-    a = np.asarray(samples, dtype=float)
-    q1, med, q3 = np.percentile(a, [25, 50, 75])
-    return Stats(
-        n=int(a.size), median=float(med), q1=float(q1), q3=float(q3), iqr=float(q3 - q1),
-        mean=float(a.mean()), min=float(a.min()), max=float(a.max()),
-    )
 
 
 class PaceKernel:
@@ -146,18 +105,6 @@ class PaceKernel:
             "flops": 2 * self.n**3,
             "samples": list(self.samples),
         }
-
-
-def paced_samples(step_s: Sequence[float], pace_s: Sequence[float]) -> np.ndarray | None:
-    """Each round divided by the mean of the pace samples before and after it (unitless).
-
-    Returns None when the pace samples do not bracket the rounds (R rounds need R + 1).
-    """
-    step = np.asarray(step_s, dtype=float)
-    pace = np.asarray(pace_s, dtype=float)
-    if step.size == 0 or pace.size != step.size + 1 or not np.all(pace > 0):
-        return None
-    return step / ((pace[:-1] + pace[1:]) / 2)
 
 
 def timer_samples(fn: Callable[[], object], *, min_run_time: float = 0.2, label: str = "step") -> list[float]:

@@ -100,7 +100,7 @@ def make_try(cfg_base, *, steps: int, memory_limit: int | None) -> Callable[[int
     import torch
 
     from alexnet.runtime import StepRunner, backend_switches, synchronize
-    from alexnet.failures import is_fatal_device_error, is_oom
+    from bench.failures import is_fatal_device_error, is_oom
 
     last_ok: list[tuple[int, int]] = []  # (batch, peak) of the largest fitting try so far
 
@@ -170,7 +170,7 @@ def _cpu_try_in_child(cfg, *, steps: int) -> tuple[int | None, str | None]:
     import sys
 
     proc = subprocess.run(
-        [sys.executable, "-c", "from alexnet.commands.max_batch import _child_main; _child_main()"],
+        [sys.executable, "-c", "from bench.commands.max_batch import _child_main; _child_main()"],
         input=json.dumps({"config": cfg.flat(), "steps": steps}), capture_output=True, text=True,
     )
     if proc.returncode != 0:
@@ -182,7 +182,7 @@ def _cpu_try_in_child(cfg, *, steps: int) -> tuple[int | None, str | None]:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from alexnet.commands.options import add_config_options
+    from bench.commands.options import add_config_options
 
     add_config_options(p)
     g = p.add_argument_group("search")
@@ -196,7 +196,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from alexnet.commands.options import config_from_args
+    from bench.commands.options import config_from_args
     from alexnet.runtime import unsupported_reason
 
     cfg = config_from_args(args)

@@ -27,7 +27,7 @@ _SAVE_NAME_RE = re.compile(r"^[A-Za-z0-9_.-]+$")
 def _presets() -> dict:
     """bench/'s presets; bench/ is not an installed package, so its repository goes on sys.path."""
     if not (BENCH_DIR / "conftest.py").is_file():
-        from alexnet.cli import UsageError
+        from bench.cli import UsageError
 
         raise UsageError(f"no benchmark suite at {BENCH_DIR}: run from a source checkout (pip install -e .)")
     root = str(BENCH_DIR.parent)
@@ -86,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
     if rc == _PYTEST_USAGE_ERROR:
         return 2
     if rc == 0 and args.report:
-        from alexnet.cli import main
+        from bench.cli import main
 
         return main(["report", "--storage", args.storage, "--out", args.report])
     return rc

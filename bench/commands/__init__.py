@@ -1,5 +1,5 @@
 """One module per ``alexnet-bench`` subcommand.
 
 Each module defines ``NAME``, ``HELP``, ``add_arguments(parser)`` and ``run(args) -> int``.
-`alexnet.cli.COMMANDS` lists them in the order ``--help`` shows.
+`bench.cli.COMMANDS` lists them in the order ``--help`` shows.
 """

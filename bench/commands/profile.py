@@ -16,17 +16,17 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from alexnet.commands.options import add_config_options, config_from_args
+from bench.commands.options import add_config_options, config_from_args, option_defaults
 from alexnet.config import RunConfig
 
 if TYPE_CHECKING:  # the profiler imports torch; keep `--help` fast
-    from alexnet.profiling import LayerProfile
+    from bench.profiling import LayerProfile
 
 NAME = "profile"
 HELP = "per-layer forward/backward time, FLOPs and memory of one step (torch.profiler), plus device telemetry"
 
 # Small enough to profile in seconds on a 2-core CPU; every config flag can change it.
-PROFILE_DEFAULTS = RunConfig(device="cpu", batch_size=16, resolution=(128, 128))
+PROFILE_DEFAULTS = option_defaults(device="cpu", batch_size=16, resolution=(128, 128))
 OUTPUT_FILES = ("layers.csv", "trace.json", "layers.png", "profile.json")
 CSV_COLUMNS = ("index", "layer", "kind", "group", "out_shape", "params", "flops", "fwd_flops", "bwd_flops",
                "fwd_ms", "bwd_ms", "total_ms", "act_bytes", "gflops_per_s")
@@ -102,10 +102,10 @@ def _telemetry_line(tel: dict) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from alexnet.cli import UsageError
-    from alexnet.profiling import profile_layers
+    from bench.cli import UsageError
+    from bench.profiling import profile_layers
     from alexnet.runtime import cpu_has_bf16, unsupported_reason
-    from alexnet.telemetry import Sampler
+    from bench.telemetry import Sampler
 
     cfg = config_from_args(args)
     sampler = Sampler(cfg.device, interval_s=args.interval)  # validates --interval

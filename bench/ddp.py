@@ -2,7 +2,7 @@
 
 ``alexnet-bench ddp`` starts this module twice: once as a single plain process (the
 baseline: no process group, no DDP) and once under
-``python -m torch.distributed.run --nproc-per-node N -m alexnet.ddp ...``. A user can run
+``python -m torch.distributed.run --nproc-per-node N -m bench.ddp ...``. A user can run
 the second form (or a multi-node torchrun) directly; see docs/readme-ddp.md.
 
 What one rank does:
@@ -153,9 +153,9 @@ def _peak_memory(cfg: RunConfig, device: str) -> tuple[int, str]:
 
 
 def _telemetry(device: str):
-    """alexnet.telemetry.Sampler when it exists (issue 4), else None."""
+    """bench.telemetry.Sampler when it exists (issue 4), else None."""
     try:
-        from alexnet.telemetry import Sampler
+        from bench.telemetry import Sampler
     except ImportError:
         return None
     return Sampler(device)
@@ -271,7 +271,7 @@ def _measure(cfg: RunConfig, *, device: str, rank: int, world: int, steps: int, 
     if rank != 0:
         return None
     telemetry = sampler.result(images=cfg.batch_size * world * steps) if sampler is not None else {
-        "kind": "unavailable", "reason": "alexnet.telemetry is not installed", "interval_s": None, "summary": {}, "series": []
+        "kind": "unavailable", "reason": "bench.telemetry is not installed", "interval_s": None, "summary": {}, "series": []
     }
     return {
         "config": cfg.flat(),
@@ -364,10 +364,10 @@ def format_summary(fig: dict[str, Any], *, batch_size: int) -> list[str]:
 
 
 def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
-    from alexnet.commands.options import add_config_options
+    from bench.commands.options import add_config_options
 
     p = argparse.ArgumentParser(
-        prog="python -m alexnet.ddp",
+        prog="python -m bench.ddp",
         description="One rank of the data-parallel benchmark; start it with torchrun (see docs/readme-ddp.md). "
         "World size and rank come from torchrun's environment; the backend is nccl on GPUs, gloo on CPU.",
     )
@@ -387,7 +387,7 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
 def _config(args: argparse.Namespace) -> RunConfig:
     if args.config is not None:
         return RunConfig.from_flat(json.loads(args.config))
-    from alexnet.commands.options import config_from_args
+    from bench.commands.options import config_from_args
 
     if "WORLD_SIZE" not in os.environ:  # a plain process: the 1-process baseline
         return config_from_args(args)

@@ -1,0 +1,66 @@
+"""Sample arithmetic shared by the instruments and the readers of saved runs: no torch here.
+
+`bench.timing` (which measures) and `reports/` (which reads saved runs, and must start
+without importing torch) both use these: the median/IQR summary of raw per-round samples and
+the pace normalisation of rounds by the pace GEMM timed around them (`bench.timing.PaceKernel`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Sequence
+
+import numpy as np
+
+__all__ = ["MIN_ROUNDS", "NOISY_REL_IQR", "Stats", "paced_samples", "summarize"]
+
+# Later statistics (compare, Mann-Whitney) need something to stand on.
+MIN_ROUNDS = 10
+# IQR/median above this is flagged in a case's warnings instead of trusting the median.
+# Our CPU machines spread 2-5% within a run (REFERENCE.md), so 10% means real trouble.
+NOISY_REL_IQR = 0.10
+
+
+@dataclass(frozen=True)
+class Stats:
+    """Order statistics of raw per-round samples, in seconds."""
+
+    n: int
+    median: float
+    q1: float
+    q3: float
+    iqr: float
+    mean: float
+    min: float
+    max: float
+
+    @property
+    def rel_iqr(self) -> float:
+        return self.iqr / self.median if self.median > 0 else float("inf")
+
+    def to_dict(self) -> dict[str, float]:
+        return {**asdict(self), "rel_iqr": self.rel_iqr}
+
+
+def summarize(samples: Sequence[float]) -> Stats:
+    """Median and quartiles first: the mean hides the outliers a shared machine produces."""
+    if len(samples) == 0:
+        raise ValueError("no samples to summarise; a case needs at least one timed round")
+    a = np.asarray(samples, dtype=float)
+    q1, med, q3 = np.percentile(a, [25, 50, 75])
+    return Stats(
+        n=int(a.size), median=float(med), q1=float(q1), q3=float(q3), iqr=float(q3 - q1),
+        mean=float(a.mean()), min=float(a.min()), max=float(a.max()),
+    )
+
+
+def paced_samples(step_s: Sequence[float], pace_s: Sequence[float]) -> np.ndarray | None:
+    """Each round divided by the mean of the pace samples before and after it (unitless).
+
+    Returns None when the pace samples do not bracket the rounds (R rounds need R + 1).
+    """
+    step = np.asarray(step_s, dtype=float)
+    pace = np.asarray(pace_s, dtype=float)
+    if step.size == 0 or pace.size != step.size + 1 or not np.all(pace > 0):
+        return None
+    return step / ((pace[:-1] + pace[1:]) / 2)
