@@ -29,6 +29,7 @@ __all__ = [
     "RunConfig",
     "parse_resolution",
     "parse_device",
+    "cuda_present",
 ]
 
 MODES = ("train", "inference")
@@ -76,10 +77,21 @@ def parse_device(value: str) -> str:
     if not _DEVICE_RE.match(value):
         raise ValueError(f"device {value!r} is not valid; choose from {', '.join(DEVICES)}")
     if value == "auto":
-        import torch
-
-        return "cuda" if torch.cuda.is_available() else "cpu"
+        return "cuda" if cuda_present() else "cpu"
     return value
+
+
+def cuda_present() -> bool:
+    """Whether a CUDA GPU is visible, without initialising CUDA in this process.
+
+    ``torch.cuda.device_count()`` asks NVML first and, per its docstring (torch 2.x), "will NOT
+    poison fork if NVML discovery succeeds"; ``torch.cuda.is_available()`` calls the CUDA
+    runtime unless ``PYTORCH_NVML_BASED_CUDA_CHECK=1``. The benchmark suite's coordinator
+    must stay a process that never initialised CUDA (bench/suite.py).
+    """
+    import torch
+
+    return torch.cuda.device_count() > 0
 
 
 def _choice(name: str, value: Any, valid: tuple[str, ...]) -> None:

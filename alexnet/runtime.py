@@ -70,19 +70,41 @@ def cpu_has_bf16() -> bool:
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
-def unsupported_reason(cfg: RunConfig, *, allow_emulated_bf16: bool = False) -> str | None:
+def unsupported_reason(cfg: RunConfig, *, allow_emulated_bf16: bool = False,
+                       cuda_facts: dict[str, Any] | None = None) -> str | None:
     """Why this config cannot run as asked on this machine, or None if it can.
 
     Unsupported combinations are skipped with this reason, never run as something else.
+    ``cuda_facts`` (``{"count": N, "devices": [{"name": ..., "bf16": ...}, ...]}``, gathered by
+    a process that may touch the device) lets a caller that must never initialise CUDA, such
+    as the benchmark suite's coordinator, decide without asking the device itself.
     """
     if cfg.is_cuda:
-        if not torch.cuda.is_available():
+        if cfg.variant == "torchvision" and cfg.deterministic and cfg.mode == "train":
+            # torchvision's AlexNet ends its features with AdaptiveAvgPool2d, and
+            # adaptive_avg_pool2d_backward_cuda has no deterministic implementation: under
+            # use_deterministic_algorithms(True) it raises. warn_only would run it, but then
+            # the case would not be deterministic, which is what it claims to measure.
+            return ("torchvision + deterministic + train on CUDA: adaptive_avg_pool2d_backward_cuda has no "
+                    "deterministic implementation")
+        if cuda_facts is None:
+            count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+            devices = None
+        else:
+            count = int(cuda_facts.get("count") or 0)
+            devices = cuda_facts.get("devices") or []
+        if count == 0:
             return f"device {cfg.device} requested but CUDA is not available on this machine"
         idx = torch.device(cfg.device).index or 0
-        if idx >= torch.cuda.device_count():
-            return f"device {cfg.device} requested but only {torch.cuda.device_count()} GPU(s) visible"
-        if cfg.amp == "bf16" and not torch.cuda.is_bf16_supported():
-            return f"bf16 autocast requested but {torch.cuda.get_device_name(idx)} has no bf16 support"
+        if idx >= count:
+            return f"device {cfg.device} requested but only {count} GPU(s) visible"
+        if cfg.amp == "bf16":
+            if devices is None:
+                bf16, name = torch.cuda.is_bf16_supported(), torch.cuda.get_device_name(idx)
+            else:
+                bf16, name = bool(devices[idx].get("bf16")), devices[idx].get("name")
+            if not bf16:
+                return f"bf16 autocast requested but {name} has no bf16 support"
         return None
     # CPU
     if cfg.cudnn_benchmark:

@@ -6,8 +6,11 @@
 
 - raw per-round samples are always saved (``--benchmark-save-data`` on by default);
 - ``machine_info`` gets the suite's environment fields (`bench.envinfo`);
-- the run-level ``alexnet`` section gets the schema version, preset, skipped cases and the
-  calibration GEMM (docs/saved-run-format.md).
+- the run-level ``alexnet`` section gets the schema version, preset, skipped and failed
+  cases and the calibration GEMM (docs/saved-run-format.md).
+
+Every case is measured in a fresh worker process (`bench.suite`, `bench.launcher`,
+`bench.worker`); this process coordinates and never touches a CUDA device.
 """
 
 from __future__ import annotations
@@ -22,7 +25,9 @@ from alexnet.config import RunConfig
 from bench.presets import (AXES, PIPELINE_VALUES, PRESETS, build_cases, build_loop_cases, default_preset,
                            loop_case_id, parse_axis)
 
-SCHEMA_VERSION = 1
+# 2: every case in its own worker (extra_info.isolation); CPU peak_memory_bytes is the worker's
+# own peak RSS during the rounds, not the whole process's (docs/saved-run-format.md).
+from bench.envinfo import SUITE_SCHEMA_VERSION as SCHEMA_VERSION  # noqa: E402 - one number for both
 DEFAULT_TELEMETRY_INTERVAL_S = 0.1
 
 
@@ -38,16 +43,26 @@ class BenchSession:
     profile_layers: bool
     allow_emulated_bf16: bool
     loop_cases: list[RunConfig] = field(default_factory=list)
+    isolation: str = "process"
+    case_timeout_s: float = 900.0
+    telemetry_seconds: float | None = None
+    strict_isolation: bool = False
     skipped: list[dict[str, Any]] = field(default_factory=list)
-    calibrations: dict[str, dict[str, Any]] = field(default_factory=dict)
+    _runner: Any = None
 
-    def calibration(self, device: str) -> dict[str, Any]:
-        """The fp32 GEMM on ``device``, measured once per run, before that device's first case."""
-        if device not in self.calibrations:
-            from bench.mfu import calibrate
+    @property
+    def runner(self) -> Any:
+        """The `bench.suite.CaseRunner` (its zygote starts at the first case that needs it)."""
+        if self._runner is None:
+            from bench.suite import CaseRunner
 
-            self.calibrations[device] = calibrate(device)
-        return self.calibrations[device]
+            self._runner = CaseRunner(isolation=self.isolation, case_timeout_s=self.case_timeout_s,
+                                      telemetry_seconds=self.telemetry_seconds)
+        return self._runner
+
+    @property
+    def calibrations(self) -> dict[str, dict[str, Any]]:
+        return self._runner.calibrations if self._runner is not None else {}
 
     def record_skip(self, item: pytest.Item, cfg: RunConfig, reason: str) -> None:
         self.skipped.append(
@@ -76,6 +91,15 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                 help=f"input pipelines of the training-loop cases ({', '.join(PIPELINE_VALUES)}; default: both)")
     g.addoption("--data-root", default=None, metavar="DIR",
                 help="training-loop cases read real FashionMNIST from DIR/FashionMNIST/raw (default: synthetic data)")
+    g.addoption("--isolation", default="process", metavar="MODE",
+                help="process (default): every case in a fresh worker process; none: in this process, for debugging")
+    g.addoption("--case-timeout", type=float, default=900.0, metavar="S",
+                help="kill a case's worker (and its process group) after S seconds (default 900)")
+    g.addoption("--telemetry-seconds", type=float, default=None, metavar="S",
+                help="back-to-back steps after the timed rounds for NVML energy and power (default 5 on CUDA, "
+                     "0 on CPU where the rounds are the window)")
+    g.addoption("--strict-isolation", action="store_true",
+                help="fail a case when other processes loaded its device (or CPU) during its rounds")
     g.addoption("--allow-emulated-bf16", action="store_true",
                 help="run bf16 on CPUs without bf16 hardware (emulated, ~500x slower; recorded as a warning)")
 
@@ -132,9 +156,22 @@ def _session_from_options(config: pytest.Config) -> BenchSession:
     profile = config.getoption("profile_layers")
     if profile and importlib.util.find_spec("bench.profiling") is None:
         raise pytest.UsageError("--profile-layers needs bench.profiling, which this checkout does not have")
+    from bench.suite import ISOLATION_MODES
+
+    isolation = config.getoption("isolation")
+    if isolation not in ISOLATION_MODES:
+        raise pytest.UsageError(f"--isolation {isolation!r} is not valid; choose from {', '.join(ISOLATION_MODES)}")
+    case_timeout = config.getoption("case_timeout")
+    if not case_timeout > 0:
+        raise pytest.UsageError(f"--case-timeout {case_timeout} is not valid; it must be > 0 seconds")
+    telemetry_seconds = config.getoption("telemetry_seconds")
+    if telemetry_seconds is not None and telemetry_seconds < 0:
+        raise pytest.UsageError(f"--telemetry-seconds {telemetry_seconds} is not valid; it must be >= 0")
     return BenchSession(
         preset=preset, cases=cases, loop_cases=loop_cases, rounds=rounds, warmup=warmup, telemetry_interval_s=interval,
         profile_layers=profile, allow_emulated_bf16=config.getoption("allow_emulated_bf16"),
+        isolation=isolation, case_timeout_s=case_timeout, telemetry_seconds=telemetry_seconds,
+        strict_isolation=config.getoption("strict_isolation"),
     )
 
 
@@ -174,9 +211,14 @@ def bench_session(pytestconfig: pytest.Config) -> BenchSession:
 
 
 def pytest_benchmark_update_machine_info(config: pytest.Config, machine_info: dict[str, Any]) -> None:
-    from bench.envinfo import machine_info as suite_machine_info
+    # Gathered in a worker (it may touch the GPU); this process never initialises CUDA.
+    machine_info.update(config.stash[_SESSION].runner.probe()["machine_info"])
 
-    machine_info.update(suite_machine_info())
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    s = config.stash.get(_SESSION, None)
+    if s is not None and s._runner is not None:
+        s._runner.close()  # the zygote and any worker left: no process outlives the run
 
 
 def pytest_benchmark_update_json(config: pytest.Config, benchmarks: list, output_json: dict[str, Any]) -> None:
@@ -189,6 +231,8 @@ def pytest_benchmark_update_json(config: pytest.Config, benchmarks: list, output
         "rounds": s.rounds,
         "warmup_rounds": s.warmup,
         "skipped": s.skipped,
+        "failed": s._runner.failed if s._runner is not None else [],
+        "isolation": s.isolation,
         "calibration": calibration,
         "calibrations": s.calibrations,
     }

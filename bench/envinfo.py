@@ -17,7 +17,9 @@ import torch
 
 __all__ = ["SUITE_SCHEMA_VERSION", "cpu_model", "gpu_info", "machine_info"]
 
-SUITE_SCHEMA_VERSION = 1
+# 2: cases measured in worker processes; CPU peak_memory_bytes is the case's own worker peak RSS
+# (docs/saved-run-format.md, "Schema versions").
+SUITE_SCHEMA_VERSION = 2
 
 
 def cpu_model() -> str:

@@ -1,34 +1,95 @@
-"""Measure one benchmark case: cold step, warm-up, timed rounds, then the untimed extras.
+"""Measure one benchmark case, inside its worker process (`bench.worker`).
 
-Order inside a case, and why:
+A `CaseSession` is one case's life in its worker, in phases the coordinator asks for:
 
-1. build the model under the case's backend switches, snapshot its initial weights;
-2. the *cold* step: for a compiled model this is where torch.compile traces and generates
-   code (after ``torch._dynamo.reset()`` and with inductor's on-disk caches off, so it is
-   really cold), so it is timed on its own (``compile_time_s``) and never inside the rounds;
-3. untimed warm-up rounds (lazy init, cuDNN autotuning, CUDA-graph recording);
-4. the timed rounds, ``benchmark.pedantic(rounds=R, iterations=1)``, each ending with a device
-   sync, inside the telemetry sampler so that its series covers exactly the timed window;
-5. optional per-layer profile, then the correctness check: both outside the timing.
+1. `build`: under the case's backend switches, build the model, keep a snapshot of its
+   initial weights *on the CPU* (a device copy would add one copy of the weights to the peak),
+   make the batch, note the idle worker's RSS, then the *cold* step: for a compiled model this
+   is where torch.compile traces and generates code, timed on its own (``compile_time_s``);
+   it is cold by construction, because the worker starts with empty inductor and Triton cache
+   directories of its own (set by the coordinator before torch touches a device); then the
+   untimed warm-up rounds (lazy init, cuDNN autotuning, CUDA-graph recording).
+2. `rounds`: timed rounds, each one step ending with a device sync, each preceded by a pace
+   GEMM sample (and one after the last), with this process's own clock. Right before the
+   first round: ``empty_cache`` and the peak reset on CUDA; the kernel's peak-RSS mark
+   (``VmHWM``) reset on a CPU; the foreign-load probe starts.
+3. `telemetry_window` (CUDA): back-to-back steps for several seconds, inside the NVML sampler,
+   so energy per image comes from the energy counter over a window NVML can resolve. Timing
+   comes from the rounds only. On a CPU the sampler covers the rounds instead.
+4. `finish`: memory, telemetry, foreign load, optional per-layer profile, the correctness
+   check against fp32 eager, and the case's ``extra_info`` as plain data.
 """
 
 from __future__ import annotations
 
 import contextlib
+import gc
 import math
-from typing import Any, Callable, Iterator
+import os
+import time
+from typing import Any, Iterator
 
 import torch
 
 from alexnet.config import RunConfig
 from alexnet.flops import flops_per_image
-from bench.mfu import mfu_for
 from alexnet.model import build_model
-from alexnet.runtime import StepRunner, autocast_context, backend_switches, cpu_has_bf16, seed_everything
-from bench.telemetry import Sampler
+from alexnet.runtime import StepRunner, autocast_context, backend_switches, cpu_has_bf16, seed_everything, synchronize
+from bench.mfu import mfu_for
 from bench.timing import NOISY_REL_IQR, PaceKernel, cold_step_time, make_round, summarize, warm_up
 
-__all__ = ["correctness_check", "measure_case", "measure_loop_case", "run_guarded"]
+__all__ = ["CaseSession", "UnsupportedCase", "correctness_check", "cuda_facts", "rss_bytes"]
+
+# Compile modes that replay CUDA graphs: their intermediates live in the graph's private pool,
+# which torch.cuda.max_memory_allocated does not count while graphs replay (REFERENCE.md).
+CUDA_GRAPH_MODES = ("reduce-overhead", "max-autotune")
+
+
+class UnsupportedCase(Exception):
+    """The case cannot run as asked on this machine (the reason is the message)."""
+
+
+def cuda_facts() -> dict[str, Any]:
+    """What the coordinator needs to skip CUDA cases without touching a device itself."""
+    if not torch.cuda.is_available():
+        return {"available": False, "count": 0, "devices": []}
+    devices = []
+    for i in range(torch.cuda.device_count()):
+        with torch.cuda.device(i):
+            devices.append({"index": i, "name": torch.cuda.get_device_name(i), "bf16": bool(torch.cuda.is_bf16_supported())})
+    return {"available": True, "count": len(devices), "devices": devices}
+
+
+def _proc_status_bytes(key: str) -> int | None:
+    """A ``kB`` line of /proc/self/status (``VmRSS``, ``VmHWM``) in bytes; None off Linux."""
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith(key + ":"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
+
+
+def rss_bytes() -> int | None:
+    return _proc_status_bytes("VmRSS")
+
+
+def _reset_peak_rss() -> bool:
+    """Reset the kernel's peak-RSS mark (``VmHWM``) to the current RSS.
+
+    proc(5): writing 5 to /proc/[pid]/clear_refs "resets the peak resident set size ("high
+    water mark") to the process's current resident set size value" (Linux 4.0+). Checked on
+    this VM. The peak read back afterwards is the kernel's exact one, not a 100 ms sample.
+    """
+    try:
+        with open("/proc/self/clear_refs", "w") as fh:
+            fh.write("5")
+        return True
+    except OSError:
+        return False
+
 
 def correctness_check(runner: StepRunner, weights: dict[str, torch.Tensor], x: torch.Tensor, y: torch.Tensor) -> dict[str, Any]:
     """The case against fp32 eager on the same batch and the same (initial) weights.
@@ -125,91 +186,266 @@ def _cold_compile(cfg: RunConfig) -> Iterator[None]:
         yield
 
 
-def _memory_after(cfg: RunConfig, telemetry: dict[str, Any], pace: PaceKernel) -> dict[str, Any]:
-    if cfg.is_cuda:
-        # The pace kernel's buffers are live through the timed rounds: not the case's memory.
-        return {
-            "peak_memory_bytes": int(torch.cuda.max_memory_allocated(cfg.device)) - pace.nbytes,
-            "peak_memory_reserved_bytes": int(torch.cuda.max_memory_reserved(cfg.device)) - pace.nbytes,
-            "memory_kind": "cuda_max_allocated",
-        }
-    rss = (telemetry.get("summary") or {}).get("rss_peak_bytes")
-    return {
-        "peak_memory_bytes": int(rss) if rss is not None else None,
-        "peak_memory_reserved_bytes": None,
-        # Whole-process RSS, sampled every telemetry interval during the timed rounds.
-        "memory_kind": "cpu_peak_rss" if rss is not None else None,
-    }
+class CaseSession:
+    """One case in its worker: `build`, then `rounds` (any number of calls), then `finish`."""
 
+    def __init__(self, cfg: RunConfig, *, kind: str = "step", case_id: str | None = None, warmup: int = 1,
+                 telemetry_interval_s: float | None = 0.1, profile_layers: bool = False,
+                 allow_emulated_bf16: bool = False, cpu_calibration: dict[str, Any] | None = None,
+                 gpu_name: str | None = None, own_pids: list[int] | None = None) -> None:
+        self.cfg = cfg
+        self.kind = kind
+        self.case_id = case_id or cfg.case_id()
+        self.warmup = warmup
+        self.telemetry_interval_s = telemetry_interval_s
+        self.profile_layers = profile_layers
+        self.allow_emulated_bf16 = allow_emulated_bf16
+        self.cpu_calibration = cpu_calibration
+        self.gpu_name = gpu_name
+        self.own_pids = set(own_pids or ())
+        self.samples: list[float] = []
+        self.warnings: list[str] = []
+        self._stack = contextlib.ExitStack()
+        self._sampler: Any = None
+        self._foreign: Any = None
+        self._telemetry: dict[str, Any] | None = None
+        self._window: dict[str, Any] | None = None
 
-def measure_case(
-    benchmark: Any,
-    cfg: RunConfig,
-    *,
-    rounds: int,
-    warmup: int,
-    telemetry_interval_s: float,
-    calibration: Callable[[str], dict[str, Any]],
-    gpu_name: str | None,
-    profile_layers: bool = False,
-    emulated_bf16: bool = False,
-) -> dict[str, Any]:
-    """Run one case through ``benchmark.pedantic`` and return its ``extra_info``."""
-    warnings: list[str] = []
-    if emulated_bf16 and cfg.amp == "bf16" and not cfg.is_cuda and not cpu_has_bf16():
-        warnings.append("bf16 emulated on this CPU (no AVX512-BF16/AMX): far slower than fp32, not representative")
-    cpu_cal = calibration("cpu") if not cfg.is_cuda else None
-    if cfg.is_cuda:
-        calibration(cfg.device)  # run-level record of the machine's speed today
-        torch.cuda.empty_cache()
+    # --- 1. build ----------------------------------------------------------------------
+    def build(self) -> dict[str, Any]:
+        from alexnet.runtime import unsupported_reason
 
-    with _fresh_compile_state(cfg), backend_switches(cfg) as switches:
+        cfg = self.cfg
+        reason = unsupported_reason(cfg, allow_emulated_bf16=self.allow_emulated_bf16)
+        if reason:
+            raise UnsupportedCase(reason)
+        if self.allow_emulated_bf16 and cfg.amp == "bf16" and not cfg.is_cuda and not cpu_has_bf16():
+            self.warnings.append("bf16 emulated on this CPU (no AVX512-BF16/AMX): far slower than fp32, not representative")
+        if cfg.is_cuda and self.gpu_name is None:
+            self.gpu_name = torch.cuda.get_device_name(torch.device(cfg.device).index or 0)
+        t0 = time.perf_counter()
+        # In a worker the caches are fresh already (the coordinator set empty cache dirs);
+        # this also makes --isolation none as cold as one process can be.
+        self._stack.enter_context(_fresh_compile_state(cfg))
+        self.switches = self._stack.enter_context(backend_switches(cfg))
         seed_everything(cfg.seed)
-        runner = StepRunner.build(cfg)
-        weights = {k: v.detach().clone() for k, v in runner.eager_model.state_dict().items()}
-        x, y = runner.random_batch(seed=cfg.seed)
-        round_ = make_round(runner, x, y)
+        if self.kind == "loop":
+            from bench.loopbench import LoopStepper
+
+            self.stepper = LoopStepper(cfg)
+            self.runner = self.stepper.runner
+            self.round = self.stepper
+        else:
+            self.runner = StepRunner.build(cfg)
+            self.x, self.y = self.runner.random_batch(seed=cfg.seed)
+            self.round = make_round(self.runner, self.x, self.y)
+        # On the CPU, so the snapshot is not one more copy of the weights in the device's peak.
+        self.weights = {k: v.detach().to("cpu", copy=True) for k, v in self.runner.eager_model.state_dict().items()}
+        self.pace = PaceKernel(cfg.device)
+        build_s = time.perf_counter() - t0
+        self.idle_rss = rss_bytes()  # the worker after the build, before the first step
+        step_pid: list[int] = []
+
+        def first() -> None:
+            step_pid.append(os.getpid())
+            self.round()
 
         with _cold_compile(cfg):
-            cold_s = cold_step_time(round_, device=cfg.device)
-        warm_up(round_, rounds=warmup)
-        if cfg.is_cuda:
-            torch.cuda.reset_peak_memory_stats(cfg.device)
-        pace = PaceKernel(cfg.device)
-        with Sampler(cfg.device, interval_s=telemetry_interval_s) as sampler:
-            # Warm-up already done above, outside the sampler, so telemetry covers only these.
-            benchmark.pedantic(round_, setup=pace, rounds=rounds, warmup_rounds=0, iterations=1)
-            pace()  # the sample after the last round
-        telemetry = sampler.result(images=rounds * cfg.batch_size)
-        memory = _memory_after(cfg, telemetry, pace)
+            self.cold_s = cold_step_time(first, device=cfg.device)
+        warm_up(self.round, rounds=self.warmup)
+        if self.kind == "loop":
+            self.stepper.reset()
+        return {"build_s": build_s, "cold_step_s": self.cold_s, "idle_rss_bytes": self.idle_rss,
+                "step_pid": step_pid[0], "worker_pid": os.getpid()}
 
+    # --- 2. rounds ---------------------------------------------------------------------
+    def _start_rounds(self) -> None:
+        cfg = self.cfg
+        gc.collect()
+        if cfg.is_cuda:
+            # Autotuning workspaces and freed warm-up blocks out of the reserved peak.
+            torch.cuda.empty_cache()
+            torch.cuda.reset_peak_memory_stats(cfg.device)
+        else:
+            self.peak_rss_reset = _reset_peak_rss()
+        if not cfg.is_cuda and self.telemetry_interval_s:
+            from bench.telemetry import Sampler
+
+            self._sampler = Sampler(cfg.device, interval_s=self.telemetry_interval_s).__enter__()
+        self._foreign = _start_foreign(cfg.device, self.own_pids)
+        self._rounds_t0 = time.perf_counter()
+
+    def rounds(self, n: int, *, pace: bool = True) -> dict[str, Any]:
+        """``n`` timed rounds: [pace, round] x n, then one pace sample after the last round."""
+        if not self.samples:
+            self._start_rounds()
+        out: list[float] = []
+        pace_before = len(self.pace.samples)
+        for _ in range(n):
+            if pace:
+                self.pace()
+            t0 = time.perf_counter()
+            self.round()  # ends synchronised
+            out.append(time.perf_counter() - t0)
+        if pace:
+            self.pace()
+        self.samples.extend(out)
+        return {"samples": out, "pace": self.pace.samples[pace_before:]}
+
+    # --- 3. telemetry window -----------------------------------------------------------
+    def telemetry_window(self, seconds: float) -> dict[str, Any]:
+        """Back-to-back steps for ``seconds`` inside the NVML sampler (no pace, no per-step sync)."""
+        from bench.telemetry import Sampler
+
+        cfg = self.cfg
+        step = self.stepper if self.kind == "loop" else (lambda: self.runner.step(self.x, self.y))
+        steps = 0
+        synchronize(cfg.device)
+        with Sampler(cfg.device, interval_s=self.telemetry_interval_s or 0.1) as sampler:
+            t0 = time.perf_counter()
+            while time.perf_counter() - t0 < seconds:
+                step()
+                steps += 1
+                if cfg.is_cuda and steps % 8 == 0:
+                    synchronize(cfg.device)  # keep the queue short, so the window's end is its work's end
+            synchronize(cfg.device)
+            wall = time.perf_counter() - t0
+        self._telemetry = sampler.result(images=steps * cfg.batch_size)
+        self._window = {"seconds": wall, "steps": steps, "images": steps * cfg.batch_size}
+        return dict(self._window)
+
+    # --- 4. finish ---------------------------------------------------------------------
+    def _memory(self) -> dict[str, Any]:
+        cfg = self.cfg
+        if cfg.is_cuda:
+            graphs = cfg.compile in CUDA_GRAPH_MODES
+            mem = {
+                # The pace kernel's buffers are live through the rounds: not the case's memory.
+                "peak_memory_bytes": int(torch.cuda.max_memory_allocated(cfg.device)) - self.pace.nbytes,
+                "peak_memory_reserved_bytes": int(torch.cuda.max_memory_reserved(cfg.device)) - self.pace.nbytes,
+                "memory_kind": "cuda_max_allocated",
+                "cuda_graph_pool": graphs,
+            }
+            if graphs:
+                mem["memory_note"] = ("CUDA-graph case: replayed intermediates live in the graph's private pool, "
+                                      "which the allocated peak does not show; the reserved peak includes it")
+            return mem
+        peak = _proc_status_bytes("VmHWM") if getattr(self, "peak_rss_reset", False) else None
+        rise = peak - self.idle_rss if peak is not None and self.idle_rss is not None else None
+        return {
+            # The worker's own peak RSS during the rounds (kernel high-water mark), and its rise
+            # over the idle worker (built, before the first step): the case's own memory.
+            "peak_memory_bytes": peak,
+            "peak_memory_reserved_bytes": None,
+            "memory_kind": "cpu_peak_rss_worker" if peak is not None else None,
+            "idle_rss_bytes": self.idle_rss,
+            "memory_rise_bytes": rise,
+        }
+
+    def finish(self) -> dict[str, Any]:
+        cfg = self.cfg
+        if not self.samples:
+            raise RuntimeError("finish before any timed round")
+        rounds_wall = time.perf_counter() - self._rounds_t0
+        foreign = self._foreign.stop() if self._foreign is not None else None
+        if self._sampler is not None:
+            self._sampler.__exit__(None, None, None)
+            self._telemetry = self._sampler.result(images=len(self.samples) * cfg.batch_size)
+            self._window = {"seconds": rounds_wall, "steps": len(self.samples),
+                            "images": len(self.samples) * cfg.batch_size, "what": "the timed rounds"}
+            self._sampler = None
+        memory = self._memory()
+        telemetry = self._telemetry or {"kind": "unavailable", "reason": "no telemetry window was run",
+                                        "interval_s": None, "summary": {}, "series": []}
         extra: dict[str, Any] = {}
-        if profile_layers:
+        if self.profile_layers and self.kind == "step":
             from bench.profiling import profile_layers as run_profile
 
-            prof = run_profile(cfg, runner=runner, batch=(x, y))
+            prof = run_profile(cfg, runner=self.runner, batch=(self.x, self.y))
             extra["layers"] = prof.to_records()
             extra["layers_coverage"] = prof.coverage
-        correctness = correctness_check(runner, weights, x, y)
+        if cfg.compile != "off":
+            from torch._dynamo.utils import counters
 
-    metrics = _step_metrics(cfg, list(benchmark.stats.stats.data), cold_s=cold_s, cpu_cal=cpu_cal,
-                            gpu_name=gpu_name, warnings=warnings)
-    if telemetry.get("kind") == "unavailable":
-        warnings.append(f"telemetry unavailable: {telemetry.get('reason')}")
-    return {
-        "config": cfg.flat(),
-        "case_id": cfg.case_id(),
-        "kind": "step",
-        **metrics,
-        "warmup_rounds": warmup,
-        "pace": pace.record(),
-        **memory,
-        "correctness": correctness,
-        "backend_switches": switches,
-        "warnings": warnings,
-        "telemetry": _json_safe(telemetry),
-        **extra,
-    }
+            extra["compile_counters"] = {k: {kk: int(vv) for kk, vv in v.items()} for k, v in counters.items() if v}
+        if self.kind == "loop":
+            loop = self.stepper.result()
+            x, y = self.runner.random_batch(seed=cfg.seed)
+        else:
+            x, y = self.x, self.y
+        correctness = correctness_check(self.runner, self.weights, x, y)
+        metrics = _step_metrics(cfg, list(self.samples), cold_s=self.cold_s, cpu_cal=self.cpu_calibration,
+                                gpu_name=self.gpu_name, warnings=self.warnings)
+        if telemetry.get("kind") == "unavailable":
+            self.warnings.append(f"telemetry unavailable: {telemetry.get('reason')}")
+        foreign_warn = _foreign_warnings(foreign) if foreign is not None else []
+        self.warnings.extend(foreign_warn)
+        out = {
+            "config": cfg.flat(),
+            "case_id": self.case_id,
+            "kind": self.kind,
+            **metrics,
+            "warmup_rounds": self.warmup,
+            "pace": self.pace.record(),
+            **memory,
+            "correctness": correctness,
+            "backend_switches": self.switches,
+            "warnings": self.warnings,
+            "telemetry": telemetry,
+            "telemetry_window": self._window,
+            "foreign_load": foreign,
+            "foreign_warnings": foreign_warn,
+            **extra,
+        }
+        if self.kind == "loop":
+            from bench.loopbench import INPUT_BOUND_FRACTION
+
+            if loop.input_bound:
+                self.warnings.append(f"input bound: waiting for data took {loop.data_wait_fraction:.0%} of the loop "
+                                     f"(> {INPUT_BOUND_FRACTION:.0%})")
+            out.update({
+                "pipeline": cfg.pipeline, "workers": cfg.workers, "data": loop.data_name,
+                "data_wait_fraction": loop.data_wait_fraction, "input_bound": loop.input_bound,
+                "median_wait_s": loop.summary()["median_wait_s"], "median_compute_s": loop.summary()["median_compute_s"],
+            })
+        self.close()
+        return _json_safe(out)
+
+    def close(self) -> None:
+        self._stack.close()
+
+
+def _start_foreign(device: str, own_pids: set[int]) -> Any:
+    """The foreign-load probe (`bench.foreign`) around the rounds, when it is available."""
+    try:
+        from bench.foreign import ForeignLoad
+    except ImportError:
+        return None
+    mine = set(own_pids) | {os.getpid()}
+
+    def own() -> set[int]:
+        pids = set(mine)
+        try:
+            import psutil
+
+            for pid in list(mine):
+                try:
+                    pids.update(c.pid for c in psutil.Process(pid).children(recursive=True))
+                except psutil.Error:
+                    pass
+        except ImportError:
+            pass
+        return pids
+
+    probe = ForeignLoad(device, own)
+    probe.start()
+    return probe
+
+
+def _foreign_warnings(result: dict[str, Any]) -> list[str]:
+    from bench.foreign import foreign_warnings
+
+    return foreign_warnings(result)
 
 
 def _step_metrics(cfg: RunConfig, samples: list[float], *, cold_s: float, cpu_cal: dict[str, Any] | None,
@@ -245,120 +481,6 @@ def _step_metrics(cfg: RunConfig, samples: list[float], *, cold_s: float, cpu_ca
         "compile_time_s": compile_time,
         "cold_step_s": cold_s,
     }
-
-
-def measure_loop_case(
-    benchmark: Any,
-    cfg: RunConfig,
-    *,
-    case_id: str,
-    rounds: int,
-    warmup: int,
-    telemetry_interval_s: float,
-    calibration: Callable[[str], dict[str, Any]],
-    gpu_name: str | None,
-) -> dict[str, Any]:
-    """A training-loop case: each timed round is one full step fed by the input pipeline.
-
-    Same order as `measure_case` (cold step, warm-up, timed rounds in the sampler, then
-    correctness), but every round takes its batch from ``cfg.pipeline``; the round's data wait
-    (fetch + move, synchronised) and compute (the train step, synchronised) are recorded.
-    """
-    from bench.loopbench import INPUT_BOUND_FRACTION, LoopStepper
-
-    warnings: list[str] = []
-    cpu_cal = calibration("cpu") if not cfg.is_cuda else None
-    if cfg.is_cuda:
-        calibration(cfg.device)
-        torch.cuda.empty_cache()
-    with _fresh_compile_state(cfg), backend_switches(cfg) as switches:
-        stepper = LoopStepper(cfg)
-        runner = stepper.runner
-        weights = {k: v.detach().clone() for k, v in runner.eager_model.state_dict().items()}
-        with _cold_compile(cfg):
-            cold_s = cold_step_time(stepper, device=cfg.device)
-        warm_up(stepper, rounds=warmup)  # also starts DataLoader workers
-        stepper.reset()
-        if cfg.is_cuda:
-            torch.cuda.reset_peak_memory_stats(cfg.device)
-        pace = PaceKernel(cfg.device)
-        with Sampler(cfg.device, interval_s=telemetry_interval_s) as sampler:
-            benchmark.pedantic(stepper, setup=pace, rounds=rounds, warmup_rounds=0, iterations=1)
-            pace()
-        telemetry = sampler.result(images=rounds * cfg.batch_size)
-        memory = _memory_after(cfg, telemetry, pace)
-        loop = stepper.result()
-        x, y = runner.random_batch(seed=cfg.seed)
-        correctness = correctness_check(runner, weights, x, y)
-    metrics = _step_metrics(cfg, list(benchmark.stats.stats.data), cold_s=cold_s, cpu_cal=cpu_cal,
-                            gpu_name=gpu_name, warnings=warnings)
-    if loop.input_bound:
-        warnings.append(f"input bound: waiting for data took {loop.data_wait_fraction:.0%} of the loop "
-                        f"(> {INPUT_BOUND_FRACTION:.0%})")
-    if telemetry.get("kind") == "unavailable":
-        warnings.append(f"telemetry unavailable: {telemetry.get('reason')}")
-    return {
-        "config": cfg.flat(),
-        "case_id": case_id,
-        "kind": "loop",
-        **metrics,
-        "warmup_rounds": warmup,
-        "pace": pace.record(),
-        **memory,
-        "correctness": correctness,
-        "backend_switches": switches,
-        "pipeline": cfg.pipeline,
-        "workers": cfg.workers,
-        "data": loop.data_name,
-        "data_wait_fraction": loop.data_wait_fraction,
-        "input_bound": loop.input_bound,
-        "median_wait_s": loop.summary()["median_wait_s"],
-        "median_compute_s": loop.summary()["median_compute_s"],
-        "warnings": warnings,
-        "telemetry": _json_safe(telemetry),
-    }
-
-
-def run_guarded(benchmark: Any, cfg: RunConfig, *, case_id: str, bench_session: Any, node: Any,
-                measure: Callable[[str | None], dict[str, Any]]) -> None:
-    """Run one case's ``measure(gpu_name)`` the way the sweep needs, and save its extra_info.
-
-    - an unsupported combination is skipped with its reason (and recorded in the run);
-    - out of memory: the case's memory is freed, it is skipped and recorded, the sweep goes on;
-    - an unrecoverable CUDA error (illegal address, device-side assert) stops the whole run;
-    - a case that failed after its timed rounds is never saved without its extra_info.
-    """
-    import gc
-
-    import pytest
-
-    from bench.failures import is_fatal_device_error, is_oom
-    from alexnet.runtime import unsupported_reason
-
-    reason = unsupported_reason(cfg, allow_emulated_bf16=bench_session.allow_emulated_bf16)
-    if reason:
-        bench_session.record_skip(node, cfg, reason)
-        pytest.skip(reason)
-    gpu_name = torch.cuda.get_device_name(torch.device(cfg.device).index or 0) if cfg.is_cuda else None
-    oom_reason = None
-    try:
-        extra = measure(gpu_name)
-    except Exception as exc:
-        benchmark.has_error = True
-        if is_fatal_device_error(exc):
-            pytest.exit(f"unrecoverable CUDA error in {case_id}: {exc}; the device state is lost, "
-                        f"stopping the run (re-run the remaining cases in a fresh process)", returncode=3)
-        if not is_oom(exc):
-            raise
-        oom_reason = f"out of memory: {str(exc).splitlines()[0]}"
-    if oom_reason is not None:
-        # Outside the except block, so the traceback's frames (and their tensors) are gone.
-        gc.collect()
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
-        bench_session.record_skip(node, cfg, oom_reason)
-        pytest.skip(oom_reason)
-    benchmark.extra_info.update(extra)
 
 
 def _json_safe(obj: Any) -> Any:

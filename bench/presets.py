@@ -201,9 +201,9 @@ _FULL_VALUES: dict[str, list[Any]] = {
 
 
 def _full() -> list[RunConfig]:
-    import torch
+    from alexnet.config import cuda_present
 
-    device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = "cuda" if cuda_present() else "cpu"
     fields = list(_FULL_VALUES)
     return [
         RunConfig(device=device, **dict(zip(fields, combo)))
@@ -226,9 +226,9 @@ PRESETS: dict[str, PresetSpec] = {
 
 
 def default_preset() -> str:
-    import torch
+    from alexnet.config import cuda_present  # NVML-based: the suite's process never initialises CUDA
 
-    return "standard" if torch.cuda.is_available() else "quick"
+    return "standard" if cuda_present() else "quick"
 
 
 def build_cases(preset: str, overrides: dict[str, list[Any]] | None = None) -> list[RunConfig]:

@@ -57,7 +57,8 @@ def test_run_saves_samples_and_documented_extra_info(tiny_run) -> None:
         assert extra["images_per_s"] > 0
         assert extra["achieved_tflops"] == pytest.approx(extra["flops_per_image"] * extra["images_per_s"] / 1e12)
         assert extra["mfu"] is not None and extra["mfu"] > 0  # CPU: against the run's measured GEMM
-        assert extra["memory_kind"] == "cpu_peak_rss" and extra["peak_memory_bytes"] > 0
+        assert extra["memory_kind"] == "cpu_peak_rss_worker" and extra["peak_memory_bytes"] > 0
+        assert extra["memory_rise_bytes"] is not None and extra["idle_rss_bytes"] > 0
         assert extra["compile_time_s"] is None  # the tiny cases are eager
         # fp32 eager on the same batch and weights as the reference: equal up to the rounding of
         # a different convolution algorithm (channels_last).
@@ -75,14 +76,15 @@ def test_run_saves_samples_and_documented_extra_info(tiny_run) -> None:
 def test_run_records_skips_machine_and_calibration(tiny_run) -> None:
     proc, _, run = tiny_run
     section = run["alexnet"]
-    assert section["schema_version"] == 1 and section["preset"] == "tiny"
+    assert section["schema_version"] == 2 and section["preset"] == "tiny"
+    assert section["failed"] == [] and section["isolation"] == "process"
     assert len(section["skipped"]) == 3
     for s in section["skipped"]:
         assert s["config"]["amp"] == "fp16" and "fp16 autocast is not supported on CPU" in s["reason"]
         assert s["fullname"].startswith("bench/test_matrix.py::test_step[")
     assert section["calibration"]["gflops"] > 0 and section["calibration"]["samples_s"]
     mi = run["machine_info"]
-    assert mi["suite_schema_version"] == 1 and mi["torch_version"] and "cpu_model" in mi
+    assert mi["suite_schema_version"] == 2 and mi["torch_version"] and "cpu_model" in mi
     assert "3 skipped" in proc.stdout
 
 

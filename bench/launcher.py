@@ -1,0 +1,340 @@
+"""The coordinator's side of the case workers: start a zygote, fork workers, talk, time out, kill.
+
+Split as optimum-benchmark splits its *launcher* (how a process is started and watched) from
+the *scenario* (what is measured, `bench.measure` in the worker): this module never imports
+torch, so the pytest process and `alexnet-bench ab` coordinate without touching a device.
+
+- `Zygote` starts ``python -m bench.zygote`` (which imports torch once) and asks it to fork
+  workers; it reads the zygote's reports of which worker ended, and how.
+- `Worker` is one forked worker: plain-data requests over a Unix socket
+  (`multiprocessing.connection.Connection`, pickled dicts of numbers and strings), with a
+  deadline on each; a worker that dies or overruns is killed with its whole process group
+  and raises `WorkerDied` / `WorkerTimeout` carrying its exit code or signal and the tail of
+  its log (its stdout and stderr).
+- `ZygotePool` keeps one zygote per set of import-time settings, and starts a fresh one when
+  a case needs others.
+
+What crosses is plain data only, never tensors or modules (STYLE.md, "Processes").
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+__all__ = ["Worker", "WorkerDied", "WorkerError", "WorkerTimeout", "Zygote", "ZygotePool", "IMPORT_TIME_SETTINGS"]
+
+# Read when torch is imported, so they belong to the zygote (per process), not to a case:
+# OpenMP/MKL thread pools are sized from these at first use by libraries loaded at import,
+# and TORCH_LOGS is parsed when torch._logging is imported.
+IMPORT_TIME_SETTINGS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "TORCH_LOGS", "PYTORCH_NVML_BASED_CUDA_CHECK")
+ZYGOTE_START_TIMEOUT_S = 120.0
+CONNECT_TIMEOUT_S = 60.0
+EXIT_REPORT_WAIT_S = 5.0
+LOG_TAIL_CHARS = 4000
+
+
+class WorkerError(RuntimeError):
+    """A worker answered a request with an exception (the worker itself is still alive)."""
+
+    def __init__(self, kind: str, message: str, traceback_text: str = "") -> None:
+        super().__init__(message)
+        self.kind = kind  # "oom" | "unsupported" | "fatal" | "error"
+        self.traceback_text = traceback_text
+
+
+class WorkerDied(RuntimeError):
+    """The worker process ended (signal, exit, out-of-memory kill) or was killed."""
+
+    def __init__(self, reason: str, *, pid: int, code: int | None, signal_: int | None, log_tail: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.pid = pid
+        self.code = code
+        self.signal = signal_
+        self.log_tail = log_tail
+
+    def record(self) -> dict[str, Any]:
+        return {"reason": self.reason, "worker_pid": self.pid, "exit_code": self.code, "signal": self.signal,
+                "signal_name": signal.Signals(self.signal).name if self.signal else None,
+                "stderr_tail": self.log_tail}
+
+
+class WorkerTimeout(WorkerDied):
+    """The worker exceeded its deadline and was killed with its process group."""
+
+
+def _describe(code: int | None, sig: int | None) -> str:
+    if sig:
+        try:
+            name = signal.Signals(sig).name
+        except ValueError:
+            name = f"signal {sig}"
+        hint = " (the kernel's out-of-memory killer sends SIGKILL)" if sig == signal.SIGKILL else ""
+        return f"worker killed by {name}{hint}"
+    if code is None:
+        return "worker ended, exit status unknown"
+    return f"worker exited with status {code}"
+
+
+def _tail(path: Path, limit: int = LOG_TAIL_CHARS) -> str:
+    try:
+        data = path.read_bytes()
+    except OSError:
+        return ""
+    return data[-limit:].decode("utf-8", errors="replace")
+
+
+def group_alive(pgid: int) -> bool:
+    """Whether any process of process group ``pgid`` is left (zombies included)."""
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class Zygote:
+    """``python -m bench.zygote`` with the given environment, and the workers it forks."""
+
+    def __init__(self, *, env: Mapping[str, str] | None = None, python: str | None = None,
+                 pythonpath: Sequence[str] | None = None, cwd: str | Path | None = None,
+                 workdir: str | Path | None = None) -> None:
+        self.python = python or sys.executable
+        self._own_tmp = workdir is None
+        self.dir = Path(workdir or tempfile.mkdtemp(prefix="alexnet-workers-"))
+        self.dir.mkdir(parents=True, exist_ok=True)
+        os.chmod(self.dir, 0o700)  # the socket lives here: only this user may connect
+        self.address = str(self.dir / "workers.sock")
+        self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self._sock.bind(self.address)
+        self._sock.listen(16)
+        full_env = {**os.environ, **(env or {})}
+        if pythonpath is not None:
+            full_env["PYTHONPATH"] = os.pathsep.join(pythonpath)
+        self._exits: dict[int, dict[str, Any]] = {}
+        self._forks: "queue.Queue[dict[str, Any]]" = queue.Queue()
+        self._cv = threading.Condition()
+        self._counter = 0
+        t0 = time.perf_counter()
+        self.proc = subprocess.Popen(
+            [self.python, "-m", "bench.zygote"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            stderr=open(self.dir / "zygote.log", "ab"), env=full_env, cwd=cwd, start_new_session=True,
+        )
+        ready = self._read_line(ZYGOTE_START_TIMEOUT_S)
+        if not ready or "ready" not in ready:
+            self.close()
+            raise RuntimeError(f"the worker zygote did not start: {_tail(self.dir / 'zygote.log', 1500).strip()}")
+        self.pid = int(ready["ready"])
+        self.start_s = time.perf_counter() - t0
+        self._reader = threading.Thread(target=self._read_loop, name="zygote-reader", daemon=True)
+        self._reader.start()
+
+    # --- the zygote's stdout ------------------------------------------------------------
+    def _read_line(self, timeout: float) -> dict[str, Any] | None:
+        import select
+
+        assert self.proc.stdout is not None
+        r, _, _ = select.select([self.proc.stdout], [], [], timeout)
+        if not r:
+            return None
+        line = self.proc.stdout.readline()
+        return json.loads(line) if line.strip() else None
+
+    def _read_loop(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            if not line.strip():
+                continue
+            msg = json.loads(line)
+            if "forked" in msg:
+                self._forks.put(msg)
+            elif "exit" in msg:
+                with self._cv:
+                    self._exits[int(msg["exit"])] = msg
+                    self._cv.notify_all()
+        with self._cv:  # the zygote is gone
+            self._cv.notify_all()
+
+    def exit_status(self, pid: int, timeout: float = EXIT_REPORT_WAIT_S) -> dict[str, Any] | None:
+        deadline = time.monotonic() + timeout
+        with self._cv:
+            while pid not in self._exits:
+                left = deadline - time.monotonic()
+                if left <= 0 or (self.proc.poll() is not None and not self._reader.is_alive()):
+                    break
+                self._cv.wait(left)
+            return self._exits.get(pid)
+
+    # --- workers ----------------------------------------------------------------------
+    def fork(self, *, tag: str, env: Mapping[str, str] | None = None, timeout: float = CONNECT_TIMEOUT_S) -> "Worker":
+        """A new worker, connected and ready for its first request."""
+        if self.proc.poll() is not None:
+            raise RuntimeError(f"the worker zygote has exited ({self.proc.returncode})")
+        self._counter += 1
+        log = self.dir / f"worker-{self._counter:04d}.log"
+        t0 = time.perf_counter()
+        req = {"op": "fork", "tag": tag, "address": self.address, "env": dict(env or {}), "log": str(log),
+               "t_request": time.time()}
+        assert self.proc.stdin is not None
+        self.proc.stdin.write((json.dumps(req) + "\n").encode())
+        self.proc.stdin.flush()
+        try:
+            forked = self._forks.get(timeout=timeout)
+        except queue.Empty:
+            raise RuntimeError("the worker zygote did not fork within {timeout:.0f} s") from None
+        pid = int(forked["forked"])
+        self._sock.settimeout(timeout)
+        try:
+            s, _ = self._sock.accept()
+        except socket.timeout:
+            status = self.exit_status(pid, timeout=0.5)
+            raise WorkerDied("worker did not connect: " + _describe((status or {}).get("code"), (status or {}).get("signal")),
+                             pid=pid, code=(status or {}).get("code"), signal_=(status or {}).get("signal"),
+                             log_tail=_tail(log)) from None
+        conn = Connection(s.detach())
+        hello = conn.recv()
+        ready_s = time.perf_counter() - t0
+        return Worker(zygote=self, conn=conn, pid=int(hello["pid"]), log=log, start_s=ready_s, hello=hello)
+
+    def close(self) -> None:
+        if getattr(self, "proc", None) is not None and self.proc.poll() is None:
+            try:
+                assert self.proc.stdin is not None
+                self.proc.stdin.close()  # EOF: the zygote reaps its last children and leaves
+                self.proc.wait(timeout=5)
+            except (OSError, subprocess.TimeoutExpired):
+                self.proc.kill()
+                self.proc.wait()
+        try:
+            self._sock.close()
+        except OSError:
+            pass
+        if self._own_tmp:
+            import shutil
+
+            shutil.rmtree(self.dir, ignore_errors=True)
+
+    def __enter__(self) -> "Zygote":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+@dataclass
+class Worker:
+    """One forked case worker. `request` sends a plain dict and returns the worker's reply."""
+
+    zygote: Zygote
+    conn: Connection
+    pid: int
+    log: Path
+    start_s: float
+    hello: dict[str, Any] = field(default_factory=dict)
+    deadline: float | None = None  # time.monotonic() after which the worker is killed
+    dead: bool = False
+
+    def request(self, op: str, timeout: float | None = None, **args: Any) -> Any:
+        if self.dead:
+            raise RuntimeError("request to a worker that has ended")
+        limit = timeout
+        if self.deadline is not None:
+            left = self.deadline - time.monotonic()
+            limit = left if limit is None else min(limit, left)
+        try:
+            self.conn.send({"op": op, **args})
+            if limit is not None and not self.conn.poll(max(limit, 0.0)):
+                self.kill()
+                raise WorkerTimeout(f"worker exceeded its time limit during {op!r}; killed with its process group",
+                                    pid=self.pid, code=None, signal_=signal.SIGKILL, log_tail=_tail(self.log))
+            reply = self.conn.recv()
+        except (EOFError, OSError, BrokenPipeError):
+            raise self._died(op) from None
+        if reply.get("ok"):
+            return reply.get("result")
+        raise WorkerError(reply.get("kind", "error"), reply.get("message", "worker error"), reply.get("traceback", ""))
+
+    def _died(self, op: str) -> WorkerDied:
+        self.dead = True
+        # Whatever ended the worker, what it started (DataLoader workers, compile workers, a
+        # test's child) must not outlive it: its whole process group goes.
+        try:
+            os.killpg(self.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        status = self.zygote.exit_status(self.pid) or {}
+        code, sig = status.get("code"), status.get("signal")
+        return WorkerDied(f"{_describe(code, sig)} during {op!r}", pid=self.pid, code=code, signal_=sig,
+                          log_tail=_tail(self.log))
+
+    def kill(self) -> None:
+        """SIGKILL the worker's whole process group (it called setsid), and wait for its exit."""
+        self.dead = True
+        try:
+            os.killpg(self.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        self.zygote.exit_status(self.pid)
+        try:
+            self.conn.close()
+        except OSError:
+            pass
+
+    def close(self) -> None:
+        """Ask the worker to exit; kill it if it does not."""
+        if self.dead:
+            return
+        try:
+            self.conn.send({"op": "exit"})
+        except OSError:
+            pass
+        status = self.zygote.exit_status(self.pid, timeout=10.0)
+        if status is None or group_alive(self.pid):
+            self.kill()
+        self.dead = True
+        try:
+            self.conn.close()
+        except OSError:
+            pass
+
+
+class ZygotePool:
+    """One live zygote, restarted when a case asks for other import-time settings."""
+
+    def __init__(self, *, env: Mapping[str, str] | None = None, **zygote_kwargs: Any) -> None:
+        self._env = dict(env or {})
+        self._kwargs = zygote_kwargs
+        self._zygote: Zygote | None = None
+        self._settings: dict[str, str] | None = None
+        self.starts = 0
+
+    def get(self, settings: Mapping[str, str] | None = None) -> Zygote:
+        wanted = {k: v for k, v in (settings or {}).items() if k in IMPORT_TIME_SETTINGS}
+        if self._zygote is not None and (wanted != self._settings or self._zygote.proc.poll() is not None):
+            self._zygote.close()
+            self._zygote = None
+        if self._zygote is None:
+            self._zygote = Zygote(env={**self._env, **wanted}, **self._kwargs)
+            self._settings = wanted
+            self.starts += 1
+        return self._zygote
+
+    def close(self) -> None:
+        if self._zygote is not None:
+            self._zygote.close()
+            self._zygote = None

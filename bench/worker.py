@@ -1,0 +1,196 @@
+"""The case worker: one process, one case. It builds the case, then runs what the coordinator asks.
+
+Requests are plain dicts (``{"op": ..., **args}``) and so are the replies
+(``{"ok": True, "result": ...}`` or ``{"ok": False, "kind": ..., "message": ..., "traceback":
+...}``); no tensor or module ever crosses. The ops:
+
+- ``probe``: the machine's description (`bench.envinfo.machine_info`) and the CUDA facts the
+  coordinator needs to skip unsupported cases without touching a device itself;
+- ``calibrate``: the fp32 GEMM of `bench.mfu.calibrate` on a device;
+- ``build``: build one case (`bench.measure.CaseSession`): model, batch, cold step, warm-up;
+- ``rounds``: ``n`` timed rounds, each with its pace sample; the durations are this
+  process's own clock readings around each round, so the round trip to the coordinator
+  never enters them;
+- ``telemetry``: back-to-back steps for a window long enough for NVML (CUDA);
+- ``finish``: memory, telemetry, foreign load, profile, correctness: the case's extra_info;
+- ``exit``.
+
+`InProcessWorker` answers the same requests in the calling process (``--isolation none``,
+for debugging): same code, no isolation.
+
+Test-only fault hooks (documented in docs/bench.md): ``ALEXNET_BENCH_TEST_FAULT`` holds a JSON
+object mapping a substring of a case id to an action taken at the start of that case's
+rounds: ``"kill"`` (the worker SIGKILLs itself), ``"hang"`` (it sleeps forever, in a process
+group with a child that sleeps too; with ``ALEXNET_BENCH_TEST_PIDFILE`` set it first writes its
+pid there, so a test can kill it from outside), ``"exit"`` (``os._exit(3)``), ``"leak"`` (a
+module-level global is set and 500 MB allocated and kept). Every case of a run with the
+variable set reports ``isolation.test_leak_seen``: whether it saw such a global.
+``ALEXNET_BENCH_TEST_REPLY_DELAY_S`` makes the worker wait that long before replying to each
+``rounds`` request (the round trip must stay out of the saved rounds). The hooks exist so the tests can kill, hang and
+slow real workers; nothing sets them otherwise.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import traceback
+from typing import Any
+
+__all__ = ["FAULT_ENV", "InProcessWorker", "handle", "serve"]
+
+FAULT_ENV = "ALEXNET_BENCH_TEST_FAULT"
+PIDFILE_ENV = "ALEXNET_BENCH_TEST_PIDFILE"
+REPLY_DELAY_ENV = "ALEXNET_BENCH_TEST_REPLY_DELAY_S"
+# What a case's worker reports of its environment at build time (bench.suite.case_env sets them).
+CASE_ENV_KEYS = ("CUBLAS_WORKSPACE_CONFIG", "TORCHINDUCTOR_CACHE_DIR", "TRITON_CACHE_DIR", "CUDA_DEVICE_ORDER")
+LEAK_BYTES = 500 * 2**20
+
+# Set by the "leak" fault hook: a later case in the same process would see it.
+_TEST_LEAK: bytearray | None = None
+
+
+class _State:
+    session: Any = None
+
+
+def _classify(exc: BaseException) -> str:
+    from bench.failures import is_fatal_device_error, is_oom
+    from bench.measure import UnsupportedCase
+
+    if isinstance(exc, UnsupportedCase):
+        return "unsupported"
+    if is_fatal_device_error(exc):
+        return "fatal"
+    if is_oom(exc):
+        return "oom"
+    return "error"
+
+
+def _fault(case_id: str) -> str | None:
+    spec = os.environ.get(FAULT_ENV)
+    if not spec:
+        return None
+    for needle, action in json.loads(spec).items():
+        if needle in case_id:
+            return action
+    return None
+
+
+def _apply_fault(action: str) -> None:
+    global _TEST_LEAK
+    import signal
+    import subprocess
+    import sys
+
+    if action == "kill":
+        os.kill(os.getpid(), signal.SIGKILL)
+    elif action == "exit":
+        os._exit(3)
+    elif action == "hang":
+        if os.environ.get(PIDFILE_ENV):
+            with open(os.environ[PIDFILE_ENV], "w") as fh:
+                fh.write(str(os.getpid()))
+        # A child in the same process group: the coordinator's kill must reach it too.
+        subprocess.Popen([sys.executable, "-c", "import time; time.sleep(3600)"])
+        while True:
+            time.sleep(3600)
+    elif action == "leak":
+        _TEST_LEAK = bytearray(LEAK_BYTES)
+        _TEST_LEAK[:: 4096] = b"x" * len(range(0, LEAK_BYTES, 4096))  # touch every page: real RSS
+
+
+def handle(state: _State, op: str, args: dict[str, Any]) -> Any:
+    """Answer one request. Raises on failure; `serve` turns that into an error reply."""
+    if op == "probe":
+        from bench.envinfo import machine_info
+        from bench.measure import cuda_facts
+
+        return {"machine_info": machine_info(), "cuda": cuda_facts(), "pid": os.getpid()}
+    if op == "calibrate":
+        from bench.mfu import calibrate
+
+        return calibrate(args["device"])
+    if op == "build":
+        import torch
+
+        from alexnet.config import RunConfig
+        from bench.measure import CaseSession
+
+        # Evidence that the per-case settings were in place before torch touched a device.
+        seen = {"env": {k: os.environ.get(k) for k in CASE_ENV_KEYS},
+                "cuda_initialized_before_build": bool(torch.cuda.is_initialized())}
+        cfg = RunConfig.from_flat(args["config"])
+        state.session = CaseSession(cfg, **args["options"])
+        result = {**state.session.build(), **seen}
+        if os.environ.get(FAULT_ENV):
+            result["test_leak_seen"] = _TEST_LEAK is not None
+        return result
+    if op == "rounds":
+        action = _fault(state.session.case_id)
+        if action and not state.session.samples:
+            _apply_fault(action)
+        return state.session.rounds(int(args["n"]), pace=bool(args.get("pace", True)))
+    if op == "telemetry":
+        return state.session.telemetry_window(float(args["seconds"]))
+    if op == "finish":
+        extra = state.session.finish()
+        return extra
+    raise ValueError(f"unknown worker op {op!r}")
+
+
+def _reply(state: _State, msg: dict[str, Any]) -> dict[str, Any]:
+    op = msg.pop("op")
+    try:
+        return {"ok": True, "result": handle(state, op, msg)}
+    except Exception as exc:  # noqa: BLE001 - every failure goes back to the coordinator, classified
+        return {"ok": False, "kind": _classify(exc), "message": f"{type(exc).__name__}: {exc}",
+                "traceback": traceback.format_exc()}
+
+
+def serve(conn: Any, *, tag: str = "", forked_at: float | None = None) -> int:
+    """The worker's loop: hello, then one reply per request until ``exit`` or EOF. Returns the exit code."""
+    conn.send({"pid": os.getpid(), "tag": tag, "pgid": os.getpgid(0),
+               "fork_to_hello_s": (time.time() - forked_at) if forked_at else None})
+    state = _State()
+    while True:
+        try:
+            msg = conn.recv()
+        except EOFError:
+            return 0
+        if msg.get("op") == "exit":
+            return 0
+        op = msg.get("op")
+        reply = _reply(state, msg)
+        if op == "rounds" and os.environ.get(REPLY_DELAY_ENV):
+            time.sleep(float(os.environ[REPLY_DELAY_ENV]))
+        conn.send(reply)
+        if not reply["ok"] and reply["kind"] == "fatal":
+            return 4  # the device state is lost: this worker must not be used again
+
+
+class InProcessWorker:
+    """``--isolation none``: the same requests answered in this process (for debugging)."""
+
+    def __init__(self) -> None:
+        self.pid = os.getpid()
+        self.start_s = 0.0
+        self.deadline: float | None = None
+        self._state = _State()
+
+    def request(self, op: str, timeout: float | None = None, **args: Any) -> Any:
+        from bench.launcher import WorkerError
+
+        reply = _reply(self._state, {"op": op, **args})
+        if reply["ok"]:
+            return reply["result"]
+        raise WorkerError(reply["kind"], reply["message"], reply["traceback"])
+
+    def close(self) -> None:
+        if self._state.session is not None:
+            self._state.session.close()
+        self._state = _State()
+
+    def kill(self) -> None:
+        self.close()
