@@ -3,7 +3,7 @@
 ``alexnet-bench ddp`` starts this module twice: once as a single plain process (the
 baseline: no process group, no DDP) and once under
 ``python -m torch.distributed.run --nproc-per-node N -m bench.ddp ...``. A user can run
-the second form (or a multi-node torchrun) directly; see docs/readme-ddp.md.
+the second form (or a multi-node torchrun) directly; see docs/ddp.md.
 
 What one rank does:
 - joins the process group torchrun describes in its environment (RANK, WORLD_SIZE,
@@ -13,7 +13,16 @@ What one rank does:
   synthetic batch per rank, so unsynchronised gradients would make the ranks diverge);
 - times each step between two synchronisations, and times every gradient all-reduce with a
   DDP communication hook (below);
-- gathers its timings and a digest of its parameters to rank 0, which writes one JSON file.
+- samples its own device's telemetry (`bench.telemetry.Sampler`: NVML on its GPU, psutil for
+  its process on CPU) over its timed steps;
+- gathers its timings, telemetry and a digest of its parameters to rank 0, which writes one
+  JSON file. The run's energy per image is the sum of the ranks' energies over the sum of the
+  ranks' images (`combine_telemetry`).
+
+Which GPU: rank ``k`` uses ``cuda:<first + LOCAL_RANK>`` and its sampler asks NVML for the
+device with that device's UUID (as torch reports it), so torch and NVML agree whatever the
+numbering; ``CUDA_DEVICE_ORDER=PCI_BUS_ID`` is also set (unless the user chose) before torch
+can initialise CUDA, so the indices agree too. The GPU path is untested on GPU.
 
 The all-reduce hook does exactly what DDP does by default (``default_hooks.allreduce_hook``:
 sum the bucket over ranks, divide by world size) and records when each bucket's all-reduce
@@ -26,7 +35,6 @@ the collective were busy.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import hashlib
 import json
 import os
@@ -39,7 +47,10 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any, Sequence
 
-import torch
+# Before torch can initialise CUDA, so torch's device N is NVML's device N (REFERENCE.md, NVML).
+os.environ.setdefault("CUDA_DEVICE_ORDER", "PCI_BUS_ID")
+
+import torch  # noqa: E402
 
 from alexnet.config import RunConfig
 from alexnet.runtime import StepRunner, backend_switches, seed_everything, synchronize
@@ -48,6 +59,7 @@ __all__ = [
     "FAIL_RANK_ENV",
     "AllreduceTimer",
     "busy_time",
+    "combine_telemetry",
     "param_digest",
     "run_worker",
     "summarise",
@@ -153,12 +165,81 @@ def _peak_memory(cfg: RunConfig, device: str) -> tuple[int, str]:
 
 
 def _telemetry(device: str):
-    """bench.telemetry.Sampler when it exists (issue 4), else None."""
-    try:
-        from bench.telemetry import Sampler
-    except ImportError:
-        return None
+    """This rank's `bench.telemetry.Sampler` for its own device (its GPU, or its process on CPU)."""
+    from bench.telemetry import Sampler
+
     return Sampler(device)
+
+
+# How each rank's telemetry summary figure combines into the run's. Every rank samples its own
+# GPU (or its own process), so energies, powers and CPU shares add up; utilisation and the
+# machine-wide CPU share are averaged; peaks and the window take the maximum.
+_COMBINE: dict[str, str] = {
+    "energy_j": "sum",
+    "power_mean_w": "sum",
+    "cpu_percent_mean": "sum",
+    "gpu_util_mean": "mean",
+    "mem_util_mean": "mean",
+    "sm_clock_mean_mhz": "mean",
+    "system_cpu_percent_mean": "mean",
+    "temperature_max_c": "max",
+    "rss_peak_bytes": "max",
+    "process_memory_used_bytes": "max",
+    "window_s": "max",
+    "throttle_reasons": "union",
+}
+
+
+def combine_telemetry(ranks: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """The run's ``telemetry`` dict from every rank's (``rank["telemetry"]``, ``rank["images"]``).
+
+    ``energy_j_per_image`` = the sum of the ranks' energies / the sum of their images; it and
+    every summed figure are None unless every rank measured it. ``per_rank`` keeps each rank's
+    own telemetry; ``series`` is rank 0's, for the report's timeline.
+    """
+    tels = [r["telemetry"] for r in ranks]
+    images = sum(int(r["images"]) for r in ranks)
+    per_rank = [{"rank": r["rank"], "device": r["device"], "host": r["host"], "images": r["images"], **r["telemetry"]}
+                for r in ranks]
+    ok = [t for t in tels if t["kind"] != "unavailable"]
+    notes = [f"rank {r['rank']}: telemetry unavailable ({t['reason']})" for r, t in zip(ranks, tels)
+             if t["kind"] == "unavailable"]
+    if not ok:
+        reasons = sorted({t["reason"] for t in tels})
+        return {"kind": "unavailable", "reason": "; ".join(reasons), "interval_s": tels[0].get("interval_s"),
+                "window_s": None, "summary": {}, "series": [], "unavailable": {}, "notes": notes, "per_rank": per_rank}
+    summary: dict[str, Any] = {"ranks": len(ranks), "images": images}
+    for key, how in _COMBINE.items():
+        if key not in ok[0]["summary"]:
+            continue  # NVML figures on CPU, psutil figures on GPU
+        values = [t["summary"].get(key) for t in ok]
+        if len(values) < len(tels) and how == "sum":
+            summary[key] = None  # a rank without it: a sum would be short
+        elif how == "union":
+            summary[key] = list(dict.fromkeys(v for vs in values if vs for v in vs)) if values else None
+        elif not values or any(v is None for v in values):
+            summary[key] = None
+        elif how == "sum":
+            summary[key] = sum(values)
+        elif how == "mean":
+            summary[key] = sum(values) / len(values)
+        else:
+            summary[key] = max(values)
+    if "energy_j" in summary:
+        energy = summary["energy_j"]
+        summary["energy_j_per_image"] = None if energy is None or images <= 0 else energy / images
+        summary["energy_source"] = None if energy is None else "counter (sum over ranks)"
+    return {
+        "kind": ok[0]["kind"],
+        "reason": None,
+        "interval_s": ok[0].get("interval_s"),
+        "window_s": summary["window_s"],
+        "summary": summary,
+        "series": tels[0].get("series", []),
+        "unavailable": {f"rank{r['rank']}.{k}": v for r, t in zip(ranks, tels) for k, v in (t.get("unavailable") or {}).items()},
+        "notes": notes + [f"rank {r['rank']}: {n}" for r, t in zip(ranks, tels) for n in (t.get("notes") or [])],
+        "per_rank": per_rank,
+    }
 
 
 def run_worker(cfg: RunConfig, *, steps: int, warmup: int, threads: int | None, timeout_s: float) -> dict[str, Any] | None:
@@ -237,8 +318,8 @@ def _measure(cfg: RunConfig, *, device: str, rank: int, world: int, steps: int, 
 
         step_s: list[float] = []
         allreduce_s: list[float] = []
-        sampler = _telemetry(device) if rank == 0 else None
-        with sampler if sampler is not None else contextlib.nullcontext():
+        sampler = _telemetry(device)  # every rank samples its own device over its own timed steps
+        with sampler:
             for _ in range(steps):
                 synchronize(device)
                 start = _clock(rank_cfg)
@@ -261,6 +342,8 @@ def _measure(cfg: RunConfig, *, device: str, rank: int, world: int, steps: int, 
             "param_digest_after": param_digest(runner.eager_model),
             "peak_memory_bytes": peak,
             "memory_kind": memory_kind,
+            "images": cfg.batch_size * steps,  # this rank's, for energy per image
+            "telemetry": sampler.result(images=cfg.batch_size * steps),
         }
     ranks = [mine]
     if distributed:
@@ -270,9 +353,7 @@ def _measure(cfg: RunConfig, *, device: str, rank: int, world: int, steps: int, 
         dist.gather_object(mine, ranks, dst=0)
     if rank != 0:
         return None
-    telemetry = sampler.result(images=cfg.batch_size * world * steps) if sampler is not None else {
-        "kind": "unavailable", "reason": "bench.telemetry is not installed", "interval_s": None, "summary": {}, "series": []
-    }
+    telemetry = combine_telemetry(ranks)
     return {
         "config": cfg.flat(),
         "steps": steps,
@@ -368,7 +449,7 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
 
     p = argparse.ArgumentParser(
         prog="python -m bench.ddp",
-        description="One rank of the data-parallel benchmark; start it with torchrun (see docs/readme-ddp.md). "
+        description="One rank of the data-parallel benchmark; start it with torchrun (see docs/ddp.md). "
         "World size and rank come from torchrun's environment; the backend is nccl on GPUs, gloo on CPU.",
     )
     p.add_argument("--config", default=None, help="RunConfig.flat() as JSON (what alexnet-bench ddp passes); "

@@ -12,7 +12,9 @@ How a step is attributed:
   the forward op that created its node, and that forward op sits inside its layer's range.
   (Full backward hooks lose conv1's weight gradient, since conv1 computes no input gradient:
   on our CPU they gave conv1 0.15 ms of backward against 26.5 ms by sequence number;
-  REFERENCE.md.)
+  REFERENCE.md.) The match is by ``(forward thread, sequence_nr)`` and never by which thread
+  the backward ran on: on CUDA the autograd engine runs backward on a per-device worker
+  thread, outside every range of the main thread.
 - **Remainder.** Rows after the layers: ``loss`` (cross-entropy forward + backward),
   ``zero_grad``, ``optimizer`` (scaler step + update), ``backward_other`` (autograd engine
   work no forward op claims, e.g. AccumulateGrad) and ``other`` (the rest of the step: glue
@@ -22,14 +24,22 @@ How a step is attributed:
   unprofiled_step_ms - 1`` is what the profiler (about 4 us per op plus ~3 us per
   ``record_function`` on CUDA, REFERENCE.md) added.
 
-Times: on CPU, an event's wall time; on CUDA, the kernel (device) time of the ops under it,
-and the step's time is its wall time up to a ``synchronize`` inside the step's range, so on a
-launch-bound GPU coverage is honestly below 1. FLOPs come from ``FlopCounterMode`` per module
-(counted on the ``meta`` device: no compute, no side effects), activation memory is the
-size of each layer's output for the batch, and GFLOP/s = the row's FLOPs / its time.
+Times: on CPU, an event's wall time; on CUDA, kernel (device) time: each kernel is tied to
+the op that launched it by correlation id (torch does this when it reads the trace), and
+that op to a layer through its own thread's ranges: a layer range (forward), an
+``evaluate_function`` event and its sequence number (backward, on the engine's thread),
+``zero_grad`` or ``optimizer``; backward kernels no forward op claims (AccumulateGrad, the
+seed gradient) make ``backward_other``. The step's time is its wall time up to a
+``synchronize`` inside the step's range, so on a launch-bound GPU coverage is honestly
+below 1. The CUDA path is untested on GPU; its mechanism is tested on synthetic event lists
+shaped like a CUDA trace (tests/test_profiling.py).
+
+FLOPs come from ``FlopCounterMode`` per module (counted on the ``meta`` device: no compute,
+no side effects), activation memory is the size of each layer's output for the batch, and
+GFLOP/s = the row's FLOPs / its time.
 
 ``torch.compile``: fused kernels belong to no single layer, so a compiled config profiles
-the *eager* model of the same config and says so in ``notes``. GPU paths are untested.
+the *eager* model of the same config and says so in ``notes``. GPU paths are untested on GPU.
 """
 
 from __future__ import annotations
@@ -106,7 +116,6 @@ class LayerProfile:
     steps: int
     time_kind: str  # "cpu_wall" or "cuda_kernel"
     notes: list[str] = field(default_factory=list)
-    steps_run: int = 0  # every step executed, warm-up included (for energy per image)
 
     @property
     def layer_rows(self) -> list[dict[str, Any]]:
@@ -259,9 +268,22 @@ def _static_rows(cfg: RunConfig, layers: list[nn.Module], names: list[str], x: t
 
 
 # --- reading the profiler's events ----------------------------------------------------------------
-def _event_ms(event: Any, *, cuda: bool) -> float:
-    """An event's time in ms: wall time on CPU, kernel time of everything under it on CUDA."""
-    return (event.device_time_total if cuda else event.cpu_time_total) / 1e3
+# How events are tied together, from torch's sources (torch 2.14: torch/autograd/profiler.py
+# ``_parse_kineto_results`` and profiler_util.py):
+# - ``cpu_parent`` / ``cpu_children`` nest host events by time *within one thread* only
+#   (``EventList._populate_cpu_children`` groups by thread).
+# - A device kernel is attached to the host op that launched it, on whatever thread, by
+#   correlation id: the kernel's ``linked_correlation_id`` is the op's ``id``, and the op gets
+#   it in ``kernels`` (``append_kernel``). ``device_time_total`` then sums an op's kernels and
+#   its same-thread children's.
+# - A forward op records ``sequence_nr`` on its own thread; the backward node it creates
+#   carries the same number and the forward thread in ``fwd_thread`` (torch keys backward
+#   stack traces by ``(sequence_nr, fwd_thread)`` the same way, ``_set_backward_stacktraces``).
+# On CUDA the autograd engine runs backward on a per-device worker thread (REFERENCE.md), so
+# backward kernels are under no range of the main thread: they are found from their launching
+# op's own ancestors on the worker thread, up to its ``evaluate_function`` event, then to the
+# layer by sequence number. Nothing below depends on which thread an event ran on.
+_BACKWARD_FUNCTION_SCOPE = 1  # at::RecordScope::BACKWARD_FUNCTION: the node's own event
 
 
 def _on_host(event: Any) -> bool:
@@ -279,34 +301,113 @@ def _range_owner(event: Any) -> str | None:
     return None
 
 
+class _SeqOwners:
+    """Forward ops' layer owners by ``(thread, sequence_nr)``; looked up from a backward event."""
+
+    def __init__(self, host: list[Any]) -> None:
+        self.by_key: dict[tuple[int, int], str] = {}
+        by_nr: dict[int, set[str]] = {}
+        for e in host:
+            if e.sequence_nr >= 0 and not e.name.startswith(_BACKWARD_EVENT):
+                owner = _range_owner(e)
+                if owner is not None:
+                    # Forward ops of one layer (e.g. linear's t and addmm) share one owner.
+                    self.by_key[(e.thread, e.sequence_nr)] = owner
+                    by_nr.setdefault(e.sequence_nr, set()).add(owner)
+        # Where a backward event names no forward thread, its number alone, if unambiguous.
+        self.by_nr = {nr: next(iter(o)) for nr, o in by_nr.items() if len(o) == 1}
+
+    def owner(self, backward: Any) -> str | None:
+        fwd = backward.fwd_thread
+        if not fwd:
+            # The node's own event under evaluate_function carries the forward thread.
+            fwd = next((c.fwd_thread for c in backward.cpu_children
+                        if c.scope == _BACKWARD_FUNCTION_SCOPE and c.fwd_thread), None)
+        if fwd:
+            found = self.by_key.get((fwd, backward.sequence_nr))
+            if found is not None:
+                return found
+        return self.by_nr.get(backward.sequence_nr)
+
+
 def _attribute(events: list[Any], labels: list[str], *, cuda: bool) -> dict[str, dict[str, float]]:
-    """Sum forward and backward time per range label over all profiled steps."""
+    """Sum forward and backward time per range label over all profiled steps (thread-agnostic).
+
+    Returns ``{label: {"fwd", "bwd"}}`` for the layers and ``loss``, and ``_extra`` with the
+    step's wall time and count, ``zero_grad``, ``optimizer``, ``backward`` (all backward work)
+    and ``backward_other`` (backward work no forward op claims).
+    """
     out = {k: {"fwd": 0.0, "bwd": 0.0} for k in [*labels, "loss"]}
-    extra = {k: 0.0 for k in ("step", "zero_grad", "optimizer", "backward", "backward_attributed", "steps")}
-    seq_owner: dict[int, str] = {}
-    events = [e for e in events if _on_host(e)]
-    for e in events:
-        if e.name in out:
-            out[e.name]["fwd"] += _event_ms(e, cuda=cuda)
-        elif e.sequence_nr >= 0 and not e.name.startswith(_BACKWARD_EVENT):
-            owner = _range_owner(e)
-            if owner is not None:
-                # Forward ops of one layer (e.g. linear's t and addmm) share one owner.
-                seq_owner[e.sequence_nr] = owner
-    for e in events:
-        if e.name.startswith(_BACKWARD_EVENT):
-            owner = seq_owner.get(e.sequence_nr)
-            if owner is not None:
-                ms = _event_ms(e, cuda=cuda)
-                out[owner]["bwd"] += ms
-                extra["backward_attributed"] += ms
-        elif e.name in ("zero_grad", "optimizer", "backward"):
-            extra[e.name] += _event_ms(e, cuda=cuda)
-        elif e.name == "step":
+    extra = {k: 0.0 for k in ("step", "zero_grad", "optimizer", "backward", "backward_attributed",
+                              "backward_other", "steps")}
+    host = [e for e in events if _on_host(e)]
+    owners = _SeqOwners(host)
+    for e in host:
+        if e.name == "step":
             # The step's own time is its wall time (it ends with a synchronize), on any device.
             extra["step"] += e.cpu_time_total / 1e3
             extra["steps"] += 1
+    if cuda:
+        _attribute_kernels(host, out, extra, owners)
+    else:
+        _attribute_wall(host, out, extra, owners)
     return {**out, "_extra": extra}
+
+
+def _attribute_wall(host: list[Any], out: dict[str, dict[str, float]], extra: dict[str, float], owners: _SeqOwners) -> None:
+    """CPU: each range's and each backward node's wall time.
+
+    On a CPU the engine runs backward on the thread that called ``backward()``, so the
+    ``backward`` range's wall time holds all of it, engine glue included.
+    """
+    for e in host:
+        if e.name in out:
+            out[e.name]["fwd"] += e.cpu_time_total / 1e3
+        elif e.name.startswith(_BACKWARD_EVENT):
+            owner = owners.owner(e)
+            if owner is not None:
+                ms = e.cpu_time_total / 1e3
+                out[owner]["bwd"] += ms
+                extra["backward_attributed"] += ms
+        elif e.name in ("zero_grad", "optimizer", "backward"):
+            extra[e.name] += e.cpu_time_total / 1e3
+    # Engine work inside backward() that no forward op claims (AccumulateGrad, scheduling).
+    extra["backward_other"] = max(0.0, extra["backward"] - extra["backward_attributed"])
+
+
+def _attribute_kernels(host: list[Any], out: dict[str, dict[str, float]], extra: dict[str, float], owners: _SeqOwners) -> None:
+    """CUDA: every kernel once, through the op that launched it, to the part of the step it served."""
+    backward_ranges = [(e.time_range.start, e.time_range.end) for e in host if e.name == "backward"]
+    for e in host:
+        if not e.kernels:
+            continue
+        ms = sum(k.duration for k in e.kernels) / 1e3  # the op's own kernels, linked by correlation id
+        a = e
+        while a is not None:
+            if a.name in out:
+                out[a.name]["fwd"] += ms
+                break
+            if a.name.startswith(_BACKWARD_EVENT):
+                owner = owners.owner(a)
+                if owner is not None:
+                    out[owner]["bwd"] += ms
+                    extra["backward_attributed"] += ms
+                else:  # AccumulateGrad and other nodes no forward op created
+                    extra["backward_other"] += ms
+                break
+            if a.name in ("zero_grad", "optimizer"):
+                extra[a.name] += ms
+                break
+            if a.name == "backward":  # the main thread's part: the seed gradient, the scaler's multiply
+                extra["backward_other"] += ms
+                break
+            a = a.cpu_parent
+        else:
+            # No range above it on its thread: an engine thread's op outside any node, during backward().
+            mid = (e.time_range.start + e.time_range.end) / 2
+            if any(s <= mid <= t for s, t in backward_ranges):
+                extra["backward_other"] += ms
+    extra["backward"] = extra["backward_attributed"] + extra["backward_other"]
 
 
 # --- the entry point ------------------------------------------------------------------------------
@@ -326,13 +427,20 @@ def profile_layers(
     warmup: int = 2,
     trace_path: str | Path | None = None,
     steps: int = 3,
+    around_profiled: contextlib.AbstractContextManager | None = None,
 ) -> LayerProfile:
     """Profile ``cfg``'s step per layer; see the module docstring for the method.
 
     ``warmup`` unprofiled steps run first (lazy init, cuDNN autotuning, allocator growth),
     then ``steps`` unprofiled steps are timed, then the profiler runs one discarded step and
     ``steps`` recorded ones, then ``steps`` more unprofiled steps are timed (the overhead
-    compares the median of all unprofiled steps with the median profiled step). ``trace_path`` receives the Chrome trace of the recorded steps.
+    compares the median of all unprofiled steps with the median profiled step).
+    ``trace_path`` receives the Chrome trace of the recorded steps.
+
+    ``around_profiled``, a context manager (e.g. a telemetry `Sampler`), is entered right
+    before the first recorded step and left right after the last one ends (each step ends
+    with a synchronize), before the profiler collects and exports its events: a window of
+    exactly ``steps`` steps of ``cfg.batch_size`` images, profiler overhead included.
     """
     if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 0:
         raise ValueError(f"warmup {warmup!r} is not valid; it must be an integer >= 0")
@@ -389,9 +497,16 @@ def profile_layers(
         # One discarded step after the profiler starts: its first step carries start-up cost.
         with profile(activities=activities, schedule=schedule(wait=0, warmup=1, active=steps, repeat=1),
                      on_trace_ready=on_ready) as prof:
-            for _ in range(1 + steps):
-                step(record_function)
-                prof.step()
+            step(record_function)
+            prof.step()
+            with around_profiled if around_profiled is not None else contextlib.nullcontext():
+                for i in range(steps):
+                    step(record_function)
+                    if i < steps - 1:
+                        prof.step()
+            # The last active step's prof.step() stops the trace and runs on_ready (collection,
+            # export): outside the window (torch/profiler/profiler.py, RECORD_AND_SAVE -> NONE).
+            prof.step()
         time_unprofiled()
 
     att = _attribute(captured, labels, cuda=cuda)
@@ -413,8 +528,8 @@ def profile_layers(
         rows.append(remainder("loss", att["loss"]["fwd"] / n, att["loss"]["bwd"] / n))
         rows.append(remainder("zero_grad", extra["zero_grad"] / n, 0.0))
         rows.append(remainder("optimizer", extra["optimizer"] / n, 0.0))
-        # Engine work inside backward() that no forward op claims (AccumulateGrad, scheduling).
-        rows.append(remainder("backward_other", 0.0, max(0.0, (extra["backward"] - extra["backward_attributed"]) / n)))
+        # Backward work that no forward op claims (AccumulateGrad, the seed gradient, scheduling).
+        rows.append(remainder("backward_other", 0.0, extra["backward_other"] / n))
     accounted = sum(r["total_ms"] for r in rows)
     other = step_ms - accounted
     if other < 0:
@@ -440,7 +555,6 @@ def profile_layers(
         steps=n,
         time_kind="cuda_kernel" if cuda else "cpu_wall",
         notes=notes,
-        steps_run=warmup + 3 * steps + 1,
     )
 
 

@@ -18,7 +18,7 @@ import torch
 
 from bench.commands import ddp as ddp_cmd
 from alexnet.config import RunConfig
-from bench.ddp import FAIL_RANK_ENV, busy_time, summarise
+from bench.ddp import FAIL_RANK_ENV, busy_time, combine_telemetry, summarise
 from tests.conftest import run_cli
 
 SMALL = ["--device", "cpu", "--batch-size", "2", "--resolution", "65", "--steps", "3", "--warmup", "1", "--threads", "1"]
@@ -89,6 +89,58 @@ def test_report_draws_the_scaling_curve_from_a_saved_ddp_run(two_rank_run, tmp_p
     png = tmp_path / "rep" / "scaling.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "scaling.png" in (tmp_path / "rep" / "index.html").read_text()
+
+
+def test_every_rank_samples_its_own_process_and_the_run_combines_them(two_rank_run):
+    r, storage = two_rank_run
+    assert r.returncode == 0, r.stderr
+    base, ddp = json.loads(_saved(storage)[0].read_text())["benchmarks"]
+    tel = ddp["extra_info"]["telemetry"]
+    assert tel["kind"] == "psutil", tel["reason"]
+    ranks = tel["per_rank"]
+    assert [t["rank"] for t in ranks] == [0, 1] and all(t["kind"] == "psutil" for t in ranks)
+    assert all(t["images"] == 2 * 3 for t in ranks)  # batch 2 x 3 timed steps, each rank its own
+    assert tel["summary"]["images"] == 2 * 2 * 3 and tel["summary"]["ranks"] == 2
+    # Two processes' CPU shares add up; each rank's peak RSS is its own process's.
+    assert tel["summary"]["cpu_percent_mean"] == pytest.approx(sum(t["summary"]["cpu_percent_mean"] for t in ranks))
+    assert tel["summary"]["rss_peak_bytes"] == max(t["summary"]["rss_peak_bytes"] for t in ranks)
+    assert base["extra_info"]["telemetry"]["per_rank"][0]["rank"] == 0
+
+
+def _rank_tel(rank, *, energy_j, power_w, images, kind="nvml"):
+    tel = {"kind": kind, "reason": None if kind != "unavailable" else "no NVML here", "interval_s": 0.1,
+           "window_s": 5.0, "series": [{"t": 0.0, "power_w": power_w}], "unavailable": {}, "notes": [],
+           "summary": {} if kind == "unavailable" else {
+               "energy_j": energy_j, "energy_j_per_image": energy_j / images, "power_mean_w": power_w,
+               "gpu_util_mean": 90.0 + rank, "temperature_max_c": 60 + rank, "throttle_reasons": ["sw_power_cap"] * rank,
+               "window_s": 5.0 + rank}}
+    return {"rank": rank, "device": f"cuda:{rank}", "host": "h", "images": images, "telemetry": tel}
+
+
+def test_energy_per_image_sums_the_ranks_energies_over_their_images():
+    ranks = [_rank_tel(0, energy_j=1000.0, power_w=200.0, images=640),
+             _rank_tel(1, energy_j=1300.0, power_w=260.0, images=640)]
+    tel = combine_telemetry(ranks)
+    s = tel["summary"]
+    assert s["energy_j"] == 2300.0 and s["images"] == 1280
+    assert s["energy_j_per_image"] == pytest.approx(2300.0 / 1280)  # not rank 0's 1000 J over all images
+    assert s["power_mean_w"] == 460.0  # two GPUs' power together
+    assert s["gpu_util_mean"] == 90.5 and s["temperature_max_c"] == 61 and s["window_s"] == 6.0
+    assert s["throttle_reasons"] == ["sw_power_cap"]
+    assert [t["device"] for t in tel["per_rank"]] == ["cuda:0", "cuda:1"]
+    json.dumps(tel)
+
+
+def test_a_rank_without_telemetry_leaves_no_short_sum():
+    ranks = [_rank_tel(0, energy_j=1000.0, power_w=200.0, images=640),
+             _rank_tel(1, energy_j=0.0, power_w=0.0, images=640, kind="unavailable")]
+    tel = combine_telemetry(ranks)
+    assert tel["kind"] == "nvml"
+    assert tel["summary"]["energy_j"] is None and tel["summary"]["energy_j_per_image"] is None
+    assert tel["summary"]["power_mean_w"] is None
+    assert "rank 1: telemetry unavailable (no NVML here)" in tel["notes"]
+    none = combine_telemetry([ranks[1]])
+    assert none["kind"] == "unavailable" and none["reason"] == "no NVML here"
 
 
 def test_parameters_identical_across_ranks_after_stepping_on_different_batches(two_rank_run):
@@ -209,3 +261,10 @@ def test_two_nccl_ranks_on_two_gpus(tmp_path):
     assert r.returncode == 0, r.stderr
     e = json.loads(_saved(tmp_path)[0].read_text())["benchmarks"][1]["extra_info"]
     assert e["config"]["dist_backend"] == "nccl" and e["params_identical"] is True
+    # Each rank sampled its own GPU; the run's J/image is all ranks' energy over all ranks' images.
+    tel = e["telemetry"]
+    assert tel["kind"] == "nvml", tel["reason"]
+    assert [t["device"] for t in tel["per_rank"]] == ["cuda:0", "cuda:1"]
+    energies = [t["summary"]["energy_j"] for t in tel["per_rank"]]
+    assert all(x is not None and x > 0 for x in energies), tel["unavailable"]
+    assert tel["summary"]["energy_j_per_image"] == pytest.approx(sum(energies) / (2 * 8 * 5))

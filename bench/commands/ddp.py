@@ -148,6 +148,9 @@ def _child_env(threads: int, *, gloo: bool) -> dict[str, str]:
     # torchrun sets OMP_NUM_THREADS=1 per rank when N > 1 unless it is already set: set it
     # for both launches so the baseline gets exactly what each rank gets.
     env["OMP_NUM_THREADS"] = str(threads)
+    # Every rank samples its own GPU with NVML: number GPUs the same way in torch and NVML
+    # (REFERENCE.md), unless the user chose an order (the sampler matches GPUs by UUID anyway).
+    env.setdefault("CUDA_DEVICE_ORDER", "PCI_BUS_ID")
     package_root = str(Path(__file__).resolve().parents[2])
     env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
     if gloo and "GLOO_SOCKET_IFNAME" not in env and Path("/sys/class/net/lo").exists():

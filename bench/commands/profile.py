@@ -4,6 +4,15 @@ Prints the table in network order with its total and coverage, and writes into `
 ``layers.csv`` (one row per layer, then the remainder rows), ``trace.json`` (Chrome trace,
 opens in Perfetto or chrome://tracing), ``layers.png`` (forward and backward stacked per
 layer) and ``profile.json`` (the same rows plus step figures and the telemetry of the run).
+
+The telemetry sampler (and so the energy per image on a GPU) covers the profiled steps only:
+it starts right before the first recorded step and stops right after the last one, so the
+build, the warm-up, the FLOP count, the unprofiled steps and the trace export are outside
+it. Those steps run under the profiler, so their energy includes its overhead, and a few
+steps are far shorter than the several seconds NVML's energy counter resolves well; the
+output says both. For a J/image figure to rely on, use the benchmark suite's telemetry
+window.
+
 An ``--out`` folder that already holds any of these files is refused: results are never
 overwritten.
 """
@@ -17,7 +26,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from bench.commands.options import add_config_options, config_from_args, option_defaults
-from alexnet.config import RunConfig
 
 if TYPE_CHECKING:  # the profiler imports torch; keep `--help` fast
     from bench.profiling import LayerProfile
@@ -83,22 +91,28 @@ def plot_layers(prof: LayerProfile, path: Path) -> None:
     plt.close(fig)
 
 
-def _telemetry_line(tel: dict) -> str:
+def _telemetry_lines(tel: dict, *, steps: int, images: int) -> list[str]:
     s = tel["summary"]
     if tel["kind"] == "unavailable":
-        return f"telemetry: not available ({tel['reason']})"
+        return [f"telemetry: not available ({tel['reason']})"]
+    window = (f"over the {steps} profiled step(s) only ({images} images, {tel['window_s']:.2f} s, "
+              "profiler overhead included)")
     if tel["kind"] == "psutil":
-        return (f"telemetry (psutil, every {tel['interval_s']} s): process CPU {s['cpu_percent_mean']:.0f}% "
-                f"(100% = one core of {s['cpu_count']}), machine CPU {s['system_cpu_percent_mean']:.0f}%, "
-                f"peak RSS {s['rss_peak_bytes'] / 2**20:.0f} MiB")
+        lines = [f"telemetry (psutil, every {tel['interval_s']} s) {window}: process CPU {s['cpu_percent_mean']:.0f}% "
+                 f"(100% = one core of {s['cpu_count']}), machine CPU {s['system_cpu_percent_mean']:.0f}%, "
+                 f"peak RSS {s['rss_peak_bytes'] / 2**20:.0f} MiB"]
+    else:
+        def fmt(v: float | None, spec: str) -> str:
+            return "n/a" if v is None else format(v, spec)
 
-    def fmt(v: float | None, spec: str) -> str:
-        return "n/a" if v is None else format(v, spec)
-
-    return (f"telemetry (NVML, every {tel['interval_s']} s): GPU busy {fmt(s['gpu_util_mean'], '.0f')}% "
-            f"(share of time a kernel ran; not SM occupancy), power {fmt(s['power_mean_w'], '.0f')} W, "
-            f"energy {fmt(s['energy_j_per_image'], '.4f')} J/image, SM clock {fmt(s['sm_clock_mean_mhz'], '.0f')} MHz, "
-            f"max {fmt(s['temperature_max_c'], '.0f')} C, throttle: {', '.join(s['throttle_reasons']) or 'none'}")
+        lines = [f"telemetry (NVML, every {tel['interval_s']} s) {window}: GPU busy {fmt(s['gpu_util_mean'], '.0f')}% "
+                 f"(share of time a kernel ran; not SM occupancy), mean power {fmt(s['power_mean_w'], '.0f')} W "
+                 f"({s['power_mean_source'] or 'n/a'}), energy {fmt(s['energy_j_per_image'], '.4f')} J/image "
+                 f"(energy counter), SM clock {fmt(s['sm_clock_mean_mhz'], '.0f')} MHz, "
+                 f"max {fmt(s['temperature_max_c'], '.0f')} C, throttle: {', '.join(s['throttle_reasons']) or 'none'}"]
+        lines += [f"telemetry: {field} unavailable: {why}" for field, why in tel.get("unavailable", {}).items()]
+    lines += [f"telemetry note: {n}" for n in tel.get("notes", [])]
+    return lines
 
 
 def run(args: argparse.Namespace) -> int:
@@ -132,12 +146,14 @@ def run(args: argparse.Namespace) -> int:
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
         trace_path = out / "trace.json"
-    with sampler:
-        prof = profile_layers(cfg, warmup=args.warmup, steps=args.steps, trace_path=trace_path)
-    telemetry = sampler.result(images=prof.steps_run * cfg.batch_size)
+    # The sampler covers the recorded steps only (see the module docstring).
+    prof = profile_layers(cfg, warmup=args.warmup, steps=args.steps, trace_path=trace_path, around_profiled=sampler)
+    images = args.steps * cfg.batch_size
+    telemetry = sampler.result(images=images)
 
     print(prof.format_table())
-    print(_telemetry_line(telemetry))
+    for line in _telemetry_lines(telemetry, steps=args.steps, images=images):
+        print(line)
     if out is not None:
         write_csv(prof.rows, out / "layers.csv")
         plot_layers(prof, out / "layers.png")
