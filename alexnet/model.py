@@ -27,6 +27,7 @@ __all__ = [
     "param_count",
     "summary_layers",
     "torchvision_alexnet",
+    "torchvision_missing",
 ]
 
 
@@ -62,8 +63,25 @@ class D2LAlexNet(nn.Module):
         return self.net(x)
 
 
+def torchvision_missing() -> str | None:
+    """Why the torchvision variant cannot be built here (torchvision not importable), or None.
+
+    torchvision is imported only when its variant is used: a machine with torch alone (such as
+    a GPU box with a preinstalled torch and ``pip install --no-deps -e .``) runs the d2l net,
+    and skips the torchvision variant with this reason (`alexnet.runtime.unsupported_reason`).
+    """
+    try:
+        import torchvision.models  # noqa: F401
+    except ImportError as exc:
+        return f"the torchvision variant needs torchvision, which is not importable here ({exc})"
+    return None
+
+
 def torchvision_alexnet(num_classes: int = 1000) -> nn.Module:
     """torchvision's AlexNet with no pretrained weights (3x224x224 in, 1000 classes out)."""
+    why = torchvision_missing()
+    if why:
+        raise ValueError(why)
     from torchvision.models import alexnet
 
     return alexnet(weights=None, num_classes=num_classes)
@@ -188,6 +206,10 @@ def min_resolution(variant: str) -> int:
 
 
 def check_resolution(variant: str, resolution: tuple[int, int]) -> None:
+    if variant == "torchvision" and torchvision_missing():
+        # The module list to check against is torchvision's; without it the config stays valid
+        # as data (a case can still be listed, saved and skipped with its reason).
+        return
     lo = min_resolution(variant)
     h, w = resolution
     if h < lo or w < lo:

@@ -79,6 +79,12 @@ def unsupported_reason(cfg: RunConfig, *, allow_emulated_bf16: bool = False,
     a process that may touch the device) lets a caller that must never initialise CUDA, such
     as the benchmark suite's coordinator, decide without asking the device itself.
     """
+    if cfg.variant == "torchvision":
+        from alexnet.model import torchvision_missing
+
+        missing = torchvision_missing()
+        if missing:
+            return missing
     if cfg.is_cuda:
         if cfg.variant == "torchvision" and cfg.deterministic and cfg.mode == "train":
             # torchvision's AlexNet ends its features with AdaptiveAvgPool2d, and

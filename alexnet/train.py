@@ -61,7 +61,10 @@ def free_out_dir(out: str | Path | None) -> Path:
 def _progress(iterable, *, total: int, desc: str, enabled: bool):
     if not enabled:
         return iterable
-    from tqdm import tqdm
+    try:
+        from tqdm import tqdm
+    except ImportError:  # a progress bar is a nicety: a box without tqdm trains without one
+        return iterable
 
     # disable=None: tqdm turns itself off when stderr is not a terminal (logs, CI).
     return tqdm(

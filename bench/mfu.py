@@ -38,16 +38,19 @@ GPU_PEAK_TFLOPS: dict[str, dict[str, float | None]] = {
 
 # How device names map onto the table (first match wins). Examples of reported names:
 # "NVIDIA H100 80GB HBM3" (SXM), "NVIDIA H100 PCIe", "NVIDIA H200", "NVIDIA A100-SXM4-80GB",
-# "NVIDIA A100-PCIE-40GB", "NVIDIA L4", "Tesla V100-SXM2-16GB". NVL parts and other variants
-# with different clocks are left unknown on purpose.
+# "NVIDIA A100-PCIE-40GB", "NVIDIA L4", "Tesla V100-SXM2-16GB". NVL parts, the Grace Hopper
+# superchip ("NVIDIA GH200 480GB", "NVIDIA GH200 144G HBM3e": its own clocks and power, and
+# no peak in REFERENCE.md) and other variants are left unknown on purpose. Model numbers are
+# matched as whole words, so "GH200" is not read as "H200".
 _NAME_RULES: list[tuple[re.Pattern[str], str]] = [
     (re.compile(r"\bNVL\b", re.I), ""),  # H100 NVL / H200 NVL: different peaks, not tabled
-    (re.compile(r"H100.*PCI", re.I), "H100 PCIe"),
-    (re.compile(r"H100.*(SXM|HBM3)", re.I), "H100 SXM"),
-    (re.compile(r"H200", re.I), "H200"),
-    (re.compile(r"A100", re.I), "A100"),
+    (re.compile(r"\bGH\d+", re.I), ""),  # Grace Hopper (GH100 / GH200 superchips): not tabled
+    (re.compile(r"\bH100\b.*PCI", re.I), "H100 PCIe"),
+    (re.compile(r"\bH100\b.*(SXM|HBM3)", re.I), "H100 SXM"),
+    (re.compile(r"\bH200\b", re.I), "H200"),
+    (re.compile(r"\bA100\b", re.I), "A100"),  # not "RTX A1000"
     (re.compile(r"(^|\s)L4$", re.I), "L4"),
-    (re.compile(r"V100.*SXM2", re.I), "V100 SXM2"),
+    (re.compile(r"\bV100\b.*SXM2", re.I), "V100 SXM2"),
 ]
 
 # Size of the calibration GEMM: big enough to reach the BLAS's steady state, small enough

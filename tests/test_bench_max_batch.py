@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 
 import pytest
 
-from bench.commands.max_batch import Try, parse_bytes, search_max_batch
+from bench.commands.max_batch import FAULT_ENV, Try, _run_try_in_child, parse_bytes, search_max_batch
+from bench.failures import is_fatal_device_error, is_oom
+from tests.conftest import REPO
 
 
 @pytest.mark.parametrize("limit", [1, 2, 37, 64, 65, 1000])
@@ -54,6 +58,65 @@ def test_cpu_max_batch_within_memory_limit(cli) -> None:
 def test_cpu_max_batch_needs_a_memory_limit(cli) -> None:
     r = cli("max-batch", "--device", "cpu")
     assert r.returncode == 2 and "--memory-limit is required" in r.stderr
+
+
+@pytest.mark.parametrize("message", [
+    # PyTorch's wording of the sticky CUDA errors (cudaGetErrorString) and of cuBLAS's.
+    "CUDA error: an illegal memory access was encountered",
+    "CUDA error: device-side assert triggered",
+    "CUDA error: unspecified launch failure",
+    "CUDA error: misaligned address",
+    "CUDA error: an illegal instruction was encountered\nSearch for `cudaErrorIllegalInstruction' in https://docs.nvidia.com",
+    "CUDA error: CUBLAS_STATUS_EXECUTION_FAILED when calling `cublasSgemm( handle, opa, opb, m, n, k, &alpha, a, lda, "
+    "b, ldb, &beta, c, ldc)`",
+])
+def test_sticky_cuda_errors_are_fatal(message: str) -> None:
+    assert is_fatal_device_error(RuntimeError(message))
+    assert not is_oom(RuntimeError(message))
+
+
+@pytest.mark.parametrize("message", [
+    "CUDA out of memory. Tried to allocate 2.00 GiB",
+    "Expected canUse32BitIndexMath(input) to be true, but got false.",
+    "cuDNN error: CUDNN_STATUS_NOT_SUPPORTED. This error may appear if you passed in a non-contiguous input.",
+    "CUBLAS_STATUS_NOT_SUPPORTED when calling `cublasSgemm`",
+    "illegal value for argument",
+])
+def test_other_errors_are_not_fatal(message: str) -> None:
+    assert not is_fatal_device_error(RuntimeError(message))
+
+
+def test_failures_module_imports_without_torch() -> None:
+    code = "import sys; import bench.failures as f; assert not f.is_oom(RuntimeError('x')); print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "False"
+
+
+@pytest.mark.parametrize("action, expected", [
+    ("raise", "error: RuntimeError: test fault at batch 4: Expected canUse32BitIndexMath(input) to be true"),
+    ("fatal", "fatal CUDA error (its process is discarded): RuntimeError: test fault: CUDA error: an illegal memory access"),
+    ("kill", "killed by SIGKILL"),
+])
+def test_a_try_that_fails_other_than_oom_does_not_fit_with_its_reason(monkeypatch, action: str, expected: str) -> None:
+    from alexnet.config import RunConfig
+
+    monkeypatch.setenv("PYTHONPATH", str(REPO))
+    monkeypatch.setenv(FAULT_ENV, f"{action}:2")
+    peak, why = _run_try_in_child(RunConfig(device="cpu", mode="inference", batch_size=4, resolution=(65, 65)), steps=1)
+    assert peak is None and why.startswith(expected), why
+
+
+def test_the_search_goes_on_past_a_non_oom_error(cli) -> None:
+    # Batches above 2 raise a non-OOM error in their (fresh) process; only batch 2 runs for real.
+    r = cli("max-batch", "--device", "cpu", "--mode", "inference", "--resolution", "65", "--memory-limit", "64GiB",
+            "--start", "2", "--max-batch", "16", "--steps", "1", env={FAULT_ENV: "raise:2"})
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert [ln.split(":")[0].split()[1] for ln in lines if ln.startswith("batch ")] == ["2", "4", "3"]
+    assert re.search(r"batch +4: does not fit .* error: RuntimeError: test fault at batch 4: .*canUse32BitIndexMath", r.stdout)
+    assert "largest batch that fits: 2 for inference-d2l-b2-65x65-fp32-cpu" in r.stdout
+    assert "note: batch 3 failed for a reason other than memory" in r.stdout
 
 
 @pytest.mark.gpu

@@ -3,23 +3,33 @@
 The batch doubles from ``--start`` until a try fails, then a binary search between the last
 batch that fitted and the first that did not finds the boundary (about 2*log2(B) tries).
 
-A try runs ``--steps`` real steps of the config at that batch size:
+A try runs ``--steps`` real steps of the config at that batch size, always in a fresh
+child process (``python -c ... _child_main``), on CUDA as on the CPU:
 
-- on CUDA it fits when no ``torch.OutOfMemoryError`` is raised (and, with ``--memory-limit``,
-  when ``torch.cuda.max_memory_reserved`` stays within it); memory is freed after every try;
+- on CUDA it fits when its steps raise nothing (and, with ``--memory-limit``, when
+  ``torch.cuda.max_memory_reserved`` stays within it). A fresh process per try is needed on
+  CUDA too: with ``--compile reduce-overhead`` / ``max-autotune`` each try's CUDA graphs keep
+  a private memory pool reserved after the try, and cuDNN workspaces and allocator blocks stay
+  cached, so a later try in the same process would read an inflated peak (or run out of
+  memory early);
 - on the CPU nothing runs out of memory cleanly, so ``--memory-limit`` is required: a try
-  fits when the peak resident memory (RSS) of the process that ran it stays within the limit.
-  Each CPU try runs in a fresh child process and reads the kernel's exact peak
-  (``getrusage(RUSAGE_SELF).ru_maxrss``), because freed memory stays in the allocator: in
-  one process a try after a larger one reads the larger one's RSS. A try whose linear
-  extrapolation from the last fitting one exceeds the machine's available memory is not run
-  at all and counts as not fitting; a child killed by the kernel counts as not fitting.
+  fits when the peak resident memory (RSS) of the process that ran it stays within the limit
+  (``getrusage(RUSAGE_SELF).ru_maxrss``, the kernel's exact peak; freed memory stays in the
+  allocator, so in one process a try after a larger one would read the larger one's RSS). A
+  try whose linear extrapolation from the last fitting one exceeds the machine's available
+  memory is not run at all and counts as not fitting.
+
+A try that does not run counts as "does not fit", with its reason, and the search goes on:
+out of memory; any other error (a huge batch meets limits that are not memory: conv1's output
+passes 2^31 elements near batch 7700 at 224x224, where kernels refuse 32-bit indexing or cuDNN
+answers CUDNN_STATUS_NOT_SUPPORTED); a sticky CUDA error, reported as such (its process is
+discarded, and the next try is a fresh process anyway); a process killed by a signal (e.g. the
+kernel's out-of-memory killer). The GPU path is untested on GPU.
 """
 
 from __future__ import annotations
 
 import argparse
-import gc
 import re
 from dataclasses import dataclass
 from typing import Callable
@@ -86,55 +96,53 @@ def search_max_batch(fits: Callable[[int], Try], *, start: int = 1, upper: int =
     return ok, tries
 
 
-def _free() -> None:
-    import torch
+# Test-only fault hook: ``ALEXNET_BENCH_TEST_MAX_BATCH_FAULT="ACTION:N"`` makes every try at a
+# batch above N fail in its child process before it runs anything: ``raise`` raises the
+# RuntimeError PyTorch gives for an int32 index overflow, ``fatal`` raises a sticky CUDA
+# error's message, ``kill`` makes the child SIGKILL itself. It exists so that the tests can
+# show, on a CPU, how the search treats a non-OOM error and a dead try; nothing sets it otherwise.
+FAULT_ENV = "ALEXNET_BENCH_TEST_MAX_BATCH_FAULT"
+_RESULT_TAG = "MAX_BATCH_RESULT "
 
-    gc.collect()
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
+
+def _test_fault(batch: int) -> None:
+    import os
+    import signal
+
+    spec = os.environ.get(FAULT_ENV)
+    if not spec:
+        return
+    action, _, above = spec.partition(":")
+    if batch <= int(above):
+        return
+    if action == "raise":
+        raise RuntimeError(f"test fault at batch {batch}: Expected canUse32BitIndexMath(input) to be true, but got false")
+    if action == "fatal":
+        raise RuntimeError("test fault: CUDA error: an illegal memory access was encountered")
+    if action == "kill":
+        os.kill(os.getpid(), signal.SIGKILL)
+    raise ValueError(f"{FAULT_ENV}={spec!r} is not valid; use raise:N, fatal:N or kill:N")
 
 
 def make_try(cfg_base, *, steps: int, memory_limit: int | None) -> Callable[[int], Try]:
-    """A ``fits(batch)`` that runs ``steps`` real steps of ``cfg_base`` at that batch size."""
-    import psutil
-    import torch
-
-    from alexnet.runtime import StepRunner, backend_switches, synchronize
-    from bench.failures import is_fatal_device_error, is_oom
-
+    """A ``fits(batch)`` that runs ``steps`` real steps of ``cfg_base`` at that batch size,
+    each try in a fresh process (`_run_try_in_child`)."""
     last_ok: list[tuple[int, int]] = []  # (batch, peak) of the largest fitting try so far
 
     def fits(batch: int) -> Try:
         cfg = cfg_base.replace(batch_size=batch)
         if not cfg.is_cuda and last_ok:
+            import psutil  # CPU path only: a GPU box need not have it
+
             b0, p0 = last_ok[-1]
             predicted = p0 * batch / b0  # linear in the batch; overestimates (fixed costs scale too)
             available = psutil.virtual_memory().available  # the child starts from nothing
             if predicted > available:
                 return Try(batch, False, None, f"not run: about {predicted / 2**30:.1f} GiB predicted, "
                                                f"{available / 2**30:.1f} GiB available")
-        peak = None
-        oom = None
-        if not cfg.is_cuda:
-            peak, oom = _cpu_try_in_child(cfg, steps=steps)
-        else:
-            try:
-                with backend_switches(cfg):
-                    torch.cuda.reset_peak_memory_stats(cfg.device)
-                    runner = StepRunner.build(cfg)
-                    x, y = runner.random_batch()
-                    for _ in range(steps):
-                        runner.step(x, y)
-                    synchronize(cfg.device)
-                    peak = int(torch.cuda.max_memory_reserved(cfg.device))
-                    del runner, x, y
-            except Exception as exc:
-                if is_fatal_device_error(exc) or not is_oom(exc):
-                    raise
-                oom = f"out of memory: {str(exc).splitlines()[0][:120]}"
-        _free()
-        if oom:
-            return Try(batch, False, None, oom)
+        peak, why = _run_try_in_child(cfg, steps=steps)
+        if why:
+            return Try(batch, False, None, why)
         if memory_limit is not None and peak is not None and peak > memory_limit:
             return Try(batch, False, peak, "over the memory limit")
         last_ok.append((batch, peak or 0))
@@ -144,28 +152,54 @@ def make_try(cfg_base, *, steps: int, memory_limit: int | None) -> Callable[[int
 
 
 def _child_main() -> None:
-    """In the child: run the steps of the config read from stdin, print the peak RSS as JSON."""
+    """In the child: run the steps of the config read from stdin, print the outcome as JSON.
+
+    CPU: the peak is ``getrusage(RUSAGE_SELF).ru_maxrss``, this process's exact high-water mark.
+    CUDA: ``torch.cuda.max_memory_reserved``, what the caching allocator held at its peak; the
+    process is fresh, so nothing of an earlier try (allocator blocks, CUDA-graph pools of
+    reduce-overhead / max-autotune, cuDNN workspaces) is counted. Any exception is reported
+    as the try's reason, not raised: an OOM, a non-OOM error that only a large batch meets
+    (e.g. conv1's output above 2^31 elements near batch 7700 at 224x224: "canUse32BitIndexMath",
+    "numel needs to be smaller than int32", cuDNN "CUDNN_STATUS_NOT_SUPPORTED"), or a sticky
+    CUDA error, after which this process's CUDA context is lost (it ends here anyway).
+    """
     import json
     import resource
     import sys
 
-    from alexnet.config import RunConfig
-    from alexnet.runtime import StepRunner, backend_switches
+    from bench.failures import is_fatal_device_error, is_oom
 
     job = json.load(sys.stdin)
-    cfg = RunConfig.from_flat(job["config"])
-    with backend_switches(cfg):
-        runner = StepRunner.build(cfg)
-        x, y = runner.random_batch()
-        for _ in range(job["steps"]):
-            runner.step(x, y)
-    # ru_maxrss is in KiB on Linux: the exact high-water mark of this process.
-    print(json.dumps({"peak_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}))
+    out: dict = {"peak_bytes": None, "kind": "ok", "message": ""}
+    try:
+        _test_fault(int(job["config"]["batch_size"]))
+        from alexnet.config import RunConfig
+        from alexnet.runtime import StepRunner, backend_switches, synchronize
+
+        cfg = RunConfig.from_flat(job["config"])
+        with backend_switches(cfg):
+            runner = StepRunner.build(cfg)
+            x, y = runner.random_batch()
+            for _ in range(job["steps"]):
+                runner.step(x, y)
+            synchronize(cfg.device)
+        if cfg.is_cuda:
+            import torch
+
+            out["peak_bytes"] = int(torch.cuda.max_memory_reserved(cfg.device))
+        else:
+            # ru_maxrss is in KiB on Linux.
+            out["peak_bytes"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    except Exception as exc:  # the try's outcome, reported to the parent
+        out["kind"] = "fatal" if is_fatal_device_error(exc) else "oom" if is_oom(exc) else "error"
+        out["message"] = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
+    print(_RESULT_TAG + json.dumps(out), flush=True)
 
 
-def _cpu_try_in_child(cfg, *, steps: int) -> tuple[int | None, str | None]:
-    """(peak RSS bytes, None) of a fresh process running the steps, or (None, why it failed)."""
+def _run_try_in_child(cfg, *, steps: int) -> tuple[int | None, str | None]:
+    """(peak bytes, None) of a fresh process running the steps, or (None, why it did not fit)."""
     import json
+    import signal
     import subprocess
     import sys
 
@@ -173,12 +207,27 @@ def _cpu_try_in_child(cfg, *, steps: int) -> tuple[int | None, str | None]:
         [sys.executable, "-c", "from bench.commands.max_batch import _child_main; _child_main()"],
         input=json.dumps({"config": cfg.flat(), "steps": steps}), capture_output=True, text=True,
     )
-    if proc.returncode != 0:
+    result = None
+    for line in reversed(proc.stdout.splitlines()):
+        if line.startswith(_RESULT_TAG):
+            result = json.loads(line[len(_RESULT_TAG):])
+            break
+    if proc.returncode < 0:
+        try:
+            name = signal.Signals(-proc.returncode).name
+        except ValueError:
+            name = f"signal {-proc.returncode}"
+        hint = " (the kernel's out-of-memory killer?)" if -proc.returncode == signal.SIGKILL else ""
+        return None, f"killed by {name}{hint}"
+    if result is None:
         err = (proc.stderr.strip().splitlines() or [f"exit status {proc.returncode}"])[-1]
-        if proc.returncode < 0 or any(m in err.lower() for m in ("out of memory", "can't allocate", "memoryerror")):
-            return None, f"out of memory: {err[:120]}"
-        raise RuntimeError(f"max-batch try at batch {cfg.batch_size} failed: {err}")
-    return int(json.loads(proc.stdout.strip().splitlines()[-1])["peak_bytes"]), None
+        if any(m in err.lower() for m in ("out of memory", "can't allocate", "memoryerror")):
+            return None, f"out of memory: {err[:160]}"
+        return None, f"error: the try's process ended with exit status {proc.returncode}: {err[:160]}"
+    if result["kind"] == "ok":
+        return int(result["peak_bytes"]), None
+    what = {"oom": "out of memory", "fatal": "fatal CUDA error (its process is discarded)", "error": "error"}
+    return None, f"{what[result['kind']]}: {result['message'][:160]}"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -209,13 +258,26 @@ def run(args: argparse.Namespace) -> int:
     if args.steps < 1:
         raise ValueError(f"--steps {args.steps} is not valid; it must be >= 1")
     fits = make_try(cfg, steps=args.steps, memory_limit=limit)
-    best, tries = search_max_batch(fits, start=args.start, upper=args.max_batch)
-    for t in tries:
+
+    def fits_and_print(batch: int) -> Try:  # each try takes seconds: show it as soon as it is done
+        t = fits(batch)
         peak = f"{t.peak_bytes / 2**20:,.0f} MiB" if t.peak_bytes is not None else "-"
-        print(f"batch {t.batch:>6}: {'fits' if t.fits else 'does not fit':<12} peak {peak:>12}  {t.note}")
+        print(f"batch {t.batch:>6}: {'fits' if t.fits else 'does not fit':<12} peak {peak:>12}  {t.note}", flush=True)
+        return t
+
+    if args.start < 1 or args.max_batch < args.start:
+        raise ValueError(f"--start {args.start} / --max-batch {args.max_batch} are not valid; need 1 <= start <= max-batch")
+    best, tries = search_max_batch(fits_and_print, start=args.start, upper=args.max_batch)
     what = "peak reserved CUDA memory" if cfg.is_cuda else "peak process RSS"
     lim = f" within {limit / 2**30:.2f} GiB" if limit is not None else ""
     capped = " (the --max-batch cap)" if best == args.max_batch else ""
     print(f"largest batch that fits: {best}{capped} for {cfg.replace(batch_size=max(best, 1)).case_id()} "
-          f"({what}{lim}, {args.steps} step(s) per try)")
+          f"({what}{lim}, {args.steps} step(s) per try, each in a fresh process)")
+    boundary = next((t for t in tries if t.batch == best + 1 and not t.fits), None)
+    if boundary is not None and not boundary.note.startswith(("out of memory", "over the memory limit", "not run")):
+        print(f"note: batch {boundary.batch} failed for a reason other than memory: {boundary.note}")
+    fatal = [t.batch for t in tries if t.note.startswith("fatal CUDA error")]
+    if fatal:
+        print(f"warning: sticky CUDA error(s) at batch {', '.join(map(str, fatal))}; each try's process was discarded, "
+              "so later tries were unaffected")
     return 0 if best > 0 else 1

@@ -1,0 +1,93 @@
+"""A GPU box with torch, pytest, pytest-benchmark, pandas, matplotlib and nvidia-ml-py, and
+``pip install --no-deps -e .``, runs ``alexnet-bench gpu-check`` and ``pytest -m gpu``: the
+optional packages (scipy, jinja2, psutil, tqdm, ruptures, torchvision) are imported only by
+the functions that use them.
+
+Checked in a fresh interpreter whose import system refuses those packages (a ``sys.meta_path``
+finder that raises ``ModuleNotFoundError`` for them, as a missing package does).
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+from tests.conftest import REPO
+
+BLOCKED = ("scipy", "jinja2", "psutil", "tqdm", "ruptures", "torchvision")
+
+_BLOCKER = textwrap.dedent(f"""
+    import sys
+
+    BLOCKED = {BLOCKED!r}
+
+    class _Refuse:
+        def find_spec(self, name, path=None, target=None):
+            if name.split(".")[0] in BLOCKED:
+                raise ModuleNotFoundError(f"No module named {{name!r}} (blocked by the test)", name=name)
+            return None
+
+    sys.meta_path.insert(0, _Refuse())
+""")
+
+# What gpu-check and the suite import: the CLI (every command module, through its parser),
+# the subject, the instruments, the suite's worker side, and the pytest files of bench/.
+_MODULES = [
+    "alexnet.config", "alexnet.model", "alexnet.runtime", "alexnet.flops", "alexnet.data", "alexnet.pipeline",
+    "alexnet.train",
+    "bench.cli", "bench.commands.gpu_check", "bench.commands.max_batch", "bench.timing", "bench.mfu",
+    "bench.failures", "bench.envinfo", "bench.presets", "bench.samples", "bench.measure", "bench.telemetry",
+    "bench.profiling", "bench.ddp", "bench.loopbench", "bench.conftest", "bench.test_matrix", "bench.test_loop",
+    # The case worker (issue 11), where this checkout has it.
+    "bench.suite", "bench.launcher", "bench.worker", "bench.zygote",
+]
+
+
+def _run(code: str, timeout: float = 240) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", _BLOCKER + textwrap.dedent(code)], cwd=REPO, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def test_the_blocker_blocks() -> None:
+    out = _run("import scipy\n")
+    assert out.returncode != 0 and "blocked by the test" in out.stderr
+
+
+def test_gpu_check_and_the_suite_import_without_the_optional_packages() -> None:
+    code = f"""
+        import importlib, importlib.util, sys
+        for name in {_MODULES!r}:
+            if name.startswith("bench.") and importlib.util.find_spec(name) is None:
+                continue  # a module this checkout does not have yet
+            importlib.import_module(name)
+        from bench.cli import build_parser
+        build_parser()  # imports every command module
+        from bench.envinfo import machine_info
+        assert machine_info()["torchvision_version"] is None
+
+        # The torchvision variant is a valid config that is skipped with its reason.
+        from alexnet.config import RunConfig
+        from alexnet.runtime import unsupported_reason
+        from alexnet.model import build_model
+        cfg = RunConfig(variant="torchvision", device="cpu", batch_size=2)
+        reason = unsupported_reason(cfg)
+        assert reason and "torchvision" in reason, reason
+        try:
+            build_model("torchvision")
+        except ValueError as exc:
+            assert "not importable" in str(exc)
+        else:
+            raise AssertionError("built torchvision's AlexNet without torchvision")
+        assert unsupported_reason(RunConfig(device="cpu", batch_size=2)) is None
+
+        # The suite collects every preset's cases, torchvision's included.
+        import pytest
+        rc = pytest.main(["bench/", "--collect-only", "-q", "-p", "no:cacheprovider", "--preset", "standard"])
+        assert rc == 0, rc
+        print("blocked and imported:", sorted(m for m in sys.modules if m.split(".")[0] in {BLOCKED!r}))
+    """
+    out = _run(code)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert "blocked and imported: []" in out.stdout
+    assert "train-torchvision-b256-224x224-fp32-cudnnbench-tf32-cuda" in out.stdout  # collected, not crashed
