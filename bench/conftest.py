@@ -100,6 +100,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                      "0 on CPU where the rounds are the window)")
     g.addoption("--strict-isolation", action="store_true",
                 help="fail a case when other processes loaded its device (or CPU) during its rounds")
+    g.addoption("--alexnet-dump-cases", default=None, metavar="FILE",
+                help="(for alexnet-bench ab) write the selected cases and their configs to FILE as JSON")
     g.addoption("--allow-emulated-bf16", action="store_true",
                 help="run bf16 on CPUs without bf16 hardware (emulated, ~500x slower; recorded as a warning)")
 
@@ -203,6 +205,26 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     if empty:
         config.hook.pytest_deselected(items=empty)
         items[:] = [i for i in items if i not in empty]
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """``--alexnet-dump-cases FILE``: the cases left after -k and the overrides, for `ab`'s duet."""
+    path = session.config.getoption("alexnet_dump_cases")
+    if not path:
+        return
+    import json
+
+    rows = []
+    for item in session.items:
+        params = getattr(getattr(item, "callspec", None), "params", {})
+        cfg = params.get("case") or params.get("loop_case")
+        if cfg is None:
+            continue
+        kind = "step" if "case" in params else "loop"
+        case_id = cfg.case_id() if kind == "step" else loop_case_id(cfg)
+        rows.append({"nodeid": item.nodeid, "case_id": case_id, "kind": kind, "config": cfg.flat()})
+    with open(path, "w", encoding="utf-8") as fh:
+        json.dump(rows, fh)
 
 
 @pytest.fixture(scope="session")

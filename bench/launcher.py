@@ -113,7 +113,7 @@ class Zygote:
 
     def __init__(self, *, env: Mapping[str, str] | None = None, python: str | None = None,
                  pythonpath: Sequence[str] | None = None, cwd: str | Path | None = None,
-                 workdir: str | Path | None = None) -> None:
+                 workdir: str | Path | None = None, preload: str = "suite", wait: bool = True) -> None:
         self.python = python or sys.executable
         self._own_tmp = workdir is None
         self.dir = Path(workdir or tempfile.mkdtemp(prefix="alexnet-workers-"))
@@ -130,19 +130,29 @@ class Zygote:
         self._forks: "queue.Queue[dict[str, Any]]" = queue.Queue()
         self._cv = threading.Condition()
         self._counter = 0
-        t0 = time.perf_counter()
+        self._t0 = time.perf_counter()
         self.proc = subprocess.Popen(
-            [self.python, "-m", "bench.zygote"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            [self.python, "-m", "bench.zygote", preload], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
             stderr=open(self.dir / "zygote.log", "ab"), env=full_env, cwd=cwd, start_new_session=True,
         )
+        self.pid: int | None = None
+        self.start_s: float | None = None
+        if wait:
+            self.wait_ready()
+
+    def wait_ready(self) -> "Zygote":
+        """Block until the zygote has imported what it preloads (started with ``wait=False``)."""
+        if self.pid is not None:
+            return self
         ready = self._read_line(ZYGOTE_START_TIMEOUT_S)
         if not ready or "ready" not in ready:
             self.close()
             raise RuntimeError(f"the worker zygote did not start: {_tail(self.dir / 'zygote.log', 1500).strip()}")
         self.pid = int(ready["ready"])
-        self.start_s = time.perf_counter() - t0
+        self.start_s = time.perf_counter() - self._t0
         self._reader = threading.Thread(target=self._read_loop, name="zygote-reader", daemon=True)
         self._reader.start()
+        return self
 
     # --- the zygote's stdout ------------------------------------------------------------
     def _read_line(self, timeout: float) -> dict[str, Any] | None:
@@ -175,7 +185,8 @@ class Zygote:
         with self._cv:
             while pid not in self._exits:
                 left = deadline - time.monotonic()
-                if left <= 0 or (self.proc.poll() is not None and not self._reader.is_alive()):
+                reader = getattr(self, "_reader", None)
+                if left <= 0 or (self.proc.poll() is not None and (reader is None or not reader.is_alive())):
                     break
                 self._cv.wait(left)
             return self._exits.get(pid)
@@ -183,6 +194,7 @@ class Zygote:
     # --- workers ----------------------------------------------------------------------
     def fork(self, *, tag: str, env: Mapping[str, str] | None = None, timeout: float = CONNECT_TIMEOUT_S) -> "Worker":
         """A new worker, connected and ready for its first request."""
+        self.wait_ready()
         if self.proc.poll() is not None:
             raise RuntimeError(f"the worker zygote has exited ({self.proc.returncode})")
         self._counter += 1

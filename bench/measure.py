@@ -36,7 +36,7 @@ from alexnet.flops import flops_per_image
 from alexnet.model import build_model
 from alexnet.runtime import StepRunner, autocast_context, backend_switches, cpu_has_bf16, seed_everything, synchronize
 from bench.mfu import mfu_for
-from bench.timing import NOISY_REL_IQR, PaceKernel, cold_step_time, make_round, summarize, warm_up
+from bench.timing import NOISY_REL_IQR, PaceKernel, cold_step_time, make_round, summarize, timed_rounds, warm_up
 
 __all__ = ["CaseSession", "UnsupportedCase", "correctness_check", "cuda_facts", "rss_bytes"]
 
@@ -279,16 +279,8 @@ class CaseSession:
         """``n`` timed rounds: [pace, round] x n, then one pace sample after the last round."""
         if not self.samples:
             self._start_rounds()
-        out: list[float] = []
         pace_before = len(self.pace.samples)
-        for _ in range(n):
-            if pace:
-                self.pace()
-            t0 = time.perf_counter()
-            self.round()  # ends synchronised
-            out.append(time.perf_counter() - t0)
-        if pace:
-            self.pace()
+        out = timed_rounds(self.round, n, pace=self.pace if pace else None)
         self.samples.extend(out)
         return {"samples": out, "pace": self.pace.samples[pace_before:]}
 

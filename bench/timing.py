@@ -14,12 +14,24 @@ and `warm_up` runs the further untimed steps that absorb lazy init and cuDNN aut
 from __future__ import annotations
 
 import time
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable
 
 import torch
 
-from alexnet.runtime import StepRunner, synchronize
 from bench.samples import MIN_ROUNDS, NOISY_REL_IQR, Stats, paced_samples, summarize
+
+if TYPE_CHECKING:
+    from alexnet.runtime import StepRunner
+
+
+def synchronize(device: str | torch.device) -> None:
+    """Wait for queued GPU work; a no-op on CPU. Called before any clock is read.
+
+    The instrument's own copy (alexnet.runtime has the subject's): `alexnet-bench ab` loads this
+    module beside another ref's `alexnet`, so the timing must not depend on the subject's API.
+    """
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)
 
 __all__ = [
     "MIN_ROUNDS",
@@ -28,13 +40,15 @@ __all__ = [
     "Stats",
     "cold_step_time",
     "make_round",
+    "synchronize",
+    "timed_rounds",
     "paced_samples",
     "summarize",
     "timer_samples",
     "warm_up",
 ]
 
-def make_round(runner: StepRunner, x: torch.Tensor, y: torch.Tensor) -> Callable[[], None]:
+def make_round(runner: "StepRunner", x: torch.Tensor, y: torch.Tensor) -> Callable[[], None]:
     """One timed round: a step, then a device sync so the clock covers the GPU work."""
     device = runner.cfg.device
 
@@ -43,6 +57,26 @@ def make_round(runner: StepRunner, x: torch.Tensor, y: torch.Tensor) -> Callable
         synchronize(device)
 
     return round_
+
+
+def timed_rounds(round_: Callable[[], None], n: int, *, pace: "PaceKernel | None", pace_after: bool = True) -> list[float]:
+    """``n`` timed rounds, each preceded by a pace sample (and one more after the last).
+
+    Each duration is this process's ``perf_counter`` around one ``round_`` (which ends
+    synchronised), so whatever happens between requests, in this process or between processes,
+    stays out. ``pace_after=False`` leaves the closing pace sample to a later call: a duet
+    side's rounds are not adjacent, and its next pace sample is the one before its next round.
+    """
+    out: list[float] = []
+    for _ in range(n):
+        if pace is not None:
+            pace()
+        t0 = time.perf_counter()
+        round_()
+        out.append(time.perf_counter() - t0)
+    if pace is not None and pace_after:
+        pace()
+    return out
 
 
 def cold_step_time(round_: Callable[[], None], *, device: str) -> float:
@@ -74,18 +108,53 @@ class PaceKernel:
     three buffers (`nbytes`: 3 MiB on a CPU, 192 MiB on a GPU) stay live throughout, and the
     suite subtracts them from the CUDA peak-memory figures. Size: 512 on a CPU (~3 ms here),
     4096 on a GPU (big enough to fill it and not be launch-bound).
+
+    **Which precision the GEMM ran in.** The inputs are fp32, but the case's switches decide the
+    arithmetic: on CUDA, ``torch.backends.cuda.matmul.allow_tf32`` (which
+    ``set_float32_matmul_precision("high")`` also turns on; torch docs of
+    ``set_float32_matmul_precision``: "equivalent to setting allow_tf32 = True") makes cuBLAS
+    compute in TF32, so a tf32 case's pace kernel is a TF32 GEMM. On the CPU, the docs say the
+    setting "only affects CUDA", but torch >= 2.9 maps it onto oneDNN's
+    ``torch.backends.mkldnn.matmul.fp32_precision`` too: on our AVX2 machine (torch 2.14.1)
+    ``"medium"`` set it to ``"bf16"`` and made this 512x512 ``torch.mm`` 5600x less exact
+    (max error against fp64 relative to the largest entry: 4.6e-7 -> 2.6e-3, bf16's level),
+    while ``"high"`` set it to ``"tf32"`` and changed nothing (oneDNN uses TF32 only where the
+    CPU has it). So the precision is not assumed: the switches are read at every call, and
+    whenever they differ from the last call's, the first `_CHECK_ROWS` rows of the result are
+    compared, outside the timed part, with an fp64 product computed once on the CPU. The
+    relative error tells the arithmetic apart (measured here on 512 and 4096 squared inputs,
+    normal entries): fp32 about 5e-7, TF32 3e-4 (rounded inputs) to 8e-4 (truncated inputs),
+    bf16 2.6e-3 (rounded) to 6e-3 (truncated). `record` names it in ``kernel`` and
+    ``precision``. The CUDA side of this is untested on GPU.
     """
+
+    # Rows of the result checked against fp64: 8 x n products, computed once on the CPU.
+    _CHECK_ROWS = 8
+    # Relative error (max |c - ref| / max |ref|) below which the GEMM is fp32, resp. TF32;
+    # above the second it is bf16 or coarser. Each boundary lies 1.7x or more from the
+    # measured errors on either side (class docstring).
+    _FP32_MAX_REL_ERR = 2e-5
+    _TF32_MAX_REL_ERR = 1.5e-3
 
     def __init__(self, device: str | torch.device) -> None:
         self.device = str(device)
         self.n = 4096 if torch.device(device).type == "cuda" else 512
         g = torch.Generator().manual_seed(0)
-        self.a = torch.randn(self.n, self.n, generator=g).to(device)
-        self.b = torch.randn(self.n, self.n, generator=g).to(device)
+        a_cpu = torch.randn(self.n, self.n, generator=g)
+        b_cpu = torch.randn(self.n, self.n, generator=g)
+        self.a = a_cpu.to(device)
+        self.b = b_cpu.to(device)
         self.c = torch.empty(self.n, self.n, device=device)
         self.samples: list[float] = []
+        # The reference lives on the CPU: no device memory beyond the three buffers.
+        self._ref = a_cpu[: self._CHECK_ROWS].double() @ b_cpu.double()
+        del a_cpu, b_cpu
+        self._switches: tuple[object, ...] | None = None
+        self._precision = "fp32"
+        self.precisions: list[str] = []  # the precision of each timed sample
         torch.mm(self.a, self.b, out=self.c)  # untimed: first-call costs
         synchronize(self.device)
+        self._check_precision()
 
     def __call__(self) -> None:
         synchronize(self.device)
@@ -93,6 +162,45 @@ class PaceKernel:
         torch.mm(self.a, self.b, out=self.c)
         synchronize(self.device)
         self.samples.append(time.perf_counter() - t0)
+        self._check_precision()  # after the clock: a sync and a small copy, only when switches changed
+        self.precisions.append(self._precision)
+
+    @staticmethod
+    def switches() -> tuple[object, ...]:
+        """The settings that choose the fp32 GEMM's arithmetic, read now."""
+        mkldnn_matmul = getattr(torch.backends, "mkldnn", None)
+        mkldnn_matmul = getattr(mkldnn_matmul, "matmul", None)
+        return (
+            torch.get_float32_matmul_precision(),
+            bool(torch.backends.cuda.matmul.allow_tf32),
+            # torch >= 2.9 (the new per-backend precision API); absent before.
+            str(getattr(mkldnn_matmul, "fp32_precision", "none")),
+        )
+
+    @classmethod
+    def classify(cls, result: torch.Tensor, reference: torch.Tensor) -> str:
+        """``fp32``, ``tf32`` or ``bf16``: the arithmetic that produced ``result`` (rows x n)."""
+        ref = reference.double()
+        rel = float((result.double().cpu() - ref).abs().max() / ref.abs().max())
+        if rel < cls._FP32_MAX_REL_ERR:
+            return "fp32"
+        if rel < cls._TF32_MAX_REL_ERR:
+            return "tf32"
+        return "bf16"
+
+    def _check_precision(self) -> None:
+        now = self.switches()
+        if now == self._switches:
+            return
+        self._switches = now
+        # .cpu() of contiguous rows copies them to the host; it waits for the GEMM.
+        self._precision = self.classify(self.c[: self._CHECK_ROWS].cpu(), self._ref)
+
+    @property
+    def precision(self) -> str:
+        """The precision of the timed samples (``mixed: ...`` if the switches changed between them)."""
+        seen = list(dict.fromkeys(self.precisions)) or [self._precision]
+        return seen[0] if len(seen) == 1 else "mixed: " + ", ".join(seen)
 
     @property
     def nbytes(self) -> int:
@@ -101,7 +209,8 @@ class PaceKernel:
     def record(self) -> dict[str, object]:
         """What a saved case keeps (``extra_info["pace"]``; docs/saved-run-format.md)."""
         return {
-            "kernel": f"mm {self.n}x{self.n} fp32",
+            "kernel": f"mm {self.n}x{self.n} {self.precision}",
+            "precision": self.precision,
             "flops": 2 * self.n**3,
             "samples": list(self.samples),
         }

@@ -15,6 +15,12 @@ Requests are plain dicts (``{"op": ..., **args}``) and so are the replies
 - ``finish``: memory, telemetry, foreign load, profile, correctness: the case's extra_info;
 - ``exit``.
 
+A duet side (`bench.duet`, ``alexnet-bench ab``) uses three more: ``side_probe`` (this
+interpreter's pytest-benchmark machine_info and machine id, the subject's location and API
+version), ``subject_build`` (the ref's `alexnet.subject.build`, then the cold step and the
+warm-up, with this tool's clock) and ``subject_rounds`` (timed rounds of it, each with its pace
+sample; ``pace_after`` closes the series). Only `alexnet.subject` comes from the ref.
+
 `InProcessWorker` answers the same requests in the calling process (``--isolation none``,
 for debugging): same code, no isolation.
 
@@ -53,6 +59,39 @@ _TEST_LEAK: bytearray | None = None
 
 class _State:
     session: Any = None
+
+
+class SubjectSession:
+    """A duet side's case: the ref's subject, timed by this tool's rounds and pace kernel."""
+
+    def __init__(self, config: dict[str, Any], *, warmup: int) -> None:
+        import alexnet.subject as subject_mod
+
+        from bench.timing import PaceKernel, cold_step_time, synchronize, warm_up
+
+        self.subject = subject_mod.build(config)
+        self.case_id = self.subject.case_id
+        device = self.subject.device
+
+        def round_() -> None:
+            self.subject.step()
+            synchronize(device)
+
+        self.round = round_
+        self.pace = PaceKernel(device)
+        self.cold_s = cold_step_time(round_, device=device)
+        warm_up(round_, rounds=warmup)
+        self.samples: list[float] = []
+        self.api_version = getattr(subject_mod, "API_VERSION", None)
+        self.subject_file = subject_mod.__file__
+
+    def rounds(self, n: int, *, pace: bool = True, pace_after: bool = True) -> dict[str, Any]:
+        from bench.timing import timed_rounds
+
+        before = len(self.pace.samples)
+        out = timed_rounds(self.round, n, pace=self.pace if pace else None, pace_after=pace_after)
+        self.samples.extend(out)
+        return {"samples": out, "pace": self.pace.samples[before:]}
 
 
 def _classify(exc: BaseException) -> str:
@@ -127,6 +166,16 @@ def handle(state: _State, op: str, args: dict[str, Any]) -> Any:
         if os.environ.get(FAULT_ENV):
             result["test_leak_seen"] = _TEST_LEAK is not None
         return result
+    if op == "side_probe":
+        return _side_probe()
+    if op == "subject_build":
+        state.session = SubjectSession(args["config"], warmup=int(args.get("warmup", 2)))
+        return {"cold_step_s": state.session.cold_s, "worker_pid": os.getpid(),
+                "subject_file": state.session.subject_file, "api_version": state.session.api_version,
+                "pace_kernel": state.session.pace.record()["kernel"]}
+    if op == "subject_rounds":
+        return state.session.rounds(int(args["n"]), pace=bool(args.get("pace", True)),
+                                    pace_after=bool(args.get("pace_after", False)))
     if op == "rounds":
         action = _fault(state.session.case_id)
         if action and not state.session.samples:
@@ -138,6 +187,26 @@ def handle(state: _State, op: str, args: dict[str, Any]) -> Any:
         extra = state.session.finish()
         return extra
     raise ValueError(f"unknown worker op {op!r}")
+
+
+def _side_probe() -> dict[str, Any]:
+    """This interpreter's machine description, as a saved run records it, and where the subject is."""
+    from pytest_benchmark.plugin import pytest_benchmark_generate_machine_info
+    from pytest_benchmark.utils import get_machine_id
+
+    import alexnet
+    from bench.envinfo import machine_info
+
+    info = pytest_benchmark_generate_machine_info()
+    info.update(machine_info())
+    try:
+        import alexnet.subject as subject_mod
+
+        api = getattr(subject_mod, "API_VERSION", None)
+    except ImportError:
+        api = None
+    return {"machine_info": info, "machine_id": get_machine_id(), "alexnet_dir": os.path.dirname(alexnet.__file__),
+            "subject_api": api, "pid": os.getpid()}
 
 
 def _reply(state: _State, msg: dict[str, Any]) -> dict[str, Any]:

@@ -43,7 +43,7 @@ WORKER_OOM_SCORE_ADJ = 1000
 REAP_INTERVAL_S = 0.05
 
 
-def preload() -> None:
+def preload(kind: str = "suite") -> None:
     """Import what every worker needs, and nothing that starts threads or touches a device.
 
     Importing torch neither creates a CUDA context nor starts the OpenMP pool: both happen at
@@ -54,11 +54,18 @@ def preload() -> None:
     import torch  # noqa: F401
     import torch.nn  # noqa: F401
 
+    import bench.timing  # noqa: F401
+    import bench.worker  # noqa: F401
+
+    if kind == "subject":
+        # A duet side: the ref's subject entry point only (`alexnet.subject`), beside this
+        # tool's instrument; nothing else of the ref is assumed.
+        import alexnet.subject  # noqa: F401
+
+        return
     import alexnet.model  # noqa: F401
     import alexnet.runtime  # noqa: F401
     import bench.measure  # noqa: F401
-    import bench.timing  # noqa: F401
-    import bench.worker  # noqa: F401
 
 
 def _emit(obj: dict) -> None:
@@ -132,7 +139,7 @@ def _reap(children: set[int]) -> None:
 def main() -> int:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the coordinator, which stops us
     t0 = time.perf_counter()
-    preload()
+    preload(sys.argv[1] if len(sys.argv) > 1 else "suite")
     _emit({"ready": os.getpid(), "preload_s": time.perf_counter() - t0})
     children: set[int] = set()
     stdin_fd = sys.stdin.fileno()

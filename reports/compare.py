@@ -26,8 +26,15 @@ just after it (`bench.timing.PaceKernel`), which cancels the machine's drift in 
 our 2-core VM that cut the log-ratio sd of neighbouring runs from 0.14-0.23 to about 0.09
 (docs/compare.md). ``pace=False`` (``--no-pace``) judges raw times.
 
+- ``duet`` (what ``alexnet-bench ab`` produces by default: sessions of two live workers,
+  rounds alternated A B B A ...; each run pair is one session, marked ``extra_info.duet``):
+  one log ratio per session, by the estimator saved in the runs (`DUET_ESTIMATORS`), and a
+  one-sample t-test with its 95% t interval across sessions. The session, a fresh pair of
+  workers, is the unit: rounds alternated within it cancel the machine's drift, and only more
+  sessions average out what belongs to one process (docs/compare.md, "Duet").
+
 A case is a ``regression`` only when it is significant (p < alpha) *and* its ratio exceeds
-1 + threshold. Peak memory is compared with its own threshold, as a plain ratio of medians:
+1 + threshold (`DUET_THRESHOLD` for duet sessions, 5% otherwise, unless given). Peak memory is compared with its own threshold, as a plain ratio of medians:
 it does not drift like time does.
 """
 
@@ -47,6 +54,9 @@ from reports.load import Run, RunLoadError
 
 __all__ = [
     "DRIFT_SD",
+    "DUET_ESTIMATORS",
+    "DUET_THRESHOLD",
+    "ENV_FIELDS",
     "PACED_DRIFT_SD",
     "QUIET_DRIFT_SD",
     "MAX_CALIBRATION_SHIFT",
@@ -55,6 +65,8 @@ __all__ = [
     "Comparison",
     "Estimate",
     "compare_runs",
+    "duet_estimate",
+    "duet_session_log_ratio",
     "env_differences",
     "paired_estimate",
     "runs_estimate",
@@ -94,7 +106,21 @@ MAX_CALIBRATION_SHIFT = 0.15
 
 # Environment fields whose difference makes timings incomparable (saved-run-format.md).
 ENV_KEYS = ("gpu_name", "gpu_driver", "torch_version", "cuda_version", "cudnn_version", "cpu_model")
+# The names `--allow-env-diff` takes, and the field each stands for.
+ENV_FIELDS = {"gpu": "gpu_name", "driver": "gpu_driver", "torch": "torch_version", "cuda": "cuda_version",
+              "cudnn": "cudnn_version", "cpu": "cpu_model"}
 
+# Duet sessions (``ab``): how one session's two sides become one log ratio. "raw": medians of
+# the raw rounds; "paced": medians of the pace-normalised rounds; "adjacent": the median of the
+# log ratios of adjacent rounds (A B B A ...: the k-th head round against the k-th base round,
+# which ran right next to it). Chosen per run by `ab` and saved in ``extra_info.duet``.
+DUET_ESTIMATORS = ("raw", "paced", "adjacent")
+# The duet's default threshold, from the measured error rates (docs/compare.md, "Duet"):
+# between the x1.02 that must pass (at most 1 in 10 flagged) and the x1.05 that must be caught
+# (at least 9 in 10), where the session-to-session spread puts the two tails.
+DUET_THRESHOLD = 0.03
+
+DEFAULT_THRESHOLD = 0.05  # process-level and single-run comparisons
 CI_LEVEL = 0.95
 BOOTSTRAP_REPLICATES = 2000
 BOOTSTRAP_SEED = 0  # fixed: the same runs always give the same interval
@@ -208,6 +234,36 @@ def single_run_estimate(
     return Estimate(math.exp(log_ratio), math.exp(log_ratio - half), math.exp(log_ratio + half), p, method)
 
 
+def duet_session_log_ratio(base: Sequence[float], head: Sequence[float], *, estimator: str,
+                           base_pace: Sequence[float] | None = None, head_pace: Sequence[float] | None = None) -> float:
+    """One duet session's log(head / base) by ``estimator`` (`DUET_ESTIMATORS`)."""
+    b = np.asarray(base, dtype=float)
+    h = np.asarray(head, dtype=float)
+    if estimator == "raw":
+        return float(np.log(np.median(h)) - np.log(np.median(b)))
+    if estimator == "paced":
+        pb = paced_samples(b, base_pace or [])
+        ph = paced_samples(h, head_pace or [])
+        if pb is None or ph is None:
+            raise ValueError("the paced duet estimator needs R + 1 pace samples for R rounds on both sides")
+        return float(np.log(np.median(ph)) - np.log(np.median(pb)))
+    if estimator == "adjacent":
+        if b.size != h.size or b.size == 0:
+            raise ValueError(f"the adjacent duet estimator needs as many base as head rounds, got {b.size} and {h.size}")
+        return float(np.median(np.log(h) - np.log(b)))
+    raise ValueError(f"duet estimator {estimator!r} is not valid; choose from {', '.join(DUET_ESTIMATORS)}")
+
+
+def duet_estimate(session_log_ratios: Sequence[float], *, estimator: str) -> Estimate:
+    """Sessions are the unit: a one-sample t-test on their log ratios, and its 95% t interval."""
+    d = np.asarray(session_log_ratios, dtype=float)
+    if d.size < 2:
+        raise ValueError(f"a duet comparison needs >= 2 sessions, got {d.size}")
+    est = paired_estimate(np.ones_like(d), np.exp(d))
+    return Estimate(est.ratio, est.ci_low, est.ci_high, est.p_value,
+                    f"duet: {estimator} estimator, t on {d.size} sessions")
+
+
 # --- reading runs ------------------------------------------------------------------------------
 
 
@@ -277,6 +333,11 @@ def _paced(run: Run, bench: dict) -> np.ndarray | None:
     return None if pace is None else paced_samples(_samples(run, bench), pace)
 
 
+def _duet(bench: dict) -> dict | None:
+    d = (bench.get("extra_info") or {}).get("duet")
+    return d if isinstance(d, dict) and d.get("estimator") else None
+
+
 def _peak_memory(bench: dict) -> float | None:
     m = (bench.get("extra_info") or {}).get("peak_memory_bytes")
     return float(m) if isinstance(m, (int, float)) else None
@@ -291,6 +352,7 @@ class Comparison:
 
     table: pd.DataFrame
     env_differences: list[str]
+    intended_differences: list[str]
     notes: list[str]
     settings: dict[str, Any]
     baseline_runs: list[str]
@@ -313,6 +375,9 @@ class Comparison:
 
     def _header_lines(self) -> list[str]:
         lines = []
+        if self.intended_differences:
+            lines.append("INTENDED ENVIRONMENT DIFFERENCES (--allow-env-diff):")
+            lines += [f"  {d}" for d in self.intended_differences]
         if self.env_differences:
             lines.append("ENVIRONMENT DIFFERS (compared anyway, --allow-env-mismatch):")
             lines += [f"  {d}" for d in self.env_differences]
@@ -320,8 +385,11 @@ class Comparison:
         lines.append(f"candidate: {', '.join(self.candidate_runs)}")
         s = self.settings
         methods = sorted({m for m in self.table.get("method", []) if m})
+        thresholds = sorted({float(t) for t in self.table.get("threshold", []) if not _nan(t)})
+        shown = ", ".join(f"{t:.1%}" for t in thresholds) if thresholds else (
+            f"{s['threshold']:.1%}" if s.get("threshold") is not None else "default")
         lines.append(
-            f"alpha {s['alpha']}, time threshold {s['threshold']:.0%}, memory threshold {s['memory_threshold']:.0%}"
+            f"alpha {s['alpha']}, time threshold {shown}, memory threshold {s['memory_threshold']:.0%}"
             + (f"; test: {', '.join(methods)}" if methods else "")
         )
         return lines
@@ -360,12 +428,16 @@ class Comparison:
 
     def to_markdown(self) -> str:
         out = ["## Benchmark comparison", ""]
+        if self.intended_differences:
+            out += ["> **Intended environment differences** (`--allow-env-diff`):", ">"]
+            out += [f"> - {_md(d)}" for d in self.intended_differences]
+            out.append("")
         if self.env_differences:
             out += ["> **Environment differs** (compared anyway with `--allow-env-mismatch`):", ">"]
             out += [f"> - {_md(d)}" for d in self.env_differences]
             out.append("")
         out += [f"**{_md(self.headline())}**", ""]
-        out += [f"- {_md(line)}" for line in self._header_lines() if not line.startswith(("ENV", "  "))]
+        out += [f"- {_md(line)}" for line in self._header_lines() if not line.startswith(("ENV", "INTENDED", "  "))]
         out.append("")
         out.append("| " + " | ".join(self._COLUMNS) + " |")
         out.append("|" + "|".join("---" for _ in self._COLUMNS) + "|")
@@ -384,6 +456,7 @@ class Comparison:
             "has_regression": self.has_regression,
             "headline": self.headline(),
             "env_differences": list(self.env_differences),
+            "intended_differences": list(self.intended_differences),
             "notes": list(self.notes),
             "settings": dict(self.settings),
             "baseline_runs": list(self.baseline_runs),
@@ -414,9 +487,10 @@ def compare_runs(
     candidate: Sequence[Run],
     *,
     alpha: float = 0.01,
-    threshold: float = 0.05,
+    threshold: float | None = None,
     memory_threshold: float = 0.10,
     allow_env_mismatch: bool = False,
+    allow_env_diff: Sequence[str] = (),
     paired: bool = False,
     drift_sd: float | None = None,
     calibrate: bool = False,
@@ -424,7 +498,10 @@ def compare_runs(
 ) -> Comparison:
     """Compare two sides of one or more runs each. See the module docstring for the models.
 
-    ``paired=True`` pairs baseline[i] with candidate[i] (runs interleaved by ``ab``).
+    ``paired=True`` pairs baseline[i] with candidate[i] (runs interleaved by ``ab``, or the two
+    sides of one duet session). ``threshold`` None means `DUET_THRESHOLD` for duet sessions and
+    5% otherwise. ``allow_env_diff`` names environment fields (`ENV_FIELDS` keys: torch, cuda,
+    cudnn, ...) that may differ: the differences head the output, and any other refuses.
     ``calibrate=True`` divides out the calibration GEMM's speed in single-run comparisons; it
     is off by default because on our shared machine it made the drift worse, not better
     (docs/compare.md, "Measured figures").
@@ -438,14 +515,21 @@ def compare_runs(
     if not 0 < alpha < 1:
         raise ValueError(f"alpha {alpha!r} is not valid; it must be in (0, 1)")
     for name, t in (("threshold", threshold), ("memory threshold", memory_threshold)):
-        if not 0 <= t < 1:
+        if t is not None and not 0 <= t < 1:
             raise ValueError(f"{name} {t!r} is not valid; it must be in [0, 1), e.g. 0.05 for 5%")
     if paired and len(baseline) != len(candidate):
         raise ValueError(f"paired comparison needs as many baseline runs as candidate runs, got {len(baseline)} and {len(candidate)}")
 
+    bad = sorted(set(allow_env_diff) - set(ENV_FIELDS))
+    if bad:
+        raise ValueError(f"--allow-env-diff {','.join(bad)} is not valid; choose from {', '.join(ENV_FIELDS)}")
+    allowed_keys = {ENV_FIELDS[name] for name in allow_env_diff}
     diffs = env_differences(baseline, candidate)
-    if diffs and not allow_env_mismatch:
-        raise ValueError("environments differ: " + "; ".join(diffs) + " (pass --allow-env-mismatch to compare anyway)")
+    intended = [d for d in diffs if d.split(":", 1)[0] in allowed_keys]
+    refused = [d for d in diffs if d.split(":", 1)[0] not in allowed_keys]
+    if refused and not allow_env_mismatch:
+        raise ValueError("environments differ: " + "; ".join(refused) + " (pass --allow-env-mismatch to compare anyway"
+                         + (", or --allow-env-diff FIELD,... for intended differences)" if not allow_env_diff else ")"))
 
     base_cases = [_cases(r) for r in baseline]
     cand_cases = [_cases(r) for r in candidate]
@@ -487,7 +571,8 @@ def compare_runs(
 
     rows = []
     busy: list[str] = []
-    n_paced = n_raw = 0
+    n_paced = n_raw = n_duet = 0
+    mixed_memory: list[str] = []
     shifted_raw = False
     order = sorted(base_keys | cand_keys, key=lambda k: _case_label(_first(k, base_cases, cand_cases)))
     for key in order:
@@ -516,10 +601,25 @@ def compare_runs(
         c_pace = {i: _paced(candidate[i], b) for i, b in c_runs} if pace else {}
         use_pace = pace and all(v is not None for v in [*b_pace.values(), *c_pace.values()])
         b_by_run, c_by_run = (b_pace, c_pace) if use_pace else (b_raw, c_raw)
-        n_paced += use_pace
-        n_raw += not use_pace
         b_samples, c_samples = list(b_by_run.values()), list(c_by_run.values())
-        if paired:
+        duet_infos = [_duet(b) for _, b in b_runs] + [_duet(b) for _, b in c_runs]
+        is_duet = paired and all(duet_infos)
+        n_duet += is_duet
+        n_paced += use_pace and not is_duet
+        n_raw += not use_pace and not is_duet
+        if is_duet:
+            pairs = [i for i, _ in b_runs if key in cand_cases[i]]
+            estimators = {d["estimator"] for d in duet_infos}
+            if len(estimators) != 1:
+                raise ValueError(f"case {row['case']!r}: duet runs saved with different estimators {sorted(estimators)}")
+            estimator = estimators.pop()
+            ratios = [duet_session_log_ratio(_samples(baseline[i], base_cases[i][key]),
+                                             _samples(candidate[i], cand_cases[i][key]), estimator=estimator,
+                                             base_pace=_pace(base_cases[i][key]), head_pace=_pace(cand_cases[i][key]))
+                      for i in pairs]
+            est = duet_estimate(ratios, estimator=estimator)
+            use_pace = estimator == "paced"
+        elif paired:
             pairs = [i for i, _ in b_runs if key in cand_cases[i]]
             if len(pairs) < 2:
                 raise ValueError(f"case {row['case']!r} is in fewer than 2 run pairs; a paired comparison needs >= 2")
@@ -533,10 +633,11 @@ def compare_runs(
             sd = drift_sd if drift_sd is not None else (PACED_DRIFT_SD if use_pace else DRIFT_SD)
             est = single_run_estimate(b_samples, c_samples, drift_sd=sd,
                                       speed_ratio=1.0 if use_pace else speed_ratio)
-        method = ("paced: " if use_pace else "") + est.method
+        method = est.method if is_duet else ("paced: " if use_pace else "") + est.method
+        row_threshold = threshold if threshold is not None else (DUET_THRESHOLD if is_duet else DEFAULT_THRESHOLD)
         row.update(ratio=est.ratio, ci_low=est.ci_low, ci_high=est.ci_high, p_value=est.p_value, method=method,
-                   paced=use_pace)
-        row["verdict"] = verdict(est, alpha=alpha, threshold=threshold)
+                   paced=use_pace, threshold=row_threshold)
+        row["verdict"] = verdict(est, alpha=alpha, threshold=row_threshold)
         # The busy-machine gate reads the raw rounds: paced ones also carry the pace GEMM's jitter
         # (on the 60-pair data a paced gate let more false alarms through and caught less).
         spread = max(round_spread(s) for s in [*b_raw.values(), *c_raw.values()])
@@ -547,7 +648,14 @@ def compare_runs(
         if est.method.startswith("single run") and speed_shift and not use_pace:
             row["verdict"] = "noisy"
             shifted_raw = True
-        if bmem and cmem and row["baseline_memory_bytes"] > 0:
+        kinds = {(b.get("extra_info") or {}).get("memory_kind") for _, b in [*b_runs, *c_runs]
+                 if _peak_memory(b) is not None}
+        if len(kinds) > 1:
+            # The field changed meaning between schema versions (CPU: schema 1 saved the whole
+            # process's RSS, schema 2 the case's own worker): never compared across them.
+            row.update(memory_ratio=math.nan, memory_verdict="n/a")
+            mixed_memory.append(f"{row['case']} ({' vs '.join(sorted(str(k) for k in kinds))})")
+        elif bmem and cmem and row["baseline_memory_bytes"] > 0:
             mr = row["candidate_memory_bytes"] / row["baseline_memory_bytes"]
             row["memory_ratio"] = mr
             row["memory_verdict"] = (
@@ -557,6 +665,17 @@ def compare_runs(
             row.update(memory_ratio=math.nan, memory_verdict="n/a")
         rows.append(row)
 
+    if mixed_memory:
+        notes.append(
+            "peak memory not compared for " + ", ".join(mixed_memory) + ": the runs measured it differently "
+            "(cpu_peak_rss, schema 1: the whole pytest process's RSS, including earlier cases; cpu_peak_rss_worker, "
+            "schema 2: the case's own worker)"
+        )
+    if n_duet:
+        notes.append(
+            f"{n_duet} case(s) judged as duet sessions: one log ratio per session (a fresh pair of live workers, "
+            "rounds alternated A B B A ...), by the estimator saved in the runs; a t-test across sessions"
+        )
     if n_paced:
         notes.append(
             f"{n_paced} case(s) judged on pace-normalised rounds: each round divided by the GEMM timed right before "
@@ -588,6 +707,7 @@ def compare_runs(
     settings = dict(
         alpha=alpha,
         threshold=threshold,
+        allow_env_diff=sorted(allow_env_diff),
         memory_threshold=memory_threshold,
         paired=paired,
         drift_sd=drift_sd,
@@ -597,7 +717,8 @@ def compare_runs(
     )
     return Comparison(
         table=table,
-        env_differences=diffs,
+        env_differences=refused,
+        intended_differences=intended,
         notes=notes,
         settings=settings,
         baseline_runs=[_label(r) for r in baseline],

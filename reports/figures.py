@@ -167,21 +167,42 @@ def draw_throughput_vs_resolution(frame: pd.DataFrame, axes: Sequence[str], runs
 
 
 def draw_memory_vs_batch(frame: pd.DataFrame, axes: Sequence[str], runs: Sequence[Run]) -> tuple[Figure, str] | None:
+    """Memory per batch size: the CUDA allocator's peak, or on a CPU the case's own memory.
+
+    Schema 2 runs (every case in its own worker) save, on a CPU, the worker's peak RSS during
+    the rounds and its rise over the idle built worker (``memory_rise_bytes``): the rise is the
+    case's own memory, so it is what is drawn. Schema 1 runs saved the whole pytest process's
+    RSS, which includes every earlier case: drawn as such, and labelled.
+    """
     steps = step_cases(frame)
     if "peak_memory_bytes" not in steps or "batch_size" not in steps:
         return None
-    steps = steps[steps["peak_memory_bytes"].notna()]
+    steps = steps.copy()
+    rise = steps["memory_rise_bytes"] if "memory_rise_bytes" in steps else pd.Series(float("nan"), index=steps.index)
+    kind = steps.get("memory_kind", pd.Series(None, index=steps.index, dtype=object))
+    use_rise = (kind == "cpu_peak_rss_worker") & rise.notna()
+    steps["_memory"] = steps["peak_memory_bytes"].where(~use_rise, rise)
+    steps["_memory_kind"] = kind.where(~use_rise, "cpu_rise_over_idle_worker")
+    steps = steps[steps["_memory"].notna()]
     if steps.empty:
         return None
-    kinds = sorted(str(k) for k in steps.get("memory_kind", pd.Series(dtype=str)).dropna().unique()) or ["unknown"]
-    fig, shown, total = _line_figure(steps, axes, x="batch_size", y="peak_memory_bytes", yerr=None,
-                                     xlabel="batch size", ylabel=f"peak memory, MiB ({', '.join(kinds)})",
+    kinds = sorted(str(k) for k in steps["_memory_kind"].dropna().unique()) or ["unknown"]
+    fig, shown, total = _line_figure(steps, axes, x="batch_size", y="_memory", yerr=None,
+                                     xlabel="batch size", ylabel=f"memory, MiB ({', '.join(kinds)})",
                                      scale=1 / MIB, logx=True)
     if fig is None:
         return None
-    what = ("cpu_peak_rss is the whole process's resident memory sampled during the case, so it includes "
-            "the Python runtime and everything loaded before. " if "cpu_peak_rss" in kinds else "")
-    return fig, (f"Peak memory per batch size ({', '.join(kinds)}). {what}" + _cut_note(shown, total, "families"))
+    notes = {
+        "cpu_rise_over_idle_worker": "cpu_rise_over_idle_worker is the case's own memory: the kernel's peak RSS of its "
+                                     "worker during the timed rounds minus the worker's RSS once built, before its first "
+                                     "step (the peak RSS itself is in the case table). ",
+        "cpu_peak_rss": "cpu_peak_rss (runs of schema 1) is the whole process's resident memory sampled during the case, "
+                        "so it includes the Python runtime and every earlier case. ",
+        "cuda_max_allocated": "cuda_max_allocated is torch.cuda.max_memory_allocated over the rounds (CUDA-graph cases "
+                              "keep intermediates in a private pool it does not show). ",
+    }
+    what = "".join(notes[k] for k in kinds if k in notes)
+    return fig, (f"Memory per batch size ({', '.join(kinds)}). {what}" + _cut_note(shown, total, "families"))
 
 
 def draw_speedup_heatmap(frame: pd.DataFrame, axes: Sequence[str], runs: Sequence[Run]) -> tuple[Figure, str] | None:

@@ -46,6 +46,7 @@ _TABLE = (
     ("achieved_tflops", "TFLOP/s", lambda v: f"{v:.4f}"),
     ("mfu", "MFU %", lambda v: f"{v * 100:.2f}"),
     ("peak_memory_bytes", "peak memory MiB", lambda v: f"{v / 2**20:,.0f}"),
+    ("memory_rise_bytes", "memory rise MiB (CPU: the case's own, over its idle worker)", lambda v: f"{v / 2**20:,.1f}"),
     ("memory_kind", "memory kind", str),
     ("compile_time_s", "compile s", lambda v: f"{v:.1f}"),
     ("correctness_loss_rel_diff", "loss rel. diff vs fp32", lambda v: f"{v:.2e}"),

@@ -307,3 +307,83 @@ def test_synthetic_paired_runs_cancel_shared_drift():
     assert paired.p_value < 0.01 and 1.08 < paired.ratio < 1.12
     unpaired = runs_estimate([np.array([x]) for x in base], [np.array([x]) for x in cand])
     assert unpaired.p_value > 0.01
+
+
+def test_allow_env_diff_names_the_intended_fields_and_still_refuses_others(real_runs, tmp_path, compare_main):
+    """A torch upgrade, judged on purpose: the intended difference heads the output; a different
+    CPU at the same time still refuses (machine_info stubbed: two venvs of one torch never differ)."""
+    data = json.loads(real_runs[1].read_text())
+    data["machine_info"]["torch_version"] = "2.11.0"
+    upgraded = tmp_path / "0098_torch.json"
+    upgraded.write_text(json.dumps(data))
+    md = tmp_path / "t.md"
+    r = compare_main(real_runs[0], upgraded, "--allow-env-diff", "torch,cuda,cudnn", "--markdown", md)
+    assert r.returncode in (0, 1), r.stderr
+    assert r.stdout.startswith("INTENDED ENVIRONMENT DIFFERENCES") and "2.11.0" in r.stdout.splitlines()[1]
+    assert "Intended environment differences" in md.read_text().split("|")[0]
+    data["machine_info"]["cpu_model"] = "Other CPU 3000"
+    both = tmp_path / "0097_cpu.json"
+    both.write_text(json.dumps(data))
+    r = compare_main(real_runs[0], both, "--allow-env-diff", "torch")
+    assert r.returncode == 2 and "cpu_model" in r.stderr and "torch_version" not in r.stderr
+    r = compare_main(real_runs[0], upgraded, "--allow-env-diff", "torch,gcc")
+    assert r.returncode == 2 and "gcc" in r.stderr and "cudnn" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+def _duet_pair(base_rounds, head_rounds, *, session: int, estimator: str = "adjacent") -> tuple:
+    """A base and a head run of one duet session, built from given rounds (as `ab` saves them)."""
+    from reports.load import Run
+
+    def run(side, rounds):
+        order = ["base", "head", "head", "base"] * (len(rounds) // 2)
+        bench = {"name": "test_step[c]", "fullname": "bench/test_matrix.py::test_step[c]",
+                 "stats": {"data": list(rounds)},
+                 "extra_info": {"config": {"case": "c"}, "case_id": "c",
+                                "pace": {"samples": [1.0] * (len(rounds) + 1)},
+                                "duet": {"session": f"s{session}", "side": side, "estimator": estimator,
+                                         "order": order[: 2 * len(rounds)]}}}
+        return Run(path=Path(f"/x/{side}{session}.json"), run_id=f"{session:04d}", name=side,
+                   raw={"machine_info": {}, "benchmarks": [bench]})
+
+    return run("base", base_rounds), run("head", head_rounds)
+
+
+@pytest.mark.parametrize("estimator", ["raw", "paced", "adjacent"])
+def test_duet_sessions_are_the_unit_and_the_saved_estimator_is_honoured(estimator):
+    rng = np.random.default_rng(3)
+    sessions = []
+    for i in range(8):
+        drift = np.exp(rng.normal(0, 0.2, 20))  # shared by both sides at each moment: cancels
+        per_process = np.exp(rng.normal(0, 0.01))
+        base = 0.1 * drift * np.exp(rng.normal(0, 0.01, 20))
+        head = 0.1 * 1.10 * per_process * drift * np.exp(rng.normal(0, 0.01, 20))
+        sessions.append(_duet_pair(base, head, session=i, estimator=estimator))
+    c = compare_runs([b for b, _ in sessions], [h for _, h in sessions], paired=True)
+    row = c.table.iloc[0]
+    assert row["method"] == f"duet: {estimator} estimator, t on 8 sessions"
+    assert row["threshold"] == pytest.approx(0.03)  # the duet's default threshold
+    if estimator == "adjacent":  # the shared drift cancels exactly in adjacent ratios
+        assert row["verdict"] == "regression" and row["ci_low"] > 1.05 and row["ci_high"] < 1.15
+    # A/A: the same sessions without the change are never a regression.
+    aa = [_duet_pair(b.raw["benchmarks"][0]["stats"]["data"], b.raw["benchmarks"][0]["stats"]["data"], session=i,
+                     estimator=estimator) for i, (b, _) in enumerate(sessions)]
+    assert not compare_runs([b for b, _ in aa], [h for _, h in aa], paired=True).has_regression
+
+
+def test_cpu_peak_memory_is_not_compared_across_schema_versions(real_runs, tmp_path, compare_main):
+    """Schema 1 saved the whole process's RSS as peak_memory_bytes; schema 2 the case's worker.
+    Times are still judged; memory gets no verdict, and a note says why."""
+    data = json.loads(real_runs[0].read_text())
+    data["alexnet"]["schema_version"] = 1
+    for b in data["benchmarks"]:
+        b["extra_info"]["memory_kind"] = "cpu_peak_rss"
+        b["extra_info"]["peak_memory_bytes"] *= 3  # an old run's whole-process figure
+    old = tmp_path / "0096_schema1.json"
+    old.write_text(json.dumps(data))
+    js = tmp_path / "m.json"
+    r = compare_main(old, real_runs[1], "--json", js)
+    assert r.returncode == 0, r.stdout + r.stderr
+    result = json.loads(js.read_text())
+    assert {c["memory_verdict"] for c in result["cases"]} == {"n/a"}
+    assert all(c["ratio"] is not None for c in result["cases"])
+    assert any("peak memory not compared" in n and "schema 1" in n for n in result["notes"])

@@ -1,11 +1,20 @@
-"""``alexnet-bench ab BASE_REF HEAD_REF``: interleaved A/B runs of two git refs, then a verdict.
+"""``alexnet-bench ab BASE_REF HEAD_REF``: duet sessions of two git refs (or two environments), then a verdict.
 
-The noise on a shared machine lives between runs (docs/compare.md), so each ref gets N
-runs, each a fresh ``python -m pytest bench/`` process, interleaved A, B, A, B ... so that
-neighbouring runs share the machine's state, and the comparison tests the pairs (the run is
-the unit). Both refs are checked out as detached git worktrees in a temp dir, outside the
-repository's working tree, and removed at the end. All runs are saved into one storage dir
-through pytest-benchmark's own numbering, which never overwrites an earlier run.
+By default each selected step case runs as ``--repeats`` duet sessions (`bench.duet`): a
+fresh base worker and a fresh head worker, rounds alternated A B B A ..., so both sides see the
+same machine at every moment; the session is the unit of the test (docs/compare.md, "Duet").
+Only the measured subject (`alexnet.subject`: model, step, config handling) comes from each
+ref's worktree; the timing, the pace kernel and the worker protocol are this tool's, on both
+sides. ``--base-python`` / ``--head-python`` run a side under another interpreter, e.g. a venv
+with another torch: "did upgrading PyTorch slow AlexNet down?".
+
+The process-level flow (A, B, A, B ..., each a fresh ``python -m pytest bench/`` in that ref's
+worktree, with that ref's own instrument) is used, with a note saying so, for a ref that
+predates the duet's entry point (no ``alexnet/subject.py``), and for training-loop cases.
+
+All runs are saved under ``--storage`` (default .benchmarks/ab) through pytest-benchmark's own
+storage, which never overwrites an earlier run; the note at the end names them by path, so
+``alexnet-bench compare --paired`` can re-judge them.
 
 Exit status as ``compare``: 0 no regression, 1 regression, 2 bad input or a run that failed.
 """
@@ -14,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import random
 import shlex
 import shutil
 import subprocess
@@ -26,25 +36,41 @@ from bench.cli import UsageError
 from bench.commands.compare import add_judging_options, check_outputs, emit, judging_kwargs
 
 NAME = "ab"
-HELP = "run the benchmarks of two git refs interleaved (A, B, A, B ...) and compare them; exit 1 on a regression"
+HELP = "run two git refs (or two interpreters) side by side in duet sessions and compare them; exit 1 on a regression"
 
-# 15 runs per side, chosen from measurement on the project's 2-core CPU VM (docs/compare.md):
-# paced pairs there spread with log-ratio sd ~0.095, and in 60 A/A pairs of two quick cases
-# 15 pairs caught a planted x1.10 in 7 of 8 disjoint comparisons and x1.15 in 8 of 8 (6 pairs:
-# 5 of 20 and 14 of 20), with 0 false alarms at any size. On a steadier machine (pair sd
-# <= 0.058) `--repeats 6` resolves 10%; a paired t-test has no floor on p at any n >= 2.
-DEFAULT_REPEATS = 15
+# Sessions per case, rounds per side per session and the estimator, chosen from measurement on
+# the project's 2-core CPU VM (docs/compare.md, "Duet: measured error rates"): with these and
+# the duet threshold (reports.compare.DUET_THRESHOLD) a true x1.05 is flagged at least 9 times
+# in 10, a true x1.02 at most 1 in 10, and no A/A comparison, within 3 minutes per quick case.
+DEFAULT_REPEATS = 8
+DEFAULT_ROUNDS = 20
+DEFAULT_ESTIMATOR = "adjacent"
+DEFAULT_WARMUP = 2
+MIN_ROUNDS = 4
+SESSION_TIMEOUT_S = 900.0
 DEFAULT_STORAGE = Path(".benchmarks") / "ab"
 LOG_TAIL_LINES = 15
+# Environment fields a side under --base-python/--head-python may change on purpose.
+INTENDED_WITH_PYTHON = ("torch", "cuda", "cudnn")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("base_ref", metavar="BASE_REF", help="git ref of the baseline (e.g. origin/main, HEAD~1)")
     p.add_argument("head_ref", metavar="HEAD_REF", help="git ref of the candidate (e.g. HEAD)")
-    p.add_argument("--repeats", type=int, default=DEFAULT_REPEATS, help=f"runs per ref (default {DEFAULT_REPEATS}; >= 2)")
-    p.add_argument("--preset", default="quick", help="bench preset passed to pytest (default quick)")
+    p.add_argument("--repeats", type=int, default=DEFAULT_REPEATS,
+                   help=f"sessions per case: each a fresh pair of workers (default {DEFAULT_REPEATS}; >= 2); "
+                        "in the process-level flow, runs per ref")
+    p.add_argument("--rounds", type=int, default=DEFAULT_ROUNDS,
+                   help=f"timed rounds per side per session (default {DEFAULT_ROUNDS}; >= {MIN_ROUNDS})")
+    p.add_argument("--estimator", default=DEFAULT_ESTIMATOR,
+                   help=f"how a session becomes one ratio: raw, paced or adjacent (default {DEFAULT_ESTIMATOR})")
+    p.add_argument("--preset", default="quick", help="bench preset the cases come from (default quick)")
     p.add_argument("-k", dest="keyword", metavar="EXPR", help="pytest -k expression selecting the cases")
-    p.add_argument("--pytest-args", default="", metavar="ARGS", help="more pytest arguments, one quoted string")
+    p.add_argument("--pytest-args", default="", metavar="ARGS",
+                   help="more pytest arguments for selecting cases (axis overrides), one quoted string")
+    p.add_argument("--base-python", metavar="PATH", help="interpreter for the base side's workers (default: this one)")
+    p.add_argument("--head-python", metavar="PATH", help="interpreter for the head side's workers (default: this one)")
+    p.add_argument("--seed", type=int, default=None, help="seed of the random session orders (default: random)")
     p.add_argument("--repo", type=Path, default=Path("."), help="the git repository (default: the current dir)")
     p.add_argument(
         "--storage", type=Path, default=DEFAULT_STORAGE, help=f"where the runs are saved (default {DEFAULT_STORAGE})"
@@ -69,20 +95,29 @@ def _resolve(repo: Path, ref: str) -> str:
     return proc.stdout.strip()
 
 
+def _python(path: str | None, side: str) -> str:
+    if path is None:
+        return sys.executable
+    p = Path(path).expanduser()
+    if not (p.is_file() and os.access(p, os.X_OK)):
+        raise UsageError(f"--{side}-python {path!r} is not an executable interpreter")
+    return str(p)
+
+
 def _saved(storage: Path) -> set[Path]:
     return set(storage.glob("*/*.json")) if storage.is_dir() else set()
 
 
 def _bench_run(
-    worktree: Path, *, name: str, storage: Path, preset: str, extra: list[str], log: Path
+    worktree: Path, *, name: str, storage: Path, preset: str, extra: list[str], log: Path, python: str
 ) -> Path:
-    """One fresh pytest process in ``worktree``; returns the run file it saved."""
+    """One fresh pytest process in ``worktree`` (the ref's own instrument); returns the run file it saved."""
     before = _saved(storage)
     cmd = [
-        sys.executable, "-m", "pytest", "bench/", "-p", "no:cacheprovider", "-q",
+        python, "-m", "pytest", "bench/", "-p", "no:cacheprovider", "-q",
         f"--benchmark-save={name}", f"--benchmark-storage=file://{storage}", "--preset", preset, *extra,
     ]
-    # PYTHONPATH: the worktree's own `alexnet` package, not the one this command runs from.
+    # PYTHONPATH: the worktree's own packages, not the ones this command runs from.
     env = {**os.environ, "PYTHONPATH": str(worktree)}
     with open(log, "w", encoding="utf-8") as fh:
         proc = subprocess.run(cmd, cwd=worktree, env=env, stdout=fh, stderr=subprocess.STDOUT)
@@ -95,59 +130,189 @@ def _bench_run(
     return new[0]
 
 
+def _process_flow(trees: dict[str, Path], *, refs: dict[str, str], shas: dict[str, str], pythons: dict[str, str],
+                  repeats: int, storage: Path, preset: str, extra: list[str], stamp: str, tmp: Path,
+                  what: str) -> dict[str, list[Path]]:
+    """A, B, A, B ...: ``repeats`` fresh pytest runs per ref, interleaved so that pair i shares the machine."""
+    runs: dict[str, list[Path]] = {"base": [], "head": []}
+    total = 2 * repeats
+    t_start = time.monotonic()
+    for i in range(repeats):
+        for side in ("base", "head"):
+            k = 2 * i + (side == "head") + 1
+            t0 = time.monotonic()
+            name = f"ab-{stamp}-{side}-{shas[side][:8]}-{what}-{i + 1}"
+            path = _bench_run(trees[side], name=name, storage=storage, preset=preset, extra=extra,
+                              log=tmp / f"{name}.log", python=pythons[side])
+            runs[side].append(path)
+            print(f"[{k}/{total}] {side} {refs[side]} ({shas[side][:8]}): {time.monotonic() - t0:.0f} s -> {path.name}",
+                  file=sys.stderr, flush=True)
+    print(f"ab: {total} process-level runs in {(time.monotonic() - t_start) / 60:.1f} min", file=sys.stderr)
+    return runs
+
+
+def _env_check(sides: dict, args: argparse.Namespace, pythons_differ: bool) -> tuple[list[str], list[str]]:
+    """The environment fields that differ between the sides: (allowed names, lines to print)."""
+    from reports.compare import ENV_FIELDS
+
+    allowed = set(args.allow_env_diff) | (set(INTENDED_WITH_PYTHON) if pythons_differ else set())
+    lines, refused, names = [], [], []
+    for name, key in ENV_FIELDS.items():
+        b = sides["base"].probe["machine_info"].get(key)
+        h = sides["head"].probe["machine_info"].get(key)
+        if key == "cpu_model":
+            b = b or (sides["base"].probe["machine_info"].get("cpu") or {}).get("brand_raw")
+            h = h or (sides["head"].probe["machine_info"].get("cpu") or {}).get("brand_raw")
+        if str(b) != str(h):
+            line = f"{key}: base {b}, head {h}"
+            (lines if name in allowed else refused).append(line)
+            if name in allowed:
+                names.append(name)
+    if refused and not args.allow_env_mismatch:
+        raise UsageError("environments differ: " + "; ".join(refused)
+                         + " (only torch, cuda and cudnn may differ between --base-python and --head-python; "
+                           "pass --allow-env-mismatch to compare anyway)")
+    return names, lines
+
+
 def run(args: argparse.Namespace) -> int:
-    from reports.compare import compare_runs
+    from reports.compare import DUET_ESTIMATORS, compare_runs
     from reports.load import load_run
 
     if args.repeats < 2:
         raise UsageError(f"--repeats {args.repeats} is not valid; it must be >= 2 (default {DEFAULT_REPEATS})")
+    if args.rounds < MIN_ROUNDS:
+        raise UsageError(f"--rounds {args.rounds} is not valid; it must be >= {MIN_ROUNDS} (default {DEFAULT_ROUNDS})")
+    if args.estimator not in DUET_ESTIMATORS:
+        raise UsageError(f"--estimator {args.estimator!r} is not valid; choose from {', '.join(DUET_ESTIMATORS)}")
     check_outputs(args)
+    pythons = {"base": _python(args.base_python, "base"), "head": _python(args.head_python, "head")}
     repo = Path(_git(args.repo, "rev-parse", "--show-toplevel"))
     shas = {"base": _resolve(repo, args.base_ref), "head": _resolve(repo, args.head_ref)}
     refs = {"base": args.base_ref, "head": args.head_ref}
     storage = args.storage.resolve()
     storage.mkdir(parents=True, exist_ok=True)
-    extra = (["-k", args.keyword] if args.keyword else []) + shlex.split(args.pytest_args)
+    extra_args = shlex.split(args.pytest_args)
     stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
+    rng = random.Random(args.seed)
 
     tmp = Path(tempfile.mkdtemp(prefix="alexnet-ab-"))
     trees: dict[str, Path] = {}
-    runs: dict[str, list[Path]] = {"base": [], "head": []}
+    base_runs: list[Path] = []
+    head_runs: list[Path] = []
+    notes: list[str] = []
+    intended: list[str] = []
     try:
         for side in ("base", "head"):
             trees[side] = tmp / side
             _git(repo, "worktree", "add", "--detach", "--quiet", str(trees[side]), shas[side])
             if not (trees[side] / "bench").is_dir():
                 raise UsageError(f"{side} ref {refs[side]!r} ({shas[side][:8]}) has no bench/ directory: nothing to run")
-        total = 2 * args.repeats
-        t_start = time.monotonic()
-        for i in range(args.repeats):
-            for side in ("base", "head"):  # A, B, A, B ...: run i of each side forms pair i
-                k = 2 * i + (side == "head") + 1
-                t0 = time.monotonic()
-                name = f"ab-{stamp}-{side}-{shas[side][:8]}-{i + 1}"
-                path = _bench_run(
-                    trees[side], name=name, storage=storage, preset=args.preset, extra=extra, log=tmp / f"{name}.log"
-                )
-                runs[side].append(path)
-                print(
-                    f"[{k}/{total}] {side} {refs[side]} ({shas[side][:8]}): {time.monotonic() - t0:.0f} s -> {path.name}",
-                    file=sys.stderr,
-                    flush=True,
-                )
-        print(f"ab: {total} runs in {(time.monotonic() - t_start) / 60:.1f} min, saved in {storage}", file=sys.stderr)
+        missing = [s for s in ("base", "head") if not (trees[s] / "alexnet" / "subject.py").is_file()]
+        pytest_k = ["-k", args.keyword] if args.keyword else []
+        if missing:
+            which = " and ".join(f"{s} ref {refs[s]!r} ({shas[s][:8]})" for s in missing)
+            note = (f"{which} predates the duet's subject entry point (alexnet/subject.py): both refs ran in the "
+                    f"process-level flow, {args.repeats} fresh pytest runs per ref interleaved A, B, A, B, each "
+                    "with its own ref's instrument")
+            print(f"ab: {note}", file=sys.stderr, flush=True)
+            notes.append(note)
+            runs = _process_flow(trees, refs=refs, shas=shas, pythons=pythons, repeats=args.repeats, storage=storage,
+                                 preset=args.preset, extra=pytest_k + extra_args, stamp=stamp, tmp=tmp, what="run")
+            base_runs, head_runs = runs["base"], runs["head"]
+        else:
+            base_runs, head_runs, notes, intended = _duet_flow(args, trees=trees, refs=refs, shas=shas,
+                                                               pythons=pythons, storage=storage, stamp=stamp,
+                                                               rng=rng, tmp=tmp, extra_args=extra_args)
     finally:
         for tree in trees.values():
             subprocess.run(["git", "-C", str(repo), "worktree", "remove", "--force", str(tree)], capture_output=True)
         subprocess.run(["git", "-C", str(repo), "worktree", "prune"], capture_output=True)
         shutil.rmtree(tmp, ignore_errors=True)
 
-    baseline = [load_run(p) for p in runs["base"]]
-    candidate = [load_run(p) for p in runs["head"]]
-    comparison = compare_runs(baseline, candidate, paired=True, **judging_kwargs(args))
+    baseline = [load_run(p) for p in base_runs]
+    candidate = [load_run(p) for p in head_runs]
+    kwargs = judging_kwargs(args)
+    kwargs["allow_env_diff"] = sorted(set(kwargs.get("allow_env_diff") or ()) | set(intended))
+    comparison = compare_runs(baseline, candidate, paired=True, **kwargs)
+    comparison.notes[:0] = notes
     comparison.notes.append(
-        "re-judge these runs with: alexnet-bench compare --paired --storage "
-        f"{shlex.quote(str(storage))} --baseline {' '.join(r.run_id for r in baseline)} "
-        f"--candidate {' '.join(r.run_id for r in candidate)}"
+        "re-judge these runs with: alexnet-bench compare --paired"
+        + (f" --allow-env-diff {','.join(kwargs['allow_env_diff'])}" if kwargs["allow_env_diff"] else "")
+        + f" --baseline {' '.join(shlex.quote(str(p)) for p in base_runs)}"
+        + f" --candidate {' '.join(shlex.quote(str(p)) for p in head_runs)}"
     )
     return emit(comparison, args)
+
+
+def _duet_flow(args: argparse.Namespace, *, trees: dict[str, Path], refs: dict[str, str], shas: dict[str, str],
+               pythons: dict[str, str], storage: Path, stamp: str, rng: random.Random, tmp: Path,
+               extra_args: list[str]) -> tuple[list[Path], list[Path], list[str], list[str]]:
+    """Duet sessions for the step cases; the process-level flow for training-loop cases."""
+    import math
+
+    from bench.duet import (DuetSide, collect_cases, probe_sides, run_session, running_estimate, save_side_run,
+                            shim_dir, side_commit_info)
+    from reports.compare import duet_session_log_ratio
+
+    import bench
+
+    tool_root = Path(bench.__file__).resolve().parent.parent
+    try:
+        cases = collect_cases(tool_root, preset=args.preset, keyword=args.keyword, pytest_args=extra_args,
+                              python=sys.executable)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    if not cases:
+        raise UsageError(f"no case of preset {args.preset!r} matches -k {args.keyword!r}")
+    shim = shim_dir(tmp)
+    sides = {s: DuetSide(name=s, ref=refs[s], sha=shas[s], worktree=trees[s], python=pythons[s], shim=shim)
+             for s in ("base", "head")}
+    probe_sides(sides, tmp)
+    for side in sides.values():
+        side.commit_info = side_commit_info(side.worktree)
+    intended, lines = _env_check(sides, args, pythons["base"] != pythons["head"])
+    for line in lines:
+        print(f"intended difference: {line}", flush=True)
+    notes: list[str] = []
+    base_runs: list[Path] = []
+    head_runs: list[Path] = []
+    step_cases = [c for c in cases if c["kind"] == "step"]
+    loop_cases = [c for c in cases if c["kind"] == "loop"]
+    t_all = time.monotonic()
+    for k, case in enumerate(step_cases, 1):
+        ratios: list[float] = []
+        t_case = time.monotonic()
+        for i in range(1, args.repeats + 1):
+            try:
+                session = run_session(sides, case["config"], index=i, rounds=args.rounds, warmup=DEFAULT_WARMUP,
+                                      tmp=tmp, rng=rng, timeout_s=SESSION_TIMEOUT_S)
+            except Exception as exc:  # noqa: BLE001 - one line, exit 2, what was saved stays saved
+                raise UsageError(f"duet session {i} of {case['case_id']} failed: {exc}") from None
+            for side, runs in (("base", base_runs), ("head", head_runs)):
+                runs.append(save_side_run(storage=storage, name=f"ab-{stamp}-{side}-{shas[side][:8]}-c{k}-{i}",
+                                          side=sides[side], config=case["config"], case_id=case["case_id"],
+                                          session=session, estimator=args.estimator, stamp=stamp))
+            d = duet_session_log_ratio(session.samples["base"], session.samples["head"], estimator=args.estimator,
+                                       base_pace=session.pace["base"], head_pace=session.pace["head"])
+            ratios.append(d)
+            print(f"[case {k}/{len(step_cases)} {case['case_id']}] session {i}/{args.repeats}: "
+                  f"x{math.exp(d):.3f} in {session.wall_s:.0f} s; running estimate {running_estimate(ratios)}",
+                  file=sys.stderr, flush=True)
+        print(f"[case {k}/{len(step_cases)} {case['case_id']}] {args.repeats} sessions in "
+              f"{(time.monotonic() - t_case) / 60:.1f} min", file=sys.stderr, flush=True)
+    if step_cases:
+        notes.append(f"{len(step_cases)} step case(s) ran as duet sessions: {args.repeats} sessions x {args.rounds} "
+                     f"rounds per side, {args.estimator} estimator, in {(time.monotonic() - t_all) / 60:.1f} min")
+    if loop_cases:
+        note = (f"{len(loop_cases)} training-loop case(s) ran in the process-level flow ({args.repeats} fresh pytest "
+                "runs per ref, interleaved): a loop case's input pipeline is not part of the duet's subject entry point")
+        print(f"ab: {note}", file=sys.stderr, flush=True)
+        notes.append(note)
+        ids = " or ".join(c["case_id"] for c in loop_cases)
+        runs = _process_flow(trees, refs=refs, shas=shas, pythons=pythons, repeats=args.repeats, storage=storage,
+                             preset=args.preset, extra=["-k", f"test_loop and ({ids})", *extra_args], stamp=stamp,
+                             tmp=tmp, what="loop")
+        base_runs += runs["base"]
+        head_runs += runs["head"]
+    return base_runs, head_runs, notes, intended

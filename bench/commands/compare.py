@@ -36,11 +36,25 @@ def fraction(text: str) -> float:
     return value
 
 
+ENV_FIELD_NAMES = ("gpu", "driver", "torch", "cuda", "cudnn", "cpu")  # reports.compare.ENV_FIELDS (no import: fast --help)
+
+
+def env_fields(text: str) -> tuple[str, ...]:
+    """``torch,cuda,cudnn`` -> the names, validated (argparse type)."""
+    names = tuple(n.strip() for n in text.split(",") if n.strip())
+    bad = [n for n in names if n not in ENV_FIELD_NAMES]
+    if bad or not names:
+        raise argparse.ArgumentTypeError(f"{text!r} is not valid; name fields from {', '.join(ENV_FIELD_NAMES)}")
+    return names
+
+
 def add_judging_options(p: argparse.ArgumentParser) -> None:
     """Options shared with ``ab``: how to judge, and where to write the outputs."""
     g = p.add_argument_group("judging")
     g.add_argument("--alpha", type=float, default=0.01, help="significance level (default 0.01)")
-    g.add_argument("--threshold", type=fraction, default=0.05, help="smallest slowdown that counts, e.g. 5%% (default 5%%)")
+    g.add_argument("--threshold", type=fraction, default=None,
+                   help="smallest slowdown that counts, e.g. 5%% (default: 3%% for duet sessions, 5%% otherwise; "
+                        "docs/compare.md)")
     g.add_argument(
         "--memory-threshold", type=fraction, default=0.10, help="peak-memory growth that counts (default 10%%)"
     )
@@ -48,6 +62,14 @@ def add_judging_options(p: argparse.ArgumentParser) -> None:
         "--allow-env-mismatch",
         action="store_true",
         help="compare even if GPU, driver, torch, CUDA, cuDNN or CPU differ (the differences head every output)",
+    )
+    g.add_argument(
+        "--allow-env-diff",
+        type=env_fields,
+        default=(),
+        metavar="FIELDS",
+        help="environment fields that may differ, comma-separated, e.g. torch,cuda,cudnn (of gpu, driver, torch, cuda, "
+             "cudnn, cpu); they head every output, and any other difference still refuses",
     )
     g.add_argument(
         "--drift-sd",
@@ -78,6 +100,7 @@ def judging_kwargs(args: argparse.Namespace) -> dict:
         threshold=args.threshold,
         memory_threshold=args.memory_threshold,
         allow_env_mismatch=args.allow_env_mismatch,
+        allow_env_diff=args.allow_env_diff,
         calibrate=args.calibrate,
         pace=args.pace,
     )

@@ -1,0 +1,281 @@
+"""Duet sessions: one case, two live workers (base and head), rounds alternated A B B A ...
+
+Why (docs/compare.md, "Duet"; REFERENCE.md, "Two live processes, rounds alternated"): on a
+shared machine the noise is a drift in speed over seconds, shared by everything running at
+that moment. Two processes that alternate single rounds see the same drift, so the ratio of
+their rounds cancels it; a pair of fresh runs one after the other does not. What is left is a
+per-process effect (sd about 0.015-0.02 here) that only more sessions average out, so the
+*session* (a fresh pair of workers) is the unit of the test, as in "Duet Benchmarking"
+(Bulej et al., ICPE 2020) and randomized multiple interleaved trials (Abedi and Brecht,
+ICPE 2017).
+
+One instrument on both sides: each side's launcher is a zygote (`bench.launcher.Zygote`,
+``preload="subject"``) started with ``PYTHONPATH`` = [a folder holding only this tool's
+`bench` package, the side's worktree] under the side's interpreter. So the timing, the pace
+kernel and the worker protocol are this tool's, and only `alexnet.subject` (model, step,
+config handling) is the ref's. Each session starts both sides' zygotes afresh, so nothing
+that belongs to one launcher process (its address-space layout, its heap) is shared by all of
+a side's sessions.
+
+A session: fork one worker per side, build both (random order; each runs its cold step and
+warm-up), then ``rounds`` rounds per side in A B B A order with a random first side, each
+round preceded by its pace sample, and one closing pace sample per side. Each side's rounds
+are saved as one pytest-benchmark run through pytest-benchmark's own `FileStorage`, with
+that side's worker's machine_info and the side's commit_info, marked ``extra_info.duet``
+with the session, the estimator and the round order; ``compare --paired`` re-judges them.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from bench.launcher import Zygote
+
+__all__ = ["DuetSide", "SessionResult", "probe_sides", "run_session", "side_commit_info", "shim_dir", "save_side_run"]
+
+
+def shim_dir(tmp: Path) -> Path:
+    """A folder holding only this tool's `bench` package (a symlink): first on each side's path."""
+    import bench
+
+    shim = tmp / "instrument"
+    shim.mkdir(parents=True, exist_ok=True)
+    link = shim / "bench"
+    if not link.exists():
+        link.symlink_to(Path(bench.__file__).resolve().parent, target_is_directory=True)
+    return shim
+
+
+@dataclass
+class DuetSide:
+    """One side of the comparison: a git worktree and the interpreter its workers run under."""
+
+    name: str  # "base" | "head"
+    ref: str
+    sha: str
+    worktree: Path
+    python: str
+    shim: Path
+    probe: dict[str, Any] = field(default_factory=dict)
+    commit_info: dict[str, Any] = field(default_factory=dict)
+
+    def zygote(self, workdir: Path, *, wait: bool = True) -> Zygote:
+        return Zygote(python=self.python, pythonpath=[str(self.shim), str(self.worktree)], cwd=self.worktree,
+                      workdir=workdir, preload="subject", env={"PYTHONDONTWRITEBYTECODE": "1"}, wait=wait)
+
+    def has_subject(self) -> bool:
+        return (self.worktree / "alexnet" / "subject.py").is_file()
+
+
+def side_commit_info(worktree: Path) -> dict[str, Any]:
+    """pytest-benchmark's commit_info, for the side's worktree (its own git state)."""
+    from pytest_benchmark.utils import get_commit_info
+
+    cwd = os.getcwd()
+    os.chdir(worktree)
+    try:
+        return get_commit_info()
+    finally:
+        os.chdir(cwd)
+
+
+def probe_sides(sides: dict[str, DuetSide], tmp: Path) -> None:
+    """Each side's machine_info and machine id, from a worker under its interpreter (in parallel)."""
+    zygotes = {}
+    try:
+        for name, side in sides.items():
+            zygotes[name] = side.zygote(Path(tempfile.mkdtemp(prefix=f"probe-{name}-", dir=tmp)), wait=False)
+        for name, z in zygotes.items():
+            w = z.fork(tag=f"probe-{name}")
+            try:
+                sides[name].probe = w.request("side_probe", timeout=300)
+            finally:
+                w.close()
+    finally:
+        for z in zygotes.values():
+            z.close()
+
+
+@dataclass
+class SessionResult:
+    index: int
+    order: list[str]  # the side of every round, in time order
+    samples: dict[str, list[float]]
+    pace: dict[str, list[float]]
+    cold_s: dict[str, float]
+    worker_pids: dict[str, int]
+    wall_s: float
+
+
+def abba(first: str, other: str, rounds: int) -> list[str]:
+    """A B B A A B B A ...: ``rounds`` rounds per side; every adjacent pair (2k, 2k+1) has one of each."""
+    unit = [first, other, other, first]
+    order = (unit * ((2 * rounds) // 4 + 1))[: 2 * rounds]
+    return order
+
+
+def run_session(sides: dict[str, DuetSide], config: dict[str, Any], *, index: int, rounds: int, warmup: int,
+                tmp: Path, rng: random.Random, timeout_s: float) -> SessionResult:
+    """One duet session of one case: fresh launchers, fresh workers, alternated rounds."""
+    t0 = time.monotonic()
+    work = {name: Path(tempfile.mkdtemp(prefix=f"s{index}-{name}-", dir=tmp)) for name in sides}
+    zygotes: dict[str, Zygote] = {}
+    workers: dict[str, Any] = {}
+    try:
+        for name, side in sides.items():  # both launchers start at once: they import torch in parallel
+            zygotes[name] = side.zygote(work[name], wait=False)
+        for z in zygotes.values():
+            z.wait_ready()
+        names = list(sides)
+        rng.shuffle(names)  # who builds first, and who times first, is random
+        cold: dict[str, float] = {}
+        for name in names:
+            workers[name] = zygotes[name].fork(tag=f"{name}-{index}")
+            workers[name].deadline = time.monotonic() + timeout_s
+            built = workers[name].request("subject_build", config=config, warmup=warmup)
+            cold[name] = built["cold_step_s"]
+        order = abba(names[0], names[1], rounds)
+        samples: dict[str, list[float]] = {n: [] for n in names}
+        pace: dict[str, list[float]] = {n: [] for n in names}
+        for name in order:
+            r = workers[name].request("subject_rounds", n=1, pace=True, pace_after=False)
+            samples[name] += r["samples"]
+            pace[name] += r["pace"]
+        for name in names:  # each side's closing pace sample: R rounds, R + 1 pace samples
+            r = workers[name].request("subject_rounds", n=0, pace=True, pace_after=True)
+            pace[name] += r["pace"]
+        pids = {n: w.pid for n, w in workers.items()}
+    finally:
+        for w in workers.values():
+            if not w.dead:
+                w.close()
+        for z in zygotes.values():
+            z.close()
+        for d in work.values():
+            shutil.rmtree(d, ignore_errors=True)
+    return SessionResult(index=index, order=order, samples=samples, pace=pace, cold_s=cold, worker_pids=pids,
+                         wall_s=time.monotonic() - t0)
+
+
+class _Logger:
+    """FileStorage wants a logger; the command prints its own lines."""
+
+    def info(self, *_: Any, **__: Any) -> None:
+        pass
+
+
+def save_side_run(*, storage: Path, name: str, side: DuetSide, config: dict[str, Any], case_id: str,
+                  session: SessionResult, estimator: str, stamp: str) -> Path:
+    """One side's rounds of one session as a pytest-benchmark run, through its own FileStorage."""
+    from datetime import datetime, timezone
+
+    from pytest_benchmark import __version__ as pb_version
+    from pytest_benchmark.storage.file import FileStorage
+
+    from bench.commands.ddp import _stats
+    from bench.envinfo import SUITE_SCHEMA_VERSION
+
+    data = session.samples[side.name]
+    bench = {
+        "group": f"{config['mode']}-{config['device']}",
+        "name": f"test_step[{case_id}]",
+        "fullname": f"bench/test_matrix.py::test_step[{case_id}]",
+        "params": {"case": case_id},
+        "param": case_id,
+        "extra_info": {
+            "config": config,
+            "case_id": case_id,
+            "kind": "step",
+            "step_time_s": float(sorted(data)[len(data) // 2]) if data else None,
+            "rounds": len(data),
+            "cold_step_s": session.cold_s[side.name],
+            "pace": {"kernel": "mm (the running tool's pace kernel)", "samples": session.pace[side.name]},
+            "duet": {
+                "session": f"{stamp}-{case_id}-{session.index}",
+                "side": side.name,
+                "ref": side.ref,
+                "sha": side.sha,
+                "estimator": estimator,
+                "order": session.order,
+                "rounds_per_side": len(data),
+                "worker_pid": session.worker_pids[side.name],
+                "python": side.python,
+                "session_wall_s": session.wall_s,
+            },
+            "isolation": {"mode": "process", "worker_pid": session.worker_pids[side.name]},
+            "warnings": [],
+        },
+        "options": {"timer": "perf_counter (in the duet worker)", "rounds": len(data), "warmup_rounds": None,
+                    "iterations": 1},
+        "stats": _stats(data),
+    }
+    doc = {
+        "machine_info": side.probe["machine_info"],
+        "commit_info": side.commit_info,
+        "benchmarks": [bench],
+        "datetime": datetime.now(timezone.utc).isoformat(),
+        "version": pb_version,
+        "alexnet": {"schema_version": SUITE_SCHEMA_VERSION, "preset": "ab-duet", "skipped": [], "failed": [],
+                    "isolation": "process", "calibration": None},
+    }
+    fs = FileStorage(storage, logger=_Logger(), default_machine_id=side.probe["machine_id"])
+    folder = fs.get("probe").parent  # storage/<machine_id>: runs under another interpreter land elsewhere
+    before = set(folder.glob("*.json"))
+    fs.save(doc, name)  # the next free NNNN_ number; it asserts the file is new
+    new = sorted(set(folder.glob("*.json")) - before)
+    if len(new) != 1:
+        raise RuntimeError(f"expected one new run file in {folder}, found {len(new)}")
+    return new[0]
+
+
+def git(repo: Path, *args: str) -> str:
+    proc = subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError((proc.stderr.strip().splitlines() or ["git failed"])[-1])
+    return proc.stdout.strip()
+
+
+def collect_cases(tool_root: Path, *, preset: str, keyword: str | None, pytest_args: list[str],
+                  python: str) -> list[dict[str, Any]]:
+    """The selected cases, as the suite would collect them (-k, axis overrides), with their configs."""
+    import json
+
+    out = Path(tempfile.mkstemp(prefix="cases-", suffix=".json")[1])
+    try:
+        cmd = [python, "-m", "pytest", "bench/", "--collect-only", "-q", "-p", "no:cacheprovider", "--preset", preset,
+               f"--alexnet-dump-cases={out}", *(["-k", keyword] if keyword else []), *pytest_args]
+        proc = subprocess.run(cmd, cwd=tool_root, capture_output=True, text=True,
+                              env={**os.environ, "PYTHONPATH": str(tool_root)})
+        if proc.returncode not in (0, 5):
+            tail = (proc.stdout + proc.stderr).strip().splitlines()[-1:] or ["collection failed"]
+            raise ValueError(f"selecting cases failed: {tail[0]}")
+        return json.loads(out.read_text()) if out.stat().st_size else []
+    finally:
+        out.unlink(missing_ok=True)
+
+
+def running_estimate(log_ratios: list[float]) -> str:
+    import math
+    import statistics
+
+    if not log_ratios:
+        return ""
+    mean = statistics.fmean(log_ratios)
+    if len(log_ratios) < 2:
+        return f"x{math.exp(mean):.3f}"
+    from scipy import stats
+
+    se = statistics.stdev(log_ratios) / math.sqrt(len(log_ratios))
+    half = float(stats.t.ppf(0.975, len(log_ratios) - 1)) * se
+    return f"x{math.exp(mean):.3f} (95% CI {math.exp(mean - half):.3f}-{math.exp(mean + half):.3f})"
+
+
+ProgressFn = Callable[[str], None]
