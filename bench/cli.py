@@ -22,9 +22,11 @@ COMMANDS = [
     "compare",
     "ab",
     "report",
+    "history",
     "ddp",
     "run",
     "max-batch",
+    "gpu-check",
 ]
 
 EXIT_USAGE = 2

@@ -47,7 +47,8 @@ def test_reading_commands_start_without_torch():
         "import sys\n"
         "from bench.cli import build_parser\n"
         "build_parser()\n"
-        "import bench.commands.compare, bench.commands.report, reports.compare, reports.html\n"
+        "import bench.commands.compare, bench.commands.report, bench.commands.history, reports.compare, reports.html\n"
+        "import reports.history, reports.history_page\n"
         "print('torch' in sys.modules)\n"
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)

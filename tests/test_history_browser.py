@@ -1,0 +1,74 @@
+"""The history page as a browser shows it: headless Chromium loads index.html from disk.
+
+The same DevTools client and Chromium fixture as the report's browser test
+(tests/test_report_browser.py): every <img> loads (``naturalWidth > 0``), nothing is logged as
+an error, no request leaves the machine, and a full-page screenshot is saved.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+
+import pytest
+
+from reports.history import build_history
+from reports.history_page import build_page
+from tests.test_history import real_run, write_series  # noqa: F401  (real_run is a fixture)
+from tests.test_report_browser import PNG_MAGIC, browser  # noqa: F401  (browser is a fixture)
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+
+def test_history_page_renders_in_chromium_with_every_image_and_no_errors(browser, real_run, tmp_path):  # noqa: F811
+    write_series(real_run, tmp_path / "runs", n=12, step_at=6, factor=1.3)
+    history = build_history([str(tmp_path / "runs")], repo=None)
+    out = tmp_path / "page"
+    out.mkdir()
+    index = build_page(history, out_dir=out)
+
+    target = browser.send("Target.createTarget", {"url": "about:blank"})["targetId"]
+    session = browser.send("Target.attachToTarget", {"targetId": target, "flatten": True})["sessionId"]
+    for domain in ("Page", "Runtime", "Log", "Network"):
+        browser.send(f"{domain}.enable", session=session)
+    browser.send("Page.navigate", {"url": index.as_uri()}, session=session)
+    browser.wait_for("Page.loadEventFired")
+
+    images = json.loads(browser.send("Runtime.evaluate", {
+        "expression": "JSON.stringify(Array.from(document.images, i => "
+                      "({src: i.getAttribute('src'), complete: i.complete, width: i.naturalWidth})))",
+        "returnByValue": True,
+    }, session=session)["result"]["value"])
+    assert len(images) == len(history.series) == len(list(out.glob("*.png"))) >= 1
+    not_loaded = [i for i in images if not (i["complete"] and i["width"] > 0)]
+    assert not not_loaded, f"images that did not load: {not_loaded}"
+
+    # Every series has its anchor, and the change-point table comes before the first series.
+    anchors = json.loads(browser.send("Runtime.evaluate", {
+        "expression": "JSON.stringify(Array.from(document.querySelectorAll('section.series'), s => s.id))",
+        "returnByValue": True,
+    }, session=session)["result"]["value"])
+    assert anchors == [s.key for s in history.series]
+    before = browser.send("Runtime.evaluate", {
+        "expression": "!!(document.getElementById('changes').compareDocumentPosition("
+                      "document.querySelector('section.series')) & Node.DOCUMENT_POSITION_FOLLOWING)",
+        "returnByValue": True,
+    }, session=session)["result"]["value"]
+    assert before is True
+
+    shot = browser.send("Page.captureScreenshot", {"format": "png", "captureBeyondViewport": True},
+                        session=session)["data"]
+    screenshot = tmp_path / "history-screenshot.png"
+    screenshot.write_bytes(base64.b64decode(shot))
+    assert screenshot.read_bytes()[:8] == PNG_MAGIC and screenshot.stat().st_size > 10_000
+    print(f"screenshot: {screenshot}")
+
+    events = browser.events
+    errors = [e["params"] for e in events
+              if (e["method"] == "Runtime.consoleAPICalled" and e["params"]["type"] in ("error", "assert"))
+              or e["method"] == "Runtime.exceptionThrown"
+              or (e["method"] == "Log.entryAdded" and e["params"]["entry"]["level"] == "error")
+              or e["method"] == "Network.loadingFailed"]
+    assert not errors, f"console errors: {errors}"
+    urls = [e["params"]["request"]["url"] for e in events if e["method"] == "Network.requestWillBeSent"]
+    assert urls and all(u.startswith("file://") for u in urls), urls
