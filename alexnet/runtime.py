@@ -148,7 +148,7 @@ def backend_switches(cfg: RunConfig) -> Iterator[dict[str, Any]]:
         if cfg.deterministic:
             # cuBLAS needs a fixed workspace for deterministic matmuls on CUDA >= 10.2.
             os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-        torch.use_deterministic_algorithms(cfg.deterministic)
+        _set_deterministic(cfg.deterministic)
         yield {
             "cudnn.benchmark": cudnn.benchmark,
             "cudnn.deterministic": cudnn.deterministic,
@@ -163,9 +163,19 @@ def backend_switches(cfg: RunConfig) -> Iterator[dict[str, Any]]:
         cudnn.allow_tf32 = saved["cudnn.allow_tf32"]
         torch.backends.cuda.matmul.allow_tf32 = saved["cuda.matmul.allow_tf32"]
         torch.set_float32_matmul_precision(saved["float32_matmul_precision"])
-        torch.use_deterministic_algorithms(saved["deterministic_algorithms"])
+        _set_deterministic(saved["deterministic_algorithms"])
         if saved["CUBLAS_WORKSPACE_CONFIG"] is None:
             os.environ.pop("CUBLAS_WORKSPACE_CONFIG", None)
+
+
+def _set_deterministic(on: bool) -> None:
+    """``torch.use_deterministic_algorithms(on)``, called only when it changes something.
+
+    The call imports torch._dynamo and torch._inductor (about 2.4 s on our 2-core CPU, torch
+    2.14), which every fresh benchmark worker would otherwise pay just to keep the default.
+    """
+    if torch.are_deterministic_algorithms_enabled() != on:
+        torch.use_deterministic_algorithms(on)
 
 
 def seed_everything(seed: int) -> None:

@@ -13,9 +13,9 @@ One instrument on both sides: each side's launcher is a zygote (`bench.launcher.
 ``preload="subject"``) started with ``PYTHONPATH`` = [a folder holding only this tool's
 `bench` package, the side's worktree] under the side's interpreter. So the timing, the pace
 kernel and the worker protocol are this tool's, and only `alexnet.subject` (model, step,
-config handling) is the ref's. Each session starts both sides' zygotes afresh, so nothing
-that belongs to one launcher process (its address-space layout, its heap) is shared by all of
-a side's sessions.
+config handling) is the ref's. Both sides' zygotes are started afresh every few sessions
+(`Launchers`), so nothing that belongs to one launcher process (its address-space layout, its
+heap) is shared by all of a side's sessions.
 
 A session: fork one worker per side, build both (random order; each runs its cold step and
 warm-up), then ``rounds`` rounds per side in A B B A order with a random first side, each
@@ -39,7 +39,7 @@ from typing import Any, Callable
 
 from bench.launcher import Zygote
 
-__all__ = ["DuetSide", "SessionResult", "probe_sides", "run_session", "side_commit_info", "shim_dir", "save_side_run"]
+__all__ = ["DuetSide", "Launchers", "SessionResult", "probe_sides", "run_session", "side_commit_info", "shim_dir", "save_side_run"]
 
 
 def shim_dir(tmp: Path) -> Path:
@@ -122,19 +122,54 @@ def abba(first: str, other: str, rounds: int) -> list[str]:
     return order
 
 
-def run_session(sides: dict[str, DuetSide], config: dict[str, Any], *, index: int, rounds: int, warmup: int,
-                tmp: Path, rng: random.Random, timeout_s: float) -> SessionResult:
-    """One duet session of one case: fresh launchers, fresh workers, alternated rounds."""
+class Launchers:
+    """Each side's zygote, started afresh every `sessions_per_launcher` sessions.
+
+    One parent per side that forks every session's workers would share whatever belongs to
+    that parent (its address-space layout, its heap) with all of that side's sessions, and
+    that would never average out; restarting both launchers every few sessions turns such an
+    effect into session-to-session noise, which more sessions do average out. Restarting every
+    session costs a torch import per side (about 3 s here); measured A/A sessions from the
+    same launcher pair showed no bias (docs/compare.md, "Duet"), so they are shared by a few.
+    """
+
+    def __init__(self, sides: dict[str, DuetSide], tmp: Path, *, sessions_per_launcher: int) -> None:
+        self.sides = sides
+        self.tmp = tmp
+        self.every = max(1, sessions_per_launcher)
+        self.zygotes: dict[str, Zygote] = {}
+        self.used = 0
+        self.started = 0
+
+    def get(self) -> dict[str, Zygote]:
+        alive = self.zygotes and all(z.proc.poll() is None for z in self.zygotes.values())
+        if not alive or self.used >= self.every:
+            self.close()
+            for name, side in self.sides.items():  # both start at once: they import torch in parallel
+                work = Path(tempfile.mkdtemp(prefix=f"launcher-{name}-", dir=self.tmp))
+                self.zygotes[name] = side.zygote(work, wait=False)
+            for z in self.zygotes.values():
+                z.wait_ready()
+            self.used = 0
+            self.started += 1
+        self.used += 1
+        return self.zygotes
+
+    def close(self) -> None:
+        for z in self.zygotes.values():
+            z.close()
+            shutil.rmtree(z.dir, ignore_errors=True)
+        self.zygotes = {}
+
+
+def run_session(launchers: Launchers, config: dict[str, Any], *, index: int, rounds: int, warmup: int,
+                rng: random.Random, timeout_s: float) -> SessionResult:
+    """One duet session of one case: a fresh worker per side, built in random order, rounds alternated."""
     t0 = time.monotonic()
-    work = {name: Path(tempfile.mkdtemp(prefix=f"s{index}-{name}-", dir=tmp)) for name in sides}
-    zygotes: dict[str, Zygote] = {}
     workers: dict[str, Any] = {}
     try:
-        for name, side in sides.items():  # both launchers start at once: they import torch in parallel
-            zygotes[name] = side.zygote(work[name], wait=False)
-        for z in zygotes.values():
-            z.wait_ready()
-        names = list(sides)
+        zygotes = launchers.get()
+        names = list(zygotes)
         rng.shuffle(names)  # who builds first, and who times first, is random
         cold: dict[str, float] = {}
         for name in names:
@@ -153,14 +188,13 @@ def run_session(sides: dict[str, DuetSide], config: dict[str, Any], *, index: in
             r = workers[name].request("subject_rounds", n=0, pace=True, pace_after=True)
             pace[name] += r["pace"]
         pids = {n: w.pid for n, w in workers.items()}
+    except BaseException:
+        launchers.close()  # a failed session leaves no launcher behind for the next
+        raise
     finally:
         for w in workers.values():
             if not w.dead:
                 w.close()
-        for z in zygotes.values():
-            z.close()
-        for d in work.values():
-            shutil.rmtree(d, ignore_errors=True)
     return SessionResult(index=index, order=order, samples=samples, pace=pace, cold_s=cold, worker_pids=pids,
                          wall_s=time.monotonic() - t0)
 

@@ -196,10 +196,16 @@ class CaseRunner:
             raise
         finally:
             shutil.rmtree(cache_root, ignore_errors=True)
+        t_close = time.perf_counter()
         self._release(w)
+        close_s = time.perf_counter() - t_close
         isolation: dict[str, Any] = {"mode": "none"} if self.pool is None else {
             "mode": "process", "worker_pid": w.pid, "worker_start_s": w.start_s, "step_pid": built["step_pid"],
             "zygote_pid": self.pool._zygote.pid if self.pool._zygote else None,  # noqa: SLF001
+            # What isolation costs a case: asking for a worker until it is ready, building the
+            # case (model, batch, pace buffers; not the cold step), and the worker's exit.
+            "fixed_cost_s": w.start_s + built["build_s"] + close_s,
+            "zygote_start_s": self.pool._zygote.start_s if self.pool._zygote else None,  # noqa: SLF001
         }
         if self.pool is None:
             isolation["step_pid"] = built["step_pid"]

@@ -42,9 +42,11 @@ HELP = "run two git refs (or two interpreters) side by side in duet sessions and
 # the project's 2-core CPU VM (docs/compare.md, "Duet: measured error rates"): with these and
 # the duet threshold (reports.compare.DUET_THRESHOLD) a true x1.05 is flagged at least 9 times
 # in 10, a true x1.02 at most 1 in 10, and no A/A comparison, within 3 minutes per quick case.
-DEFAULT_REPEATS = 8
-DEFAULT_ROUNDS = 20
+DEFAULT_REPEATS = 30
+DEFAULT_ROUNDS = 10
 DEFAULT_ESTIMATOR = "adjacent"
+# Each side's launcher (zygote) forks this many sessions' workers, then both are restarted.
+SESSIONS_PER_LAUNCHER = 4
 DEFAULT_WARMUP = 2
 MIN_ROUNDS = 4
 SESSION_TIMEOUT_S = 900.0
@@ -251,8 +253,8 @@ def _duet_flow(args: argparse.Namespace, *, trees: dict[str, Path], refs: dict[s
     """Duet sessions for the step cases; the process-level flow for training-loop cases."""
     import math
 
-    from bench.duet import (DuetSide, collect_cases, probe_sides, run_session, running_estimate, save_side_run,
-                            shim_dir, side_commit_info)
+    from bench.duet import (DuetSide, Launchers, collect_cases, probe_sides, run_session, running_estimate,
+                            save_side_run, shim_dir, side_commit_info)
     from reports.compare import duet_session_log_ratio
 
     import bench
@@ -280,14 +282,16 @@ def _duet_flow(args: argparse.Namespace, *, trees: dict[str, Path], refs: dict[s
     step_cases = [c for c in cases if c["kind"] == "step"]
     loop_cases = [c for c in cases if c["kind"] == "loop"]
     t_all = time.monotonic()
+    launchers = Launchers(sides, tmp, sessions_per_launcher=SESSIONS_PER_LAUNCHER)
     for k, case in enumerate(step_cases, 1):
         ratios: list[float] = []
         t_case = time.monotonic()
         for i in range(1, args.repeats + 1):
             try:
-                session = run_session(sides, case["config"], index=i, rounds=args.rounds, warmup=DEFAULT_WARMUP,
-                                      tmp=tmp, rng=rng, timeout_s=SESSION_TIMEOUT_S)
+                session = run_session(launchers, case["config"], index=i, rounds=args.rounds, warmup=DEFAULT_WARMUP,
+                                      rng=rng, timeout_s=SESSION_TIMEOUT_S)
             except Exception as exc:  # noqa: BLE001 - one line, exit 2, what was saved stays saved
+                launchers.close()
                 raise UsageError(f"duet session {i} of {case['case_id']} failed: {exc}") from None
             for side, runs in (("base", base_runs), ("head", head_runs)):
                 runs.append(save_side_run(storage=storage, name=f"ab-{stamp}-{side}-{shas[side][:8]}-c{k}-{i}",
@@ -301,6 +305,7 @@ def _duet_flow(args: argparse.Namespace, *, trees: dict[str, Path], refs: dict[s
                   file=sys.stderr, flush=True)
         print(f"[case {k}/{len(step_cases)} {case['case_id']}] {args.repeats} sessions in "
               f"{(time.monotonic() - t_case) / 60:.1f} min", file=sys.stderr, flush=True)
+    launchers.close()
     if step_cases:
         notes.append(f"{len(step_cases)} step case(s) ran as duet sessions: {args.repeats} sessions x {args.rounds} "
                      f"rounds per side, {args.estimator} estimator, in {(time.monotonic() - t_all) / 60:.1f} min")

@@ -82,11 +82,17 @@ def run(args: argparse.Namespace) -> int:
     print(" ".join(cmd), flush=True)
     if args.dry_run:
         return 0
+    storage = Path(args.storage)
+    before = set(storage.glob("*/*.json"))
     rc = subprocess.call(cmd)
     if rc == _PYTEST_USAGE_ERROR:
         return 2
-    if rc == 0 and args.report:
+    new = sorted(set(storage.glob("*/*.json")) - before)
+    # Failed cases (a worker that died or timed out: pytest's exit 1) do not cost the others:
+    # the run was saved, so it is reported, and the command still exits 1.
+    if rc in (0, 1) and args.report and new:
         from bench.cli import main
 
-        return main(["report", "--storage", args.storage, "--out", args.report])
+        report_rc = main(["report", str(new[-1]), "--out", args.report])
+        return rc or report_rc
     return rc

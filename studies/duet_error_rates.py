@@ -1,0 +1,250 @@
+"""How often does `alexnet-bench ab`'s duet flag a change? The study behind its defaults.
+
+    python studies/duet_error_rates.py aa   --out DIR [--case CASE] [--sessions 160] [--rounds 30]
+    python studies/duet_error_rates.py live --out DIR [--case CASE] [--effects 1.00,1.02,1.05,1.10] [--reps 5]
+    python studies/duet_error_rates.py analyse --out DIR
+
+``aa`` runs one long A/A ``ab`` (the same commit on both sides) and keeps every session's
+saved runs. ``analyse`` cuts those sessions into disjoint comparisons of ``n`` sessions, plants
+slowdowns by scaling the head side's rounds (x1.02, x1.05, x1.10), subsamples the rounds per
+side, and counts how often each rule flags, for each estimator: the error rates, with
+Clopper-Pearson 95% intervals. ``live`` makes a throwaway git repository whose head commit does
+a known amount of *extra work* in its step (a matmul timed to that share of the step, not a
+wall-clock spin, which would not drift with the machine) and runs ``ab`` with the defaults
+against it, ``--reps`` times per effect. Results go to DIR/*.json; docs/compare.md quotes them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+SUITE = ("alexnet", "bench", "reports", "pyproject.toml")
+DEFAULT_CASE = "inference-d2l-b32-96x96-fp32-cpu"
+
+
+def _git(repo: Path, *args: str) -> str:
+    return subprocess.run(["git", "-C", str(repo), "-c", "user.name=study", "-c", "user.email=s@example.com", *args],
+                          check=True, capture_output=True, text=True).stdout.strip()
+
+
+def _repo_copy(root: Path) -> Path:
+    root.mkdir(parents=True)
+    for name in SUITE:
+        src = REPO / name
+        if src.is_dir():
+            shutil.copytree(src, root / name, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+        else:
+            shutil.copy2(src, root / name)
+    _git(root, "init", "-q", "-b", "main")
+    _git(root, "add", "-A")
+    _git(root, "commit", "-q", "-m", "base")
+    return root
+
+
+def _ab(repo: Path, base: str, head: str, *args: str, storage: Path, json_out: Path) -> tuple[int, float]:
+    t0 = time.monotonic()
+    proc = subprocess.run([sys.executable, "-m", "bench", "ab", base, head, "--repo", str(repo), "--storage",
+                           str(storage), "--json", str(json_out), *args], cwd=repo, capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": str(REPO), "GITHUB_STEP_SUMMARY": ""})
+    if proc.returncode not in (0, 1):
+        raise SystemExit(f"ab failed ({proc.returncode}): {proc.stderr[-2000:]}")
+    return proc.returncode, time.monotonic() - t0
+
+
+# --- A/A sessions ------------------------------------------------------------------------------
+def cmd_aa(args: argparse.Namespace) -> None:
+    out = Path(args.out)
+    repo = _repo_copy(out / "aa-repo")
+    rc, took = _ab(repo, "HEAD", "HEAD", "--preset", args.preset, "-k", f"{args.case} and not loop", "--repeats",
+                   str(args.sessions), "--rounds", str(args.rounds), "--seed", "1", storage=out / "aa-store",
+                   json_out=out / "aa-ab.json")
+    (out / "aa-meta.json").write_text(json.dumps({"case": args.case, "sessions": args.sessions, "rounds": args.rounds,
+                                                  "seconds": took, "exit": rc, "when": time.strftime("%F %T")}))
+    print(f"aa: {args.sessions} sessions in {took / 60:.1f} min")
+
+
+def _sessions(store: Path) -> list[dict]:
+    """Every saved session: base and head rounds and pace samples, in session order."""
+    by_session: dict[str, dict] = {}
+    for p in sorted(store.glob("*/*.json")):
+        d = json.loads(p.read_text())
+        [b] = d["benchmarks"]
+        duet = b["extra_info"]["duet"]
+        s = by_session.setdefault(duet["session"], {})
+        s[duet["side"]] = (b["stats"]["data"], b["extra_info"]["pace"]["samples"])
+        s["index"] = int(duet["session"].rsplit("-", 1)[1])
+    return [s for _, s in sorted(by_session.items(), key=lambda kv: kv[1]["index"]) if "base" in s and "head" in s]
+
+
+def _cp(k: int, n: int) -> tuple[float, float]:
+    from scipy.stats import binomtest
+
+    ci = binomtest(k, n).proportion_ci(confidence_level=0.95, method="exact")
+    return ci.low, ci.high
+
+
+def cmd_analyse(args: argparse.Namespace) -> None:
+    import numpy as np
+
+    from reports.compare import DUET_ESTIMATORS, duet_estimate, duet_session_log_ratio, verdict
+
+    out = Path(args.out)
+    sessions = _sessions(out / "aa-store")
+    rounds_saved = min(len(s["base"][0]) for s in sessions)
+    print(f"{len(sessions)} A/A sessions, {rounds_saved} rounds per side")
+    results = {"sessions": len(sessions), "rounds_saved": rounds_saved, "sd": {}, "rates": []}
+    thresholds = [float(t) for t in args.thresholds.split(",")]
+    for estimator in DUET_ESTIMATORS:
+        for r in sorted({int(x) for x in args.rounds.split(",")} | {rounds_saved}):
+            if r > rounds_saved:
+                continue
+            d = []
+            for s in sessions:
+                (b, bp), (h, hp) = s["base"], s["head"]
+                d.append(duet_session_log_ratio(b[:r], h[:r], estimator=estimator, base_pace=bp[: r + 1],
+                                                head_pace=hp[: r + 1]))
+            d = np.asarray(d)
+            results["sd"][f"{estimator}/{r}"] = {"mean": float(d.mean()), "sd": float(d.std(ddof=1)),
+                                                 "mad_sd": float(1.4826 * np.median(np.abs(d - np.median(d))))}
+            for n in (int(x) for x in args.n.split(",")):
+                groups = [d[i:i + n] for i in range(0, len(d) - n + 1, n)]
+                for effect in (1.00, 1.02, 1.05, 1.10):
+                    for thr in thresholds:
+                        flagged = sum(verdict(duet_estimate(g + math.log(effect), estimator=estimator), alpha=args.alpha,
+                                              threshold=thr) == "regression" for g in groups)
+                        lo, hi = _cp(flagged, len(groups))
+                        results["rates"].append({"estimator": estimator, "rounds": r, "sessions": n, "effect": effect,
+                                                 "threshold": thr, "flagged": flagged, "comparisons": len(groups),
+                                                 "ci_low": lo, "ci_high": hi})
+    (out / "analysis.json").write_text(json.dumps(results, indent=1))
+    for key, v in results["sd"].items():
+        print(f"session log-ratio {key}: mean {v['mean']:+.4f}, sd {v['sd']:.4f}, robust sd {v['mad_sd']:.4f}")
+    for row in results["rates"]:
+        if row["rounds"] == rounds_saved or row["rounds"] == int(args.focus_rounds):
+            print(f"{row['estimator']:8} r{row['rounds']:<3} n{row['sessions']:<3} thr {row['threshold']:.3f} "
+                  f"x{row['effect']:.2f}: {row['flagged']}/{row['comparisons']} "
+                  f"[{row['ci_low']:.2f}, {row['ci_high']:.2f}]")
+
+
+# --- live effects: extra work in the head's step ------------------------------------------------
+EXTRA_WORK = '''
+# --- study only (studies/duet_error_rates.py): a known amount of extra work per step ---------
+_EXTRA_N = {n}
+_EXTRA = None
+
+
+def _extra_work(device):
+    global _EXTRA
+    if _EXTRA is None:
+        g = torch.Generator().manual_seed(1)
+        a = torch.randn(_EXTRA_N, _EXTRA_N, generator=g).to(device)
+        _EXTRA = (a, a.clone(), torch.empty(_EXTRA_N, _EXTRA_N, device=device))
+    a, b, c = _EXTRA
+    torch.mm(a, b, out=c)
+'''
+
+
+def _calibrate_extra(case: str, share: float) -> tuple[int, float]:
+    """The matmul size whose time is ``share`` of the case's step, measured here, interleaved."""
+    code = f'''
+import json, statistics, time, torch
+from alexnet.config import RunConfig
+from bench.presets import build_cases
+cfg = next(c for c in build_cases("quick") if c.case_id() == {case!r})
+from alexnet.runtime import StepRunner
+r = StepRunner.build(cfg); x, y = r.random_batch()
+for _ in range(3): r.step(x, y)
+def t(f, k=15):
+    out = []
+    for _ in range(k):
+        t0 = time.perf_counter(); f(); out.append(time.perf_counter() - t0)
+    return statistics.median(out)
+step = t(lambda: r.step(x, y))
+target = {share} * step
+best = None
+for n in range(64, 2049, 16):
+    a = torch.randn(n, n); b = torch.randn(n, n); c = torch.empty(n, n)
+    g = t(lambda: torch.mm(a, b, out=c), 9)
+    if g >= target:
+        best = (n, g / step); break
+print(json.dumps({{"n": best[0], "share": best[1], "step_s": step}}))
+'''
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True,
+                          env={**os.environ, "PYTHONPATH": str(REPO)})
+    got = json.loads(proc.stdout.strip().splitlines()[-1])
+    return int(got["n"]), float(got["share"])
+
+
+def cmd_live(args: argparse.Namespace) -> None:
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    repo = _repo_copy(out / f"live-repo-{int(time.time())}")
+    base = _git(repo, "rev-parse", "HEAD")
+    heads = {}
+    for effect in (float(e) for e in args.effects.split(",")):
+        if effect == 1.0:
+            heads[effect] = (base, 0, 0.0)
+            continue
+        n, share = _calibrate_extra(args.case, effect - 1)
+        _git(repo, "checkout", "-q", base)
+        rt = repo / "alexnet" / "runtime.py"
+        text = rt.read_text()
+        text = text.replace("    def step(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:\n",
+                            "    def step(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:\n"
+                            "        _extra_work(self.cfg.device)\n", 1)
+        rt.write_text(text + EXTRA_WORK.format(n=n))
+        _git(repo, "commit", "-q", "-am", f"study: {effect - 1:.0%} more work per step (mm {n}x{n})")
+        heads[effect] = (_git(repo, "rev-parse", "HEAD"), n, share)
+        print(f"x{effect:.2f}: extra mm {n}x{n}, measured share of the step {share:.3f}", flush=True)
+    rows = []
+    for rep in range(args.reps):
+        for effect, (sha, n, share) in heads.items():
+            js = out / f"live-{effect:.2f}-{rep}-{int(time.time())}.json"
+            rc, took = _ab(repo, base, sha, "--preset", args.preset, "-k", f"{args.case} and not loop",
+                           storage=out / "live-store", json_out=js)
+            case = json.loads(js.read_text())["cases"][0]
+            rows.append({"effect": effect, "extra_mm_n": n, "measured_share": share, "rep": rep, "exit": rc,
+                         "verdict": case["verdict"], "ratio": case["ratio"], "ci_low": case["ci_low"],
+                         "ci_high": case["ci_high"], "seconds": took})
+            print(f"live x{effect:.2f} rep {rep}: {case['verdict']} x{case['ratio']:.3f} "
+                  f"[{case['ci_low']:.3f}, {case['ci_high']:.3f}] exit {rc} in {took:.0f} s", flush=True)
+            (out / "live.json").write_text(json.dumps(rows, indent=1))
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="cmd", required=True)
+    a = sub.add_parser("aa")
+    a.add_argument("--out", required=True)
+    a.add_argument("--case", default=DEFAULT_CASE)
+    a.add_argument("--preset", default="quick")
+    a.add_argument("--sessions", type=int, default=160)
+    a.add_argument("--rounds", type=int, default=30)
+    z = sub.add_parser("analyse")
+    z.add_argument("--out", required=True)
+    z.add_argument("--n", default="4,6,8,10")
+    z.add_argument("--rounds", default="10,15,20,30")
+    z.add_argument("--focus-rounds", default="20")
+    z.add_argument("--thresholds", default="0.02,0.025,0.03,0.035,0.04,0.05")
+    z.add_argument("--alpha", type=float, default=0.01)
+    v = sub.add_parser("live")
+    v.add_argument("--out", required=True)
+    v.add_argument("--case", default=DEFAULT_CASE)
+    v.add_argument("--preset", default="quick")
+    v.add_argument("--effects", default="1.00,1.02,1.05,1.10")
+    v.add_argument("--reps", type=int, default=5)
+    args = p.parse_args()
+    {"aa": cmd_aa, "analyse": cmd_analyse, "live": cmd_live}[args.cmd](args)
+
+
+if __name__ == "__main__":
+    main()
