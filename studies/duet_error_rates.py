@@ -154,29 +154,30 @@ def _extra_work(device):
 
 
 def _calibrate_extra(case: str, share: float) -> tuple[int, float]:
-    """The matmul size whose time is ``share`` of the case's step, measured here, interleaved."""
+    """The matmul size whose time is ``share`` of the case's step, measured here.
+
+    Step and matmuls (two sizes) are timed interleaved, 25 times each; the matmul's time is
+    fitted as a * n**3 from the median per-FLOP time of both sizes, which averages out the
+    machine's drift better than searching sizes one after another.
+    """
     code = f'''
 import json, statistics, time, torch
-from alexnet.config import RunConfig
 from bench.presets import build_cases
-cfg = next(c for c in build_cases("quick") if c.case_id() == {case!r})
 from alexnet.runtime import StepRunner
+cfg = next(c for c in build_cases("quick") if c.case_id() == {case!r})
 r = StepRunner.build(cfg); x, y = r.random_batch()
-for _ in range(3): r.step(x, y)
-def t(f, k=15):
-    out = []
-    for _ in range(k):
-        t0 = time.perf_counter(); f(); out.append(time.perf_counter() - t0)
-    return statistics.median(out)
-step = t(lambda: r.step(x, y))
-target = {share} * step
-best = None
-for n in range(64, 2049, 16):
-    a = torch.randn(n, n); b = torch.randn(n, n); c = torch.empty(n, n)
-    g = t(lambda: torch.mm(a, b, out=c), 9)
-    if g >= target:
-        best = (n, g / step); break
-print(json.dumps({{"n": best[0], "share": best[1], "step_s": step}}))
+mats = {{n: (torch.randn(n, n), torch.randn(n, n), torch.empty(n, n)) for n in (512, 768)}}
+for _ in range(3):
+    r.step(x, y)
+    for a, b, c in mats.values(): torch.mm(a, b, out=c)
+step, per = [], []
+for _ in range(25):
+    t0 = time.perf_counter(); r.step(x, y); step.append(time.perf_counter() - t0)
+    for n, (a, b, c) in mats.items():
+        t0 = time.perf_counter(); torch.mm(a, b, out=c); per.append((time.perf_counter() - t0) / n**3)
+s, a = statistics.median(step), statistics.median(per)
+n = max(16, round(({share} * s / a) ** (1 / 3) / 16) * 16)
+print(json.dumps({{"n": n, "share": a * n**3 / s, "step_s": s}}))
 '''
     proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True,
                           env={**os.environ, "PYTHONPATH": str(REPO)})

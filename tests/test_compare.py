@@ -18,7 +18,7 @@ import pytest
 
 from bench.cli import main
 from bench.samples import paced_samples
-from reports.compare import QUIET_DRIFT_SD, compare_runs, round_spread, paired_estimate, runs_estimate, single_run_estimate
+from reports.compare import DUET_THRESHOLD, QUIET_DRIFT_SD, compare_runs, round_spread, paired_estimate, runs_estimate, single_run_estimate
 from reports.load import load_run
 from tests.conftest import REPO, run_cli
 
@@ -361,7 +361,7 @@ def test_duet_sessions_are_the_unit_and_the_saved_estimator_is_honoured(estimato
     c = compare_runs([b for b, _ in sessions], [h for _, h in sessions], paired=True)
     row = c.table.iloc[0]
     assert row["method"] == f"duet: {estimator} estimator, t on 8 sessions"
-    assert row["threshold"] == pytest.approx(0.03)  # the duet's default threshold
+    assert row["threshold"] == pytest.approx(DUET_THRESHOLD)  # the duet's default threshold
     if estimator == "adjacent":  # the shared drift cancels exactly in adjacent ratios
         assert row["verdict"] == "regression" and row["ci_low"] > 1.05 and row["ci_high"] < 1.15
     # A/A: the same sessions without the change are never a regression.

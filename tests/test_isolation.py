@@ -182,6 +182,8 @@ def test_deterministic_case_env_is_set_in_the_worker_before_torch_touches_a_devi
     with Zygote(cwd=REPO, pythonpath=[str(REPO)]) as z:
         w = z.fork(tag="det", env=env)
         built = w.request("build", timeout=120, config=cfg.flat(), options={"warmup": 1, "telemetry_interval_s": None})
+        # The kernel's OOM killer takes the worker, not the suite (proc(5): -1000..1000).
+        assert Path(f"/proc/{w.pid}/oom_score_adj").read_text().strip() == "1000"
         w.close()
         assert w.pid != os.getpid() and built["worker_pid"] == w.pid
     assert built["env"]["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8"
@@ -205,3 +207,43 @@ def test_cpu_memory_rise_is_the_cases_own(tmp_path: Path) -> None:
     rise_after = {b["extra_info"]["config"]["batch_size"]: b["extra_info"]["memory_rise_bytes"] for b in after_run}
     assert rise_after[64] > rise_after[32]
     assert rise_after[32] == pytest.approx(rise_alone[32], rel=0.15), (rise_alone, rise_after)
+
+
+def test_cuda_skips_are_decided_from_worker_facts_without_touching_the_device() -> None:
+    """The coordinator decides CUDA skips from facts a worker gathered (it never initialises CUDA);
+    torchvision + deterministic + train on CUDA is skipped: adaptive_avg_pool2d_backward_cuda has
+    no deterministic implementation."""
+    import torch
+
+    from alexnet.config import RunConfig
+    from alexnet.runtime import unsupported_reason
+
+    facts = {"available": True, "count": 1, "devices": [{"index": 0, "name": "NVIDIA H200", "bf16": True}]}
+    tv = RunConfig(variant="torchvision", mode="train", deterministic=True, device="cuda", batch_size=2,
+                   resolution=(65, 65))
+    assert "adaptive_avg_pool2d_backward_cuda" in unsupported_reason(tv, cuda_facts=facts)
+    assert unsupported_reason(tv.replace(mode="inference"), cuda_facts=facts) is None
+    assert unsupported_reason(tv.replace(variant="d2l"), cuda_facts=facts) is None
+    assert "only 1 GPU" in unsupported_reason(tv.replace(variant="d2l", device="cuda:1"), cuda_facts=facts)
+    old = {**facts, "devices": [{"index": 0, "name": "Tesla V100", "bf16": False}]}
+    assert "no bf16 support" in unsupported_reason(tv.replace(variant="d2l", amp="bf16"), cuda_facts=old)
+    assert "not available" in unsupported_reason(tv.replace(variant="d2l"), cuda_facts={"count": 0, "devices": []})
+    assert not torch.cuda.is_initialized()
+
+
+def test_import_time_settings_belong_to_the_zygote_and_a_change_starts_a_fresh_one(tmp_path: Path) -> None:
+    """OMP_NUM_THREADS is read when torch starts its thread pool: a worker inherits its zygote's
+    value, so a case that needs another value gets a fresh zygote (bench.launcher.ZygotePool)."""
+    from bench.launcher import ZygotePool
+
+    pool = ZygotePool(cwd=REPO, pythonpath=[str(REPO)])
+    try:
+        seen = []
+        for threads in ("1", "2", "2"):
+            w = pool.get({"OMP_NUM_THREADS": threads, "HOME": "ignored"}).fork(tag=f"t{threads}")
+            seen.append(w.request("probe", timeout=120)["machine_info"]["torch_num_threads"])
+            w.close()
+        assert seen == [1, 2, 2]
+        assert pool.starts == 2  # a fresh zygote for the change, the same one for the same value
+    finally:
+        pool.close()

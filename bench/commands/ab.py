@@ -42,9 +42,9 @@ HELP = "run two git refs (or two interpreters) side by side in duet sessions and
 # the project's 2-core CPU VM (docs/compare.md, "Duet: measured error rates"): with these and
 # the duet threshold (reports.compare.DUET_THRESHOLD) a true x1.05 is flagged at least 9 times
 # in 10, a true x1.02 at most 1 in 10, and no A/A comparison, within 3 minutes per quick case.
-DEFAULT_REPEATS = 30
+DEFAULT_REPEATS = 60
 DEFAULT_ROUNDS = 10
-DEFAULT_ESTIMATOR = "adjacent"
+DEFAULT_ESTIMATOR = "raw"
 # Each side's launcher (zygote) forks this many sessions' workers, then both are restarted.
 SESSIONS_PER_LAUNCHER = 4
 DEFAULT_WARMUP = 2
@@ -276,6 +276,10 @@ def _duet_flow(args: argparse.Namespace, *, trees: dict[str, Path], refs: dict[s
     intended, lines = _env_check(sides, args, pythons["base"] != pythons["head"])
     for line in lines:
         print(f"intended difference: {line}", flush=True)
+    for name, side in sides.items():
+        mi = side.probe["machine_info"]
+        print(f"{name}: {side.ref} ({side.sha[:8]}), python {side.python}, torch {mi.get('torch_version')}, "
+              f"CUDA {mi.get('cuda_version')}, cuDNN {mi.get('cudnn_version')}", file=sys.stderr, flush=True)
     notes: list[str] = []
     base_runs: list[Path] = []
     head_runs: list[Path] = []

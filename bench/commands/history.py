@@ -19,13 +19,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 from bench.cli import UsageError
+from bench.commands.report import write_aside
 from bench.commands.compare import fraction
 
 NAME = "history"
@@ -84,26 +83,6 @@ def _check_outputs(args: argparse.Namespace, out: Path) -> None:
             raise UsageError(f"--out {str(out)!r} is not empty and holds no history page; choose a new or empty directory")
 
 
-def _write_aside(out: Path, build) -> Path:
-    """Build into a temporary sibling of ``out`` and rename it into place (as ``report`` does)."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
-    try:
-        os.chmod(tmp, 0o755)  # mkdtemp makes it private; a page is meant to be read and served
-        index = build(tmp)
-        if out.exists():
-            old = out.with_name(f".{out.name}.old-{os.getpid()}")
-            out.rename(old)
-            tmp.rename(out)
-            shutil.rmtree(old)
-        else:
-            tmp.rename(out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return out / index.name
-
-
 def run(args: argparse.Namespace) -> int:
     from reports.history import build_history
     from reports.history_accept import ACCEPTED_FILE, add_acceptances, parse_accept, read_acceptances
@@ -136,7 +115,7 @@ def run(args: argparse.Namespace) -> int:
         add_acceptances(accepted_file, new)
         print(f"accepted: {', '.join(a.commit + (':' + a.case if a.case else '') for a in new)} -> {accepted_file}")
 
-    index = _write_aside(out, lambda tmp: build_page(history, out_dir=tmp))
+    index = write_aside(out, lambda tmp: build_page(history, out_dir=tmp))
     md = to_markdown(history)
     if args.markdown is not None:
         args.markdown.write_text(md, encoding="utf-8")

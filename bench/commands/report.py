@@ -44,20 +44,16 @@ def _check_out(out: Path) -> None:
         raise UsageError(f"--out {str(out)!r} is not empty and holds no report; choose a new or empty directory")
 
 
-def run(args: argparse.Namespace) -> int:
-    from reports.html import INDEX, build_report
-    from reports.load import load_runs
+def write_aside(out: Path, build) -> Path:
+    """Build into a temporary sibling of ``out`` and rename it into place; ``build(tmp)`` returns the index path.
 
-    out = Path(args.out).expanduser().absolute()
-    _check_out(out)
-    runs = load_runs(args.runs, storage=Path(args.storage))  # RunLoadError is a ValueError: one line, exit 2
-
+    A failed build leaves nothing behind and the earlier folder untouched (used by `history` too).
+    """
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
     try:
-        os.chmod(tmp, 0o755)  # mkdtemp makes it private; a report is meant to be read and served
-        index = build_report(runs, out_dir=tmp, csv=args.csv)
-        pngs = sorted(p.name for p in tmp.glob("*.png"))
+        os.chmod(tmp, 0o755)  # mkdtemp makes it private; a page is meant to be read and served
+        index = build(tmp)
         if out.exists():
             old = out.with_name(f".{out.name}.old-{os.getpid()}")
             out.rename(old)
@@ -68,7 +64,26 @@ def run(args: argparse.Namespace) -> int:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    return out / index.name
+
+
+def run(args: argparse.Namespace) -> int:
+    from reports.html import build_report
+    from reports.load import load_runs
+
+    out = Path(args.out).expanduser().absolute()
+    _check_out(out)
+    runs = load_runs(args.runs, storage=Path(args.storage))  # RunLoadError is a ValueError: one line, exit 2
+
+    pngs: list[str] = []
+
+    def build(tmp: Path) -> Path:
+        index = build_report(runs, out_dir=tmp, csv=args.csv)
+        pngs.extend(sorted(p.name for p in tmp.glob("*.png")))
+        return index
+
+    index = write_aside(out, build)
     cases = sum(len(r.benchmarks) for r in runs)
     print(f"{cases} cases from {', '.join(str(r.path) for r in runs)}; {len(pngs)} figures")
-    print(out / index.name)
+    print(index)
     return 0
