@@ -185,17 +185,24 @@ print(json.dumps({{"n": n, "share": a * n**3 / s, "step_s": s}}))
     return int(got["n"]), float(got["share"])
 
 
+def _effects(args: argparse.Namespace) -> list[float]:
+    return [float(e) for e in args.effects.split(",")]
+
+
 def cmd_live(args: argparse.Namespace) -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     repo = _repo_copy(out / f"live-repo-{int(time.time())}")
     base = _git(repo, "rev-parse", "HEAD")
     heads = {}
-    for effect in (float(e) for e in args.effects.split(",")):
+    for effect in _effects(args):
         if effect == 1.0:
             heads[effect] = (base, 0, 0.0)
             continue
-        n, share = _calibrate_extra(args.case, effect - 1)
+        if args.sizes:  # mm sizes from an earlier calibration: the same commits again
+            n, share = dict(zip(_effects(args), (int(x) for x in args.sizes.split(","))))[effect], float("nan")
+        else:
+            n, share = _calibrate_extra(args.case, effect - 1)
         _git(repo, "checkout", "-q", base)
         rt = repo / "alexnet" / "runtime.py"
         text = rt.read_text()
@@ -218,7 +225,7 @@ def cmd_live(args: argparse.Namespace) -> None:
                          "ci_high": case["ci_high"], "seconds": took})
             print(f"live x{effect:.2f} rep {rep}: {case['verdict']} x{case['ratio']:.3f} "
                   f"[{case['ci_low']:.3f}, {case['ci_high']:.3f}] exit {rc} in {took:.0f} s", flush=True)
-            (out / "live.json").write_text(json.dumps(rows, indent=1))
+            (out / f"live{args.tag}.json").write_text(json.dumps(rows, indent=1))
 
 
 def main() -> None:
@@ -243,6 +250,8 @@ def main() -> None:
     v.add_argument("--preset", default="quick")
     v.add_argument("--effects", default="1.00,1.02,1.05,1.10")
     v.add_argument("--reps", type=int, default=5)
+    v.add_argument("--sizes", default=None, help="extra mm size per effect (skips the calibration), e.g. 496,656,832")
+    v.add_argument("--tag", default="", help="suffix of the results file, live<TAG>.json")
     args = p.parse_args()
     {"aa": cmd_aa, "analyse": cmd_analyse, "live": cmd_live}[args.cmd](args)
 

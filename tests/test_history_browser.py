@@ -7,7 +7,6 @@ an error, no request leaves the machine, and a full-page screenshot is saved.
 
 from __future__ import annotations
 
-import base64
 import json
 
 import pytest
@@ -15,7 +14,7 @@ import pytest
 from reports.history import build_history
 from reports.history_page import build_page
 from tests.test_history import real_run, write_series  # noqa: F401  (real_run is a fixture)
-from tests.test_report_browser import PNG_MAGIC, browser  # noqa: F401  (browser is a fixture)
+from tests.test_report_browser import browser, screenshot_and_check_offline  # noqa: F401  (browser is a fixture)
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -56,19 +55,4 @@ def test_history_page_renders_in_chromium_with_every_image_and_no_errors(browser
     }, session=session)["result"]["value"]
     assert before is True
 
-    shot = browser.send("Page.captureScreenshot", {"format": "png", "captureBeyondViewport": True},
-                        session=session)["data"]
-    screenshot = tmp_path / "history-screenshot.png"
-    screenshot.write_bytes(base64.b64decode(shot))
-    assert screenshot.read_bytes()[:8] == PNG_MAGIC and screenshot.stat().st_size > 10_000
-    print(f"screenshot: {screenshot}")
-
-    events = browser.events
-    errors = [e["params"] for e in events
-              if (e["method"] == "Runtime.consoleAPICalled" and e["params"]["type"] in ("error", "assert"))
-              or e["method"] == "Runtime.exceptionThrown"
-              or (e["method"] == "Log.entryAdded" and e["params"]["entry"]["level"] == "error")
-              or e["method"] == "Network.loadingFailed"]
-    assert not errors, f"console errors: {errors}"
-    urls = [e["params"]["request"]["url"] for e in events if e["method"] == "Network.requestWillBeSent"]
-    assert urls and all(u.startswith("file://") for u in urls), urls
+    screenshot_and_check_offline(browser, session, tmp_path, "history")

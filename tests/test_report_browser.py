@@ -108,6 +108,28 @@ def browser(tmp_path):
         proc.stderr.close()
 
 
+def screenshot_and_check_offline(browser, session, tmp_path: Path, name: str) -> Path:
+    """Save a full-page screenshot, then assert no console error, no failed load, and that every
+    request went to file:// (offline: the page and its images come from disk). Returns the PNG."""
+    shot = browser.send("Page.captureScreenshot", {"format": "png", "captureBeyondViewport": True},
+                        session=session)["data"]
+    screenshot = tmp_path / f"{name}-screenshot.png"
+    screenshot.write_bytes(base64.b64decode(shot))
+    assert screenshot.read_bytes()[:8] == PNG_MAGIC and screenshot.stat().st_size > 10_000
+    print(f"screenshot: {screenshot}")
+
+    events = browser.events
+    errors = [e["params"] for e in events
+              if (e["method"] == "Runtime.consoleAPICalled" and e["params"]["type"] in ("error", "assert"))
+              or e["method"] == "Runtime.exceptionThrown"
+              or (e["method"] == "Log.entryAdded" and e["params"]["entry"]["level"] == "error")
+              or e["method"] == "Network.loadingFailed"]
+    assert not errors, f"console errors: {errors}"
+    urls = [e["params"]["request"]["url"] for e in events if e["method"] == "Network.requestWillBeSent"]
+    assert urls and all(u.startswith("file://") for u in urls), urls
+    return screenshot
+
+
 def test_report_renders_in_chromium_with_every_image_and_no_errors(browser, tmp_path, tmp_path_factory):
     run = load_run(tiny_run(tmp_path_factory.getbasetemp() / "tiny-run"))
     out = tmp_path / "report"
@@ -135,20 +157,4 @@ def test_report_renders_in_chromium_with_every_image_and_no_errors(browser, tmp_
                          session=session)["result"]["value"]
     assert title == "AlexNet benchmark report"
 
-    shot = browser.send("Page.captureScreenshot", {"format": "png", "captureBeyondViewport": True},
-                        session=session)["data"]
-    screenshot = tmp_path / "report-screenshot.png"
-    screenshot.write_bytes(base64.b64decode(shot))
-    assert screenshot.read_bytes()[:8] == PNG_MAGIC and screenshot.stat().st_size > 10_000
-    print(f"screenshot: {screenshot}")
-
-    events = browser.events
-    errors = [e["params"] for e in events
-              if (e["method"] == "Runtime.consoleAPICalled" and e["params"]["type"] in ("error", "assert"))
-              or e["method"] == "Runtime.exceptionThrown"
-              or (e["method"] == "Log.entryAdded" and e["params"]["entry"]["level"] == "error")
-              or e["method"] == "Network.loadingFailed"]
-    assert not errors, f"console errors: {errors}"
-    # Offline: the page and its images come from disk; nothing asks the network.
-    urls = [e["params"]["request"]["url"] for e in events if e["method"] == "Network.requestWillBeSent"]
-    assert urls and all(u.startswith("file://") for u in urls), urls
+    screenshot_and_check_offline(browser, session, tmp_path, "report")
