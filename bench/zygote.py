@@ -48,7 +48,12 @@ def preload(kind: str = "suite") -> None:
 
     Importing torch neither creates a CUDA context nor starts the OpenMP pool: both happen at
     first use (PyTorch's "Poison fork" note in torch.multiprocessing's docs concerns processes
-    that have *initialised* CUDA). `bench.worker` imports the instruments lazily per case
+    that have *initialised* CUDA). torch._dynamo is deliberately *not* preloaded, although
+    every train step (torch.optim's `_disable_dynamo` wrappers) and every compiled case imports
+    it, about 1 s a worker: its import sets TORCHINDUCTOR_CACHE_DIR to the default directory
+    and builds a module-level DiskDynamoCache under it (torch/_dynamo/package.py, torch 2.14),
+    which every forked case would then share. Each worker imports it after its own cache
+    directories are set. `bench.worker` imports the instruments lazily per case
     too; what is imported here is only paid once.
     """
     import torch  # noqa: F401
