@@ -35,7 +35,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from bench.launcher import Zygote
 
@@ -270,13 +270,6 @@ def save_side_run(*, storage: Path, name: str, side: DuetSide, config: dict[str,
     return new[0]
 
 
-def git(repo: Path, *args: str) -> str:
-    proc = subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise RuntimeError((proc.stderr.strip().splitlines() or ["git failed"])[-1])
-    return proc.stdout.strip()
-
-
 def collect_cases(tool_root: Path, *, preset: str, keyword: str | None, pytest_args: list[str],
                   python: str) -> list[dict[str, Any]]:
     """The selected cases, as the suite would collect them (-k, axis overrides), with their configs."""
@@ -311,5 +304,3 @@ def running_estimate(log_ratios: list[float]) -> str:
     half = float(stats.t.ppf(0.975, len(log_ratios) - 1)) * se
     return f"x{math.exp(mean):.3f} (95% CI {math.exp(mean - half):.3f}-{math.exp(mean + half):.3f})"
 
-
-ProgressFn = Callable[[str], None]

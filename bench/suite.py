@@ -130,8 +130,12 @@ class CaseRunner:
         w.deadline = time.monotonic() + self.case_timeout_s
         return w
 
-    def _release(self, w: Any) -> None:
-        w.close()
+    def _release(self, w: Any, *, kill: bool = False) -> None:
+        """Close (or kill) a worker; an in-process stand-in also puts the environment back."""
+        if kill:
+            w.kill()
+        else:
+            w.close()
         for k, v in getattr(w, "_restore_env", {}).items():
             if v is None:
                 os.environ.pop(k, None)
@@ -190,9 +194,7 @@ class CaseRunner:
                 window = w.request("telemetry", seconds=seconds)
             extra = w.request("finish")
         except BaseException:
-            if getattr(w, "dead", False) is False:
-                w.kill()
-            self._restore_after(w)
+            self._release(w, kill=not getattr(w, "dead", False))
             raise
         finally:
             shutil.rmtree(cache_root, ignore_errors=True)
@@ -217,13 +219,6 @@ class CaseRunner:
         if window is not None:
             extra["telemetry_window"] = {**window, "what": "back-to-back steps after the timed rounds"}
         return {"samples": timed["samples"], "extra": extra}
-
-    def _restore_after(self, w: Any) -> None:
-        for k, v in getattr(w, "_restore_env", {}).items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
 
     def record_failure(self, *, node: Any, cfg: RunConfig, case_id: str, exc: WorkerDied) -> dict[str, Any]:
         rec = {"name": node.name, "fullname": node.nodeid, "case_id": case_id, "config": cfg.flat(), **exc.record()}
