@@ -14,7 +14,7 @@ import pytest
 from reports.history import build_history
 from reports.history_page import build_page
 from tests.test_history import real_run, write_series  # noqa: F401  (real_run is a fixture)
-from tests.test_report_browser import browser, screenshot_and_check_offline  # noqa: F401  (browser is a fixture)
+from tests.test_report_browser import browser, open_page, screenshot_and_check_offline  # noqa: F401  (browser is a fixture)
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -26,12 +26,7 @@ def test_history_page_renders_in_chromium_with_every_image_and_no_errors(browser
     out.mkdir()
     index = build_page(history, out_dir=out)
 
-    target = browser.send("Target.createTarget", {"url": "about:blank"})["targetId"]
-    session = browser.send("Target.attachToTarget", {"targetId": target, "flatten": True})["sessionId"]
-    for domain in ("Page", "Runtime", "Log", "Network"):
-        browser.send(f"{domain}.enable", session=session)
-    browser.send("Page.navigate", {"url": index.as_uri()}, session=session)
-    browser.wait_for("Page.loadEventFired")
+    session = open_page(browser, index)
 
     images = json.loads(browser.send("Runtime.evaluate", {
         "expression": "JSON.stringify(Array.from(document.images, i => "

@@ -108,6 +108,17 @@ def browser(tmp_path):
         proc.stderr.close()
 
 
+def open_page(browser, index: Path) -> str:
+    """A new tab with the console, log and network watched, on ``index``; returns its session."""
+    target = browser.send("Target.createTarget", {"url": "about:blank"})["targetId"]
+    session = browser.send("Target.attachToTarget", {"targetId": target, "flatten": True})["sessionId"]
+    for domain in ("Page", "Runtime", "Log", "Network"):
+        browser.send(f"{domain}.enable", session=session)
+    browser.send("Page.navigate", {"url": index.as_uri()}, session=session)
+    browser.wait_for("Page.loadEventFired")
+    return session
+
+
 def screenshot_and_check_offline(browser, session, tmp_path: Path, name: str) -> Path:
     """Save a full-page screenshot, then assert no console error, no failed load, and that every
     request went to file:// (offline: the page and its images come from disk). Returns the PNG."""
@@ -136,12 +147,7 @@ def test_report_renders_in_chromium_with_every_image_and_no_errors(browser, tmp_
     out.mkdir()
     index = build_report([run], out_dir=out)
 
-    target = browser.send("Target.createTarget", {"url": "about:blank"})["targetId"]
-    session = browser.send("Target.attachToTarget", {"targetId": target, "flatten": True})["sessionId"]
-    for domain in ("Page", "Runtime", "Log", "Network"):
-        browser.send(f"{domain}.enable", session=session)
-    browser.send("Page.navigate", {"url": index.as_uri()}, session=session)
-    browser.wait_for("Page.loadEventFired")
+    session = open_page(browser, index)
 
     images = browser.send("Runtime.evaluate", {
         "expression": "JSON.stringify(Array.from(document.images, i => "
