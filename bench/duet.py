@@ -4,7 +4,8 @@ Why (docs/compare.md, "Duet"; REFERENCE.md, "Two live processes, rounds alternat
 shared machine the noise is a drift in speed over seconds, shared by everything running at
 that moment. Two processes that alternate single rounds see the same drift, so the ratio of
 their rounds cancels it; a pair of fresh runs one after the other does not. What is left is a
-per-process effect (sd about 0.015-0.02 here) that only more sessions average out, so the
+per-process effect that only more sessions average out (on our VM mostly where glibc's
+dynamic malloc thresholds settled in each worker, which `bench.allocator` now pins), so the
 *session* (a fresh pair of workers) is the unit of the test, as in "Duet Benchmarking"
 (Bulej et al., ICPE 2020) and randomized multiple interleaved trials (Abedi and Brecht,
 ICPE 2017).
@@ -17,9 +18,11 @@ config handling) is the ref's. Both sides' zygotes are started afresh every few 
 (`Launchers`), so nothing that belongs to one launcher process (its address-space layout, its
 heap) is shared by all of a side's sessions.
 
-A session: fork one worker per side, build both (random order; each runs its cold step and
-warm-up), then ``rounds`` rounds per side in A B B A order with a random first side, each
-round preceded by its pace sample, and one closing pace sample per side. Each side's rounds
+A session: fork one worker per side, build both (random order; each pins glibc's malloc
+thresholds first, `bench.allocator`, then runs its cold step and warm-up), then ``rounds``
+rounds per side in A B B A order with a random first side, each round preceded by its pace
+sample and ``rewarm`` untimed steps (a round follows the other side's, so its first step would
+meet cold caches), and one closing pace sample per side. Each side's rounds
 are saved as one pytest-benchmark run through pytest-benchmark's own `FileStorage`, with
 that side's worker's machine_info and the side's commit_info, marked ``extra_info.duet``
 with the session, the estimator and the round order; ``compare --paired`` re-judges them.
@@ -113,6 +116,8 @@ class SessionResult:
     cold_s: dict[str, float]
     worker_pids: dict[str, int]
     wall_s: float
+    rewarm: int = 0  # untimed steps right before each timed round
+    allocator: dict[str, dict[str, Any]] = field(default_factory=dict)  # per side: bench.allocator's record
 
 
 def abba(first: str, other: str, rounds: int) -> list[str]:
@@ -163,7 +168,7 @@ class Launchers:
 
 
 def run_session(launchers: Launchers, config: dict[str, Any], *, index: int, rounds: int, warmup: int,
-                rng: random.Random, timeout_s: float) -> SessionResult:
+                rng: random.Random, timeout_s: float, rewarm: int = 1, malloc: str = "pinned") -> SessionResult:
     """One duet session of one case: a fresh worker per side, built in random order, rounds alternated."""
     t0 = time.monotonic()
     workers: dict[str, Any] = {}
@@ -172,16 +177,18 @@ def run_session(launchers: Launchers, config: dict[str, Any], *, index: int, rou
         names = list(zygotes)
         rng.shuffle(names)  # who builds first, and who times first, is random
         cold: dict[str, float] = {}
+        allocator: dict[str, dict[str, Any]] = {}
         for name in names:
             workers[name] = zygotes[name].fork(tag=f"{name}-{index}")
             workers[name].deadline = time.monotonic() + timeout_s
-            built = workers[name].request("subject_build", config=config, warmup=warmup)
+            built = workers[name].request("subject_build", config=config, warmup=warmup, malloc=malloc)
             cold[name] = built["cold_step_s"]
+            allocator[name] = built.get("allocator") or {"policy": "default"}
         order = abba(names[0], names[1], rounds)
         samples: dict[str, list[float]] = {n: [] for n in names}
         pace: dict[str, list[float]] = {n: [] for n in names}
         for name in order:
-            r = workers[name].request("subject_rounds", n=1, pace=True, pace_after=False)
+            r = workers[name].request("subject_rounds", n=1, pace=True, pace_after=False, rewarm=rewarm)
             samples[name] += r["samples"]
             pace[name] += r["pace"]
         for name in names:  # each side's closing pace sample: R rounds, R + 1 pace samples
@@ -196,7 +203,7 @@ def run_session(launchers: Launchers, config: dict[str, Any], *, index: int, rou
             if not w.dead:
                 w.close()
     return SessionResult(index=index, order=order, samples=samples, pace=pace, cold_s=cold, worker_pids=pids,
-                         wall_s=time.monotonic() - t0)
+                         wall_s=time.monotonic() - t0, rewarm=rewarm, allocator=allocator)
 
 
 class _Logger:
@@ -243,6 +250,8 @@ def save_side_run(*, storage: Path, name: str, side: DuetSide, config: dict[str,
                 "worker_pid": session.worker_pids[side.name],
                 "python": side.python,
                 "session_wall_s": session.wall_s,
+                "rewarm": session.rewarm,
+                "allocator": session.allocator.get(side.name, {"policy": "default"}),
             },
             "isolation": {"mode": "process", "worker_pid": session.worker_pids[side.name]},
             "warnings": [],

@@ -59,18 +59,28 @@ def make_round(runner: "StepRunner", x: torch.Tensor, y: torch.Tensor) -> Callab
     return round_
 
 
-def timed_rounds(round_: Callable[[], None], n: int, *, pace: "PaceKernel | None", pace_after: bool = True) -> list[float]:
+def timed_rounds(round_: Callable[[], None], n: int, *, pace: "PaceKernel | None", pace_after: bool = True,
+                 rewarm: int = 0) -> list[float]:
     """``n`` timed rounds, each preceded by a pace sample (and one more after the last).
 
     Each duration is this process's ``perf_counter`` around one ``round_`` (which ends
     synchronised), so whatever happens between requests, in this process or between processes,
     stays out. ``pace_after=False`` leaves the closing pace sample to a later call: a duet
     side's rounds are not adjacent, and its next pace sample is the one before its next round.
+
+    ``rewarm`` untimed calls of ``round_`` run between the pace sample and the timed round. A
+    duet side's round follows the *other* side's round, so without them it times the first
+    step after another process ran: cold caches and TLB, a sleeping thread pool. On this VM
+    that first step's cost depends on the process, and made one worker 5-15% slower than its
+    twin for its whole life; one re-warming step cut the A/A session spread 2-4x
+    (docs/compare.md, "Duet"), and the timed step is then a steady-state step, as in a loop.
     """
     out: list[float] = []
     for _ in range(n):
         if pace is not None:
             pace()
+        for _ in range(rewarm):
+            round_()
         t0 = time.perf_counter()
         round_()
         out.append(time.perf_counter() - t0)

@@ -17,9 +17,11 @@ Requests are plain dicts (``{"op": ..., **args}``) and so are the replies
 
 A duet side (`bench.duet`, ``alexnet-bench ab``) uses three more: ``side_probe`` (this
 interpreter's pytest-benchmark machine_info and machine id, the subject's location and API
-version), ``subject_build`` (the ref's `alexnet.subject.build`, then the cold step and the
-warm-up, with this tool's clock) and ``subject_rounds`` (timed rounds of it, each with its pace
-sample; ``pace_after`` closes the series). Only `alexnet.subject` comes from the ref.
+version), ``subject_build`` (``malloc="pinned"`` first fixes glibc's malloc thresholds,
+`bench.allocator`; then the ref's `alexnet.subject.build`, the cold step and the warm-up, with
+this tool's clock) and ``subject_rounds`` (timed rounds of it, each with its pace sample and
+``rewarm`` untimed steps just before it; ``pace_after`` closes the series). Only
+`alexnet.subject` comes from the ref.
 
 `InProcessWorker` answers the same requests in the calling process (``--isolation none``,
 for debugging): same code, no isolation.
@@ -85,11 +87,11 @@ class SubjectSession:
         self.api_version = getattr(subject_mod, "API_VERSION", None)
         self.subject_file = subject_mod.__file__
 
-    def rounds(self, n: int, *, pace: bool = True, pace_after: bool = True) -> dict[str, Any]:
+    def rounds(self, n: int, *, pace: bool = True, pace_after: bool = True, rewarm: int = 0) -> dict[str, Any]:
         from bench.timing import timed_rounds
 
         before = len(self.pace.samples)
-        out = timed_rounds(self.round, n, pace=self.pace if pace else None, pace_after=pace_after)
+        out = timed_rounds(self.round, n, pace=self.pace if pace else None, pace_after=pace_after, rewarm=rewarm)
         self.samples.extend(out)
         return {"samples": out, "pace": self.pace.samples[before:]}
 
@@ -169,13 +171,18 @@ def handle(state: _State, op: str, args: dict[str, Any]) -> Any:
     if op == "side_probe":
         return _side_probe()
     if op == "subject_build":
+        allocator: dict[str, Any] = {"policy": "default"}
+        if args.get("malloc", "default") == "pinned":  # before the subject allocates anything
+            from bench.allocator import pin_malloc
+
+            allocator = pin_malloc()
         state.session = SubjectSession(args["config"], warmup=int(args.get("warmup", 2)))
-        return {"cold_step_s": state.session.cold_s, "worker_pid": os.getpid(),
+        return {"cold_step_s": state.session.cold_s, "worker_pid": os.getpid(), "allocator": allocator,
                 "subject_file": state.session.subject_file, "api_version": state.session.api_version,
                 "pace_kernel": state.session.pace.record()["kernel"]}
     if op == "subject_rounds":
         return state.session.rounds(int(args["n"]), pace=bool(args.get("pace", True)),
-                                    pace_after=bool(args.get("pace_after", False)))
+                                    pace_after=bool(args.get("pace_after", False)), rewarm=int(args.get("rewarm", 0)))
     if op == "rounds":
         action = _fault(state.session.case_id)
         if action and not state.session.samples:

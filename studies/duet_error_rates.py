@@ -154,34 +154,48 @@ def _extra_work(device):
 
 
 def _calibrate_extra(case: str, share: float) -> tuple[int, float]:
-    """The matmul size whose time is ``share`` of the case's step, measured here.
+    """The matmul size that makes the case's step ``share`` slower, measured as the duet measures.
 
-    Step and matmuls (two sizes) are timed interleaved, 25 times each; the matmul's time is
-    fitted as a * n**3 from the median per-FLOP time of both sizes, which averages out the
-    machine's drift better than searching sizes one after another.
+    One process with the duet worker's allocator policy (`bench.allocator.pin_malloc`) times
+    the step alone and the step with the extra matmul in front (as the study's head commit does
+    it), interleaved, each timed call after one untimed one (the duet's ``--rewarm 1``), 30
+    times for each of two sizes. The extra time is fitted as a * n**3 from both sizes' median
+    ratios, which averages out the machine's drift better than timing the matmul alone (the
+    first version did that and overstated the effect in the duet: a "5%" matmul measured 3.7%).
     """
     code = f'''
 import json, statistics, time, torch
+from bench.allocator import pin_malloc
+pin_malloc()
 from bench.presets import build_cases
 from alexnet.runtime import StepRunner
 cfg = next(c for c in build_cases("quick") if c.case_id() == {case!r})
 r = StepRunner.build(cfg); x, y = r.random_batch()
-mats = {{n: (torch.randn(n, n), torch.randn(n, n), torch.empty(n, n)) for n in (512, 768)}}
-for _ in range(3):
-    r.step(x, y)
-    for a, b, c in mats.values(): torch.mm(a, b, out=c)
-step, per = [], []
-for _ in range(25):
-    t0 = time.perf_counter(); r.step(x, y); step.append(time.perf_counter() - t0)
-    for n, (a, b, c) in mats.items():
-        t0 = time.perf_counter(); torch.mm(a, b, out=c); per.append((time.perf_counter() - t0) / n**3)
-s, a = statistics.median(step), statistics.median(per)
-n = max(16, round(({share} * s / a) ** (1 / 3) / 16) * 16)
-print(json.dumps({{"n": n, "share": a * n**3 / s, "step_s": s}}))
+sizes = (512, 768)
+mats = {{n: (torch.randn(n, n), torch.randn(n, n), torch.empty(n, n)) for n in sizes}}
+def plain(): r.step(x, y)
+def extra(n):
+    a, b, c = mats[n]
+    def f():
+        torch.mm(a, b, out=c); r.step(x, y)
+    return f
+fns = {{"plain": plain, **{{n: extra(n) for n in sizes}}}}
+def timed(f):
+    f(); t0 = time.perf_counter(); f(); return time.perf_counter() - t0
+for f in fns.values(): timed(f)
+t = {{k: [] for k in fns}}
+for _ in range(30):
+    for k, f in fns.items(): t[k].append(timed(f))
+base = statistics.median(t["plain"])
+per = statistics.median([(statistics.median(t[n]) / base - 1) / n**3 for n in sizes])
+n = max(16, round((({share}) / per) ** (1 / 3) / 16) * 16)
+print(json.dumps({{"n": n, "share": per * n**3, "step_s": base,
+                  "measured": {{str(k): statistics.median(v) / base - 1 for k, v in t.items() if k != "plain"}}}}))
 '''
     proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True,
                           env={**os.environ, "PYTHONPATH": str(REPO)})
     got = json.loads(proc.stdout.strip().splitlines()[-1])
+    print(f"calibration: {got}", flush=True)
     return int(got["n"]), float(got["share"])
 
 

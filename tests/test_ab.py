@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bench.commands.ab import DEFAULT_ESTIMATOR, DEFAULT_ROUNDS
+from bench.commands.ab import DEFAULT_ESTIMATOR, DEFAULT_REWARM, DEFAULT_ROUNDS
 from reports.compare import DUET_THRESHOLD, compare_runs, duet_session_log_ratio
 from reports.load import Run, load_run
 from tests.conftest import REPO, run_cli
@@ -92,6 +92,7 @@ def test_bad_ref_exits_2_with_one_line(repo, tmp_path):
 def test_bad_options_and_existing_output_exit_2_before_any_run(repo, tmp_path):
     for args, needle in ((["--repeats", "1"], "--repeats 1"), (["--rounds", "2"], "--rounds 2"),
                          (["--estimator", "mean"], "choose from raw, paced, adjacent"),
+                         (["--rewarm", "-1"], "--rewarm -1"), (["--malloc", "tcmalloc"], "choose from pinned, default"),
                          (["--head-python", "/no/such/python"], "--head-python")):
         r = ab(repo, "HEAD~1", "HEAD", *args, cwd=tmp_path)
         assert r.returncode == 2 and needle in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
@@ -155,6 +156,9 @@ def test_same_code_through_the_duet_flags_no_regression(repo, aa):
         [b] = d["benchmarks"]
         duet = b["extra_info"]["duet"]
         assert duet["estimator"] == DEFAULT_ESTIMATOR and len(b["stats"]["data"]) == DEFAULT_ROUNDS
+        # Each worker pinned glibc's malloc thresholds before building, and re-warmed before each round.
+        assert duet["rewarm"] == DEFAULT_REWARM
+        assert duet["allocator"]["policy"] == "pinned", duet["allocator"]
         assert len(b["extra_info"]["pace"]["samples"]) == DEFAULT_ROUNDS + 1
         order = duet["order"]
         assert len(order) == 2 * DEFAULT_ROUNDS and order.count("base") == order.count("head") == DEFAULT_ROUNDS

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pytest
 import torch
@@ -141,3 +143,26 @@ def test_pace_kernel_times_a_preallocated_gemm_on_cpu() -> None:
     assert pace.nbytes == 3 * 512 * 512 * 4
     rec = pace.record()
     assert rec["kernel"] == "mm 512x512 fp32" and rec["samples"] == pace.samples
+
+
+def test_rewarm_steps_run_untimed_right_before_each_timed_round() -> None:
+    """A duet round follows the other side's round: `rewarm` untimed calls come first, then the timed one."""
+    from bench.timing import timed_rounds
+
+    calls: list[str] = []
+
+    class Pace:
+        def __call__(self) -> None:
+            calls.append("pace")
+
+    def round_() -> None:
+        slow = len(calls) % 4 != 3  # pace, rewarm, rewarm, timed: only the timed call is fast
+        calls.append("step")
+        if slow:
+            time.sleep(0.05)
+
+    out = timed_rounds(round_, 3, pace=Pace(), pace_after=False, rewarm=2)  # type: ignore[arg-type]
+    assert calls == ["pace", "step", "step", "step"] * 3
+    assert len(out) == 3 and max(out) < 0.04, out  # the slow re-warming calls stayed out of the samples
+    calls.clear()
+    assert len(timed_rounds(round_, 2, pace=None)) == 2 and calls == ["step", "step"]  # default: none

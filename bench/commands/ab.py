@@ -42,12 +42,18 @@ HELP = "run two git refs (or two interpreters) side by side in duet sessions and
 # the project's 2-core CPU VM (docs/compare.md, "Duet: measured error rates"): with these and
 # the duet threshold (reports.compare.DUET_THRESHOLD) a true x1.05 is flagged at least 9 times
 # in 10, a true x1.02 at most 1 in 10, and no A/A comparison, within 3 minutes per quick case.
-DEFAULT_REPEATS = 60
+DEFAULT_REPEATS = 30
 DEFAULT_ROUNDS = 10
 DEFAULT_ESTIMATOR = "raw"
 # Each side's launcher (zygote) forks this many sessions' workers, then both are restarted.
 SESSIONS_PER_LAUNCHER = 4
 DEFAULT_WARMUP = 2
+# Untimed steps right before each timed round (bench.timing.timed_rounds), and glibc's malloc
+# thresholds pinned in every duet worker (bench.allocator): the two fixes of the per-worker
+# effect measured in docs/compare.md, "Duet".
+DEFAULT_REWARM = 1
+MALLOC_CHOICES = ("pinned", "default")
+DEFAULT_MALLOC = "pinned"
 MIN_ROUNDS = 4
 SESSION_TIMEOUT_S = 900.0
 DEFAULT_STORAGE = Path(".benchmarks") / "ab"
@@ -64,6 +70,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "in the process-level flow, runs per ref")
     p.add_argument("--rounds", type=int, default=DEFAULT_ROUNDS,
                    help=f"timed rounds per side per session (default {DEFAULT_ROUNDS}; >= {MIN_ROUNDS})")
+    p.add_argument("--rewarm", type=int, default=DEFAULT_REWARM,
+                   help=f"untimed steps right before each timed round (default {DEFAULT_REWARM}; >= 0)")
+    p.add_argument("--malloc", default=DEFAULT_MALLOC,
+                   help=f"glibc malloc thresholds in the duet workers: pinned or default (default {DEFAULT_MALLOC})")
     p.add_argument("--estimator", default=DEFAULT_ESTIMATOR,
                    help=f"how a session becomes one ratio: raw, paced or adjacent (default {DEFAULT_ESTIMATOR})")
     p.add_argument("--preset", default="quick", help="bench preset the cases come from (default quick)")
@@ -185,6 +195,10 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"--repeats {args.repeats} is not valid; it must be >= 2 (default {DEFAULT_REPEATS})")
     if args.rounds < MIN_ROUNDS:
         raise UsageError(f"--rounds {args.rounds} is not valid; it must be >= {MIN_ROUNDS} (default {DEFAULT_ROUNDS})")
+    if args.rewarm < 0:
+        raise UsageError(f"--rewarm {args.rewarm} is not valid; it must be >= 0 (default {DEFAULT_REWARM})")
+    if args.malloc not in MALLOC_CHOICES:
+        raise UsageError(f"--malloc {args.malloc!r} is not valid; choose from {', '.join(MALLOC_CHOICES)}")
     if args.estimator not in DUET_ESTIMATORS:
         raise UsageError(f"--estimator {args.estimator!r} is not valid; choose from {', '.join(DUET_ESTIMATORS)}")
     check_outputs(args)
@@ -293,7 +307,7 @@ def _duet_flow(args: argparse.Namespace, *, trees: dict[str, Path], refs: dict[s
         for i in range(1, args.repeats + 1):
             try:
                 session = run_session(launchers, case["config"], index=i, rounds=args.rounds, warmup=DEFAULT_WARMUP,
-                                      rng=rng, timeout_s=SESSION_TIMEOUT_S)
+                                      rng=rng, timeout_s=SESSION_TIMEOUT_S, rewarm=args.rewarm, malloc=args.malloc)
             except Exception as exc:  # noqa: BLE001 - one line, exit 2, what was saved stays saved
                 launchers.close()
                 raise UsageError(f"duet session {i} of {case['case_id']} failed: {exc}") from None
@@ -312,7 +326,8 @@ def _duet_flow(args: argparse.Namespace, *, trees: dict[str, Path], refs: dict[s
     launchers.close()
     if step_cases:
         notes.append(f"{len(step_cases)} step case(s) ran as duet sessions: {args.repeats} sessions x {args.rounds} "
-                     f"rounds per side, {args.estimator} estimator, in {(time.monotonic() - t_all) / 60:.1f} min")
+                     f"rounds per side ({args.rewarm} untimed step(s) before each, malloc {args.malloc}), "
+                     f"{args.estimator} estimator, in {(time.monotonic() - t_all) / 60:.1f} min")
     if loop_cases:
         note = (f"{len(loop_cases)} training-loop case(s) ran in the process-level flow ({args.repeats} fresh pytest "
                 "runs per ref, interleaved): a loop case's input pipeline is not part of the duet's subject entry point")
