@@ -7,9 +7,9 @@ Parameters": "If this parameter is not set, the default value is set as 128 KiB 
 threshold is adjusted dynamically to suit the allocation patterns of the program"). A CPU
 step's activations are freed from more than one thread, so where that adjustment settles
 differs between two processes running the same code. The steady state then differs too:
-of five forked workers of one zygote, running the same inference step, one page-faulted
-15 times in 10 rounds and the others 13,600 to 61,600 times (the activations went back to
-the kernel and came back every step). That is the per-worker effect that made one duet
+seven forked workers running the same inference step page-faulted 15, 15, 18, 13,639,
+28,739, 43,258 and 61,574 times in 10 rounds (in the latter four the activations went back
+to the kernel and came back every step). That is the per-worker effect that made one duet
 worker 5-15% slower than its twin for its whole life.
 
 `pin_malloc` sets both thresholds with ``mallopt`` (which also "disables the dynamic
