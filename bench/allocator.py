@@ -31,7 +31,6 @@ Not glibc (musl, macOS): nothing is changed and the record says why.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 from typing import Any
 
 __all__ = ["MMAP_THRESHOLD", "TRIM_THRESHOLD", "pin_malloc"]

@@ -70,10 +70,10 @@ def timed_rounds(round_: Callable[[], None], n: int, *, pace: "PaceKernel | None
 
     ``rewarm`` untimed calls of ``round_`` run between the pace sample and the timed round. A
     duet side's round follows the *other* side's round, so without them it times the first
-    step after another process ran: cold caches and TLB, a sleeping thread pool. On this VM
-    that first step's cost depends on the process, and made one worker 5-15% slower than its
-    twin for its whole life; one re-warming step cut the A/A session spread 2-4x
-    (docs/compare.md, "Duet"), and the timed step is then a steady-state step, as in a loop.
+    step after another process ran: cold caches and TLB, a sleeping thread pool. With one
+    re-warming step *and* glibc's malloc thresholds pinned (`bench.allocator`) the A/A session
+    spread on this VM fell from sd 0.114 to 0.024; either alone did not help (docs/compare.md,
+    "Duet"). The timed step is then a steady-state step, as in a loop.
     """
     out: list[float] = []
     for _ in range(n):
