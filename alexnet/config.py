@@ -40,7 +40,7 @@ INITS = ("default", "xavier")
 DATASETS = ("synthetic", "fashion-mnist")
 PIPELINES = ("dataloader", "device")
 DEVICES = ("auto", "cpu", "cuda", "cuda:N")
-# torch.distributed backend of a data-parallel run (bench.ddp): nccl on GPUs, gloo on CPU;
+# torch.distributed backend of a data-parallel run (bench.ddp.rank): nccl on GPUs, gloo on CPU;
 # "none" is a single process with no process group (the scaling baseline).
 DIST_BACKENDS = ("none", "gloo", "nccl")
 
@@ -87,7 +87,7 @@ def cuda_present() -> bool:
     ``torch.cuda.device_count()`` asks NVML first and, per its docstring (torch 2.x), "will NOT
     poison fork if NVML discovery succeeds"; ``torch.cuda.is_available()`` calls the CUDA
     runtime unless ``PYTORCH_NVML_BASED_CUDA_CHECK=1``. The benchmark suite's coordinator
-    must stay a process that never initialised CUDA (bench/suite.py).
+    must stay a process that never initialised CUDA (bench/suite/runner.py).
     """
     import torch
 
@@ -130,7 +130,7 @@ class RunConfig:
     data_root: str | None = None
     pipeline: str = "dataloader"
     workers: int = 0
-    # --- data parallel (bench.ddp) ----------------------------------------------------
+    # --- data parallel (bench.ddp.rank) ----------------------------------------------------
     world_size: int = 1
     dist_backend: str = "none"
 

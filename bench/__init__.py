@@ -2,6 +2,6 @@
 NVML/psutil sampler, MFU, environment capture), the case worker, the pytest-benchmark matrix
 (``pytest bench/``) and the ``alexnet-bench`` command line (`bench.cli`).
 
-Importing this package imports nothing heavy: `bench.samples` and the commands that only read
+Importing this package imports nothing heavy: `runrecord.samples` and the commands that only read
 saved runs (`compare`, `report`, `history`) start without torch.
 """

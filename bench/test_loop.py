@@ -4,7 +4,7 @@ pipeline, so a slow pipeline shows up, unlike in the fixed-batch step cases of t
 Each saved case has ``kind: "loop"``, ``pipeline``, ``data_wait_fraction`` (measured share of
 the loop spent waiting for the next batch) and ``input_bound`` (that share above 10%).
 Select them alone with ``-k test_loop``; leave them out with ``-k "not test_loop"``.
-Like the step cases, each runs in a fresh worker process (`bench.suite.run_case`).
+Like the step cases, each runs in a fresh worker process (`bench.suite.runner.run_case`).
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from __future__ import annotations
 import pytest
 
 from alexnet.config import RunConfig
-from bench.presets import loop_case_id
-from bench.suite import replay_clock, run_case
+from bench.suite.presets import loop_case_id
+from bench.suite.runner import replay_clock, run_case
 
 
 @pytest.mark.benchmark(timer=replay_clock)

@@ -22,7 +22,7 @@ is the run, never the round, whenever there is more than one run per side:
 
 Every model works on *pace-normalised* rounds when every run of a case saved pace samples
 (``extra_info.pace``): each round divided by the mean of the pace GEMM timed just before and
-just after it (`bench.timing.PaceKernel`), which cancels the machine's drift in speed. On
+just after it (`bench.instruments.timing.PaceKernel`), which cancels the machine's drift in speed. On
 our 2-core VM that cut the log-ratio sd of neighbouring runs from 0.14-0.23 to about 0.09
 (docs/compare.md). ``pace=False`` (``--no-pace``) judges raw times.
 
@@ -49,7 +49,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from bench.samples import paced_samples
+from runrecord.samples import paced_samples
 from reports.load import Run, RunLoadError
 
 __all__ = [

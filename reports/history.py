@@ -13,7 +13,7 @@ the cases into *series* and finds where each series changed speed:
 - **Order.** Points follow the first-parent history of ``--ref`` in the git repository when
   every commit is on it; else commit time (``commit_info.time``); else run time, with a note.
 - **Values.** ``median_s`` is always the raw median step time in seconds. Detection uses paced
-  medians (each round divided by the pace GEMM timed around it, `bench.samples.paced_samples`)
+  medians (each round divided by the pace GEMM timed around it, `runrecord.samples.paced_samples`)
   when every run of the series has pace samples; they are unitless, so wherever they are shown
   they are rescaled to seconds by the series' median pace time (``pace_ref_s``).
 - **Schemas.** Runs of every schema version are read. Timing fields keep their meaning across
@@ -39,7 +39,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from bench.samples import paced_samples
+from runrecord.samples import paced_samples
 from reports.history_accept import Acceptance, matches
 from reports.history_detect import (COST_MODEL, DEFAULT_THRESHOLD, MIN_SEGMENT, PENALTY_C, Creep, Detection, detect,
                                     fails, find_creep)

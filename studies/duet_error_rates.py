@@ -156,7 +156,7 @@ def _extra_work(device):
 def _calibrate_extra(case: str, share: float) -> tuple[int, float]:
     """The matmul size that makes the case's step ``share`` slower, measured as the duet measures.
 
-    One process with the duet worker's allocator policy (`bench.allocator.pin_malloc`) times
+    One process with the duet worker's allocator policy (`bench.instruments.allocator.pin_malloc`) times
     the step alone and the step with the extra matmul in front (as the study's head commit does
     it), interleaved, each timed call after one untimed one (the duet's ``--rewarm 1``), 30
     times for each of two sizes. The extra time is fitted as a * n**3 from both sizes' median
@@ -165,9 +165,9 @@ def _calibrate_extra(case: str, share: float) -> tuple[int, float]:
     """
     code = f'''
 import json, statistics, time, torch
-from bench.allocator import pin_malloc
+from bench.instruments.allocator import pin_malloc
 pin_malloc()
-from bench.presets import build_cases
+from bench.suite.presets import build_cases
 from alexnet.runtime import StepRunner
 cfg = next(c for c in build_cases("quick") if c.case_id() == {case!r})
 r = StepRunner.build(cfg); x, y = r.random_batch()

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bench.commands.ab import DEFAULT_ESTIMATOR, DEFAULT_REWARM, DEFAULT_ROUNDS
+from bench.cli.commands.ab import DEFAULT_ESTIMATOR, DEFAULT_REWARM, DEFAULT_ROUNDS
 from reports.compare import DUET_THRESHOLD, compare_runs, duet_session_log_ratio
 from reports.load import Run, load_run
 from tests.conftest import REPO, run_cli
@@ -252,7 +252,7 @@ def test_env_check_lets_torch_cuda_cudnn_differ_between_two_interpreters_and_not
     from types import SimpleNamespace
 
     from bench.cli import UsageError
-    from bench.commands.ab import _env_check
+    from bench.cli.commands.ab import _env_check
 
     def side(**mi):
         base = {"torch_version": "2.14.1", "cuda_version": "13.0", "cudnn_version": "91000", "gpu_name": None,

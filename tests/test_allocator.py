@@ -1,4 +1,4 @@
-"""bench.allocator: a duet worker pins glibc's malloc thresholds (the dynamic adjustment is off)."""
+"""bench.instruments.allocator: a duet worker pins glibc's malloc thresholds (the dynamic adjustment is off)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from bench.allocator import MMAP_THRESHOLD
+from bench.instruments.allocator import MMAP_THRESHOLD
 
 # A chunk well above glibc's default 128 KiB mmap threshold and below the pinned 32 MiB one.
 _PROBE = r"""
@@ -22,7 +22,7 @@ libc.malloc.restype = ctypes.c_void_p
 libc.free.argtypes = [ctypes.c_void_p]
 record = None
 if sys.argv[1] == "pinned":
-    from bench.allocator import pin_malloc
+    from bench.instruments.allocator import pin_malloc
     record = pin_malloc()
 before = libc.mallinfo2().hblks
 p = libc.malloc(8 << 20)
@@ -57,7 +57,7 @@ def test_pinned_thresholds_put_an_8_mib_chunk_on_the_heap_where_the_default_mmap
 
 
 def test_the_record_says_what_was_done() -> None:
-    code = "import json; from bench.allocator import pin_malloc; print(json.dumps(pin_malloc()))"
+    code = "import json; from bench.instruments.allocator import pin_malloc; print(json.dumps(pin_malloc()))"
     record = json.loads(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout)
     assert record["policy"] in ("pinned", "default")
     if record["policy"] == "default":

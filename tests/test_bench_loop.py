@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from bench.presets import build_loop_cases, loop_case_id
+from bench.suite.presets import build_loop_cases, loop_case_id
 from tests.conftest import REPO
 
 

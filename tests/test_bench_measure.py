@@ -5,9 +5,9 @@ from __future__ import annotations
 import torch
 
 from alexnet.config import RunConfig
-from bench.failures import is_fatal_device_error, is_oom
+from bench.workers.failures import is_fatal_device_error, is_oom
 from alexnet.runtime import StepRunner, backend_switches
-from bench.measure import correctness_check
+from bench.workloads.measure import correctness_check
 
 
 def _runner_and_weights(cfg: RunConfig):

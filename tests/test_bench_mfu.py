@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from alexnet.config import RunConfig
-from bench.envinfo import machine_info
-from bench.mfu import calibrate, compute_dtype, gpu_peak_tflops, mfu_for
+from bench.instruments.envinfo import machine_info
+from bench.instruments.mfu import calibrate, compute_dtype, gpu_peak_tflops, mfu_for
 
 
 @pytest.mark.parametrize(
@@ -84,7 +84,7 @@ def test_machine_info_names_the_gpu() -> None:
     assert info["gpu_name"] and info["gpu_uuid"].startswith("GPU-")
 
 
-# --- the pace kernel names the precision its GEMM really ran in (bench.timing.PaceKernel) ---
+# --- the pace kernel names the precision its GEMM really ran in (bench.instruments.timing.PaceKernel) ---
 
 
 def _drop_mantissa_bits(t: torch.Tensor, bits: int, *, truncate: bool) -> torch.Tensor:
@@ -97,7 +97,7 @@ def _drop_mantissa_bits(t: torch.Tensor, bits: int, *, truncate: bool) -> torch.
 
 @pytest.mark.parametrize("n", [512, 4096])
 def test_pace_precision_classifier_tells_fp32_tf32_and_bf16_apart(n: int) -> None:
-    from bench.timing import PaceKernel
+    from bench.instruments.timing import PaceKernel
 
     g = torch.Generator().manual_seed(1)
     a, b = torch.randn(8, n, generator=g), torch.randn(n, n, generator=g)
@@ -112,7 +112,7 @@ def test_pace_precision_classifier_tells_fp32_tf32_and_bf16_apart(n: int) -> Non
 
 
 def test_pace_kernel_reads_the_switches_at_call_time(monkeypatch) -> None:
-    from bench.timing import PaceKernel
+    from bench.instruments.timing import PaceKernel
 
     saved = torch.get_float32_matmul_precision()
     try:

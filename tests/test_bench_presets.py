@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from alexnet.config import RunConfig
-from bench.presets import build_loop_cases, PRESETS, build_cases, parse_axis
+from bench.suite.presets import build_loop_cases, PRESETS, build_cases, parse_axis
 
 
 def test_tiny_preset_is_small_d2l_cpu_cases() -> None:

@@ -10,7 +10,7 @@ import torch
 
 from alexnet.config import RunConfig
 from alexnet.runtime import StepRunner, backend_switches
-from bench.timing import PaceKernel, Stats, make_round, paced_samples, summarize, timer_samples, warm_up
+from bench.instruments.timing import PaceKernel, Stats, make_round, paced_samples, summarize, timer_samples, warm_up
 
 # Tolerance of the agreement test (issue 3): the suite's median within 5% of Timer's.
 AGREEMENT_TOLERANCE = 0.05
@@ -101,7 +101,7 @@ def test_suite_median_agrees_with_torch_utils_benchmark(benchmark, one_thread) -
 def test_round_synchronises_cuda_work(monkeypatch: pytest.MonkeyPatch) -> None:
     """Every round ends with a device sync (a no-op on CPU), so the clock covers GPU work."""
     calls: list[str] = []
-    monkeypatch.setattr("bench.timing.synchronize", lambda device: calls.append(str(device)))
+    monkeypatch.setattr("bench.instruments.timing.synchronize", lambda device: calls.append(str(device)))
     cfg = RunConfig(mode="inference", batch_size=2, resolution=(65, 65), device="cpu")
     runner = StepRunner.build(cfg)
     x, y = runner.random_batch()
@@ -147,7 +147,7 @@ def test_pace_kernel_times_a_preallocated_gemm_on_cpu() -> None:
 
 def test_rewarm_steps_run_untimed_right_before_each_timed_round() -> None:
     """A duet round follows the other side's round: `rewarm` untimed calls come first, then the timed one."""
-    from bench.timing import timed_rounds
+    from bench.instruments.timing import timed_rounds
 
     calls: list[str] = []
 

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from bench.cli import main
-from bench.samples import paced_samples
+from runrecord.samples import paced_samples
 from reports.compare import DUET_THRESHOLD, QUIET_DRIFT_SD, compare_runs, round_spread, paired_estimate, runs_estimate, single_run_estimate
 from reports.load import load_run
 from tests.conftest import REPO, run_cli

@@ -16,9 +16,9 @@ import psutil
 import pytest
 import torch
 
-from bench.commands import ddp as ddp_cmd
+from bench.cli.commands import ddp as ddp_cmd
 from alexnet.config import RunConfig
-from bench.ddp import FAIL_RANK_ENV, busy_time, combine_telemetry, summarise
+from bench.ddp.rank import FAIL_RANK_ENV, busy_time, combine_telemetry, summarise
 from tests.conftest import run_cli
 
 SMALL = ["--device", "cpu", "--batch-size", "2", "--resolution", "65", "--steps", "3", "--warmup", "1", "--threads", "1"]

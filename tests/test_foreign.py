@@ -1,4 +1,4 @@
-"""The foreign-load probe (bench.foreign): other processes' CPU time, steal time, GPU contexts."""
+"""The foreign-load probe (bench.instruments.foreign): other processes' CPU time, steal time, GPU contexts."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ import types
 
 import pytest
 
-import bench.foreign as foreign
-import bench.telemetry as telemetry
-from bench.foreign import ForeignLoad, ForeignThreshold, foreign_warnings, parse_proc_stat, process_tree
+import bench.instruments.foreign as foreign
+import bench.instruments.telemetry as telemetry
+from bench.instruments.foreign import ForeignLoad, ForeignThreshold, foreign_warnings, parse_proc_stat, process_tree
 
 # A busy loop that runs until killed (or 60 s), started as a plain Python child: no torch import.
 BUSY = "import time\nend = time.time() + 60\nwhile time.time() < end:\n    pass\n"

@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from bench.commands import gpu_check as gc
-from bench.commands.gpu_check import Context, Item, Outcome, SuiteRun, run_items
+from bench.cli.commands import gpu_check as gc
+from bench.cli.commands.gpu_check import Context, Item, Outcome, SuiteRun, run_items
 
 PY = sys.executable
 

@@ -564,7 +564,7 @@ def test_noise_sigma_is_robust_to_one_step():
 
 def test_the_history_command_starts_without_torch():
     code = ("import sys\nfrom bench.cli import build_parser\nbuild_parser()\n"
-            "import bench.commands.history, reports.history, reports.history_page\nprint('torch' in sys.modules)\n")
+            "import bench.cli.commands.history, reports.history, reports.history_page\nprint('torch' in sys.modules)\n")
     r = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0 and r.stdout.strip() == "False", r.stderr
 

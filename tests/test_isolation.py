@@ -1,7 +1,7 @@
-"""Every case in its own worker process (bench/suite.py, bench/launcher.py, bench/worker.py).
+"""Every case in its own worker process (bench/suite/runner.py, bench/workers/launcher.py, bench/workers/worker.py).
 
 Real runs of the suite, as a user starts them, with the documented test-only fault hooks of
-`bench.worker` to kill, hang, leak and slow real workers.
+`bench.workers.worker` to kill, hang, leak and slow real workers.
 """
 
 from __future__ import annotations
@@ -172,8 +172,8 @@ def test_deterministic_case_env_is_set_in_the_worker_before_torch_touches_a_devi
     """CUBLAS_WORKSPACE_CONFIG and fresh compile cache dirs are in the worker's environment
     at build time, before any device work (cuBLAS reads the variable once, at the first GEMM)."""
     from alexnet.config import RunConfig
-    from bench.launcher import Zygote
-    from bench.suite import case_env
+    from bench.workers.launcher import Zygote
+    from bench.suite.runner import case_env
 
     cfg = RunConfig(mode="inference", batch_size=2, resolution=(65, 65), device="cpu", deterministic=True)
     env = case_env(cfg, str(tmp_path / "cache"))
@@ -233,8 +233,8 @@ def test_cuda_skips_are_decided_from_worker_facts_without_touching_the_device() 
 
 def test_import_time_settings_belong_to_the_zygote_and_a_change_starts_a_fresh_one(tmp_path: Path) -> None:
     """OMP_NUM_THREADS is read when torch starts its thread pool: a worker inherits its zygote's
-    value, so a case that needs another value gets a fresh zygote (bench.launcher.ZygotePool)."""
-    from bench.launcher import ZygotePool
+    value, so a case that needs another value gets a fresh zygote (bench.workers.launcher.ZygotePool)."""
+    from bench.workers.launcher import ZygotePool
 
     pool = ZygotePool(cwd=REPO, pythonpath=[str(REPO)])
     try:

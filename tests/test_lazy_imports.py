@@ -36,11 +36,11 @@ _BLOCKER = textwrap.dedent(f"""
 _MODULES = [
     "alexnet.config", "alexnet.model", "alexnet.runtime", "alexnet.flops", "alexnet.data", "alexnet.pipeline",
     "alexnet.train",
-    "bench.cli", "bench.commands.gpu_check", "bench.commands.max_batch", "bench.timing", "bench.mfu",
-    "bench.failures", "bench.envinfo", "bench.presets", "bench.samples", "bench.measure", "bench.telemetry",
-    "bench.profiling", "bench.ddp", "bench.loopbench", "bench.conftest", "bench.test_matrix", "bench.test_loop",
+    "bench.cli", "bench.cli.commands.gpu_check", "bench.cli.commands.max_batch", "bench.instruments.timing", "bench.instruments.mfu",
+    "bench.workers.failures", "bench.instruments.envinfo", "bench.suite.presets", "runrecord.samples", "bench.workloads.measure", "bench.instruments.telemetry",
+    "bench.instruments.profiling", "bench.ddp.rank", "bench.workloads.loop", "bench.conftest", "bench.test_matrix", "bench.test_loop",
     # The case worker (issue 11), where this checkout has it.
-    "bench.suite", "bench.launcher", "bench.worker", "bench.zygote",
+    "bench.suite.runner", "bench.workers.launcher", "bench.workers.worker", "bench.workers.zygote",
 ]
 
 
@@ -63,7 +63,7 @@ def test_gpu_check_and_the_suite_import_without_the_optional_packages() -> None:
             importlib.import_module(name)
         from bench.cli import build_parser
         build_parser()  # imports every command module
-        from bench.envinfo import machine_info
+        from bench.instruments.envinfo import machine_info
         assert machine_info()["torchvision_version"] is None
 
         # The torchvision variant is a valid config that is skipped with its reason.

@@ -7,7 +7,7 @@ import torch
 
 from alexnet.config import RunConfig
 from alexnet.data import load_data
-from bench.loopbench import run_loop
+from bench.workloads.loop import run_loop
 from alexnet.pipeline import DevicePipeline, make_pipeline
 from tests.conftest import run_cli
 

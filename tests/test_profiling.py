@@ -1,4 +1,4 @@
-"""Per-layer profiling (bench.profiling) and the ``alexnet-bench profile`` command, on CPU."""
+"""Per-layer profiling (bench.instruments.profiling) and the ``alexnet-bench profile`` command, on CPU."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import torch
 from alexnet.config import RunConfig
 from alexnet.flops import count_flops
 from alexnet.model import build_model, layer_summary, param_count, summary_layers
-from bench.profiling import COMPILE_NOTE, REMAINDER_ROWS, profile_layers
+from bench.instruments.profiling import COMPILE_NOTE, REMAINDER_ROWS, profile_layers
 from alexnet.runtime import StepRunner
 
 D2L_NAMES = [
@@ -254,7 +254,7 @@ def test_gpu_profile_attributes_kernel_time_to_layers():
 from torch.autograd import DeviceType  # noqa: E402
 from torch.autograd.profiler_util import FunctionEvent  # noqa: E402
 
-from bench.profiling import _attribute  # noqa: E402
+from bench.instruments.profiling import _attribute  # noqa: E402
 
 MAIN, ENGINE, STREAM = 1, 2, 7  # host thread ids as the profiler numbers them; a CUDA stream
 EVAL = "autograd::engine::evaluate_function: "

@@ -11,7 +11,7 @@ import time
 import pytest
 import torch
 
-from bench.telemetry import Sampler, throttle_reason_names
+from bench.instruments.telemetry import Sampler, throttle_reason_names
 from tests.conftest import REPO
 
 NO_CUDA = not torch.cuda.is_available()
@@ -106,7 +106,7 @@ def test_throttle_reason_names_match_nvml_bits():
 
 
 def test_import_sets_pci_bus_order_unless_the_user_chose():
-    code = "import os, bench.telemetry; print(os.environ['CUDA_DEVICE_ORDER'])"
+    code = "import os, bench.instruments.telemetry; print(os.environ['CUDA_DEVICE_ORDER'])"
     env = {k: v for k, v in os.environ.items() if k != "CUDA_DEVICE_ORDER"}
     env["PYTHONPATH"] = str(REPO)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
@@ -151,7 +151,7 @@ import types  # noqa: E402
 
 import pynvml as real_nvml  # noqa: E402  (constants, error classes and ctypes structs only)
 
-import bench.telemetry as telemetry_mod  # noqa: E402
+import bench.instruments.telemetry as telemetry_mod  # noqa: E402
 
 FAKE_WATTS = 200.0  # what the fake energy counter accumulates, in W
 INSTANT_MW = 300_000  # the instant-power field, different from the 1 s average below
@@ -335,7 +335,7 @@ def test_without_the_energy_counter_there_is_no_energy_and_power_comes_from_samp
 
 
 def test_module_and_nvml_path_work_without_psutil(monkeypatch):
-    code = ("import sys; sys.modules['psutil'] = None; import bench.telemetry as t; "
+    code = ("import sys; sys.modules['psutil'] = None; import bench.instruments.telemetry as t; "
             "s = t.Sampler('cpu'); s.__enter__(); s.__exit__(); print(s.result(images=1)['reason'])")
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)

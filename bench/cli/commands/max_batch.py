@@ -167,7 +167,7 @@ def _child_main() -> None:
     import resource
     import sys
 
-    from bench.failures import is_fatal_device_error, is_oom
+    from bench.workers.failures import is_fatal_device_error, is_oom
 
     job = json.load(sys.stdin)
     out: dict = {"peak_bytes": None, "kind": "ok", "message": ""}
@@ -204,7 +204,7 @@ def _run_try_in_child(cfg, *, steps: int) -> tuple[int | None, str | None]:
     import sys
 
     proc = subprocess.run(
-        [sys.executable, "-c", "from bench.commands.max_batch import _child_main; _child_main()"],
+        [sys.executable, "-c", "from bench.cli.commands.max_batch import _child_main; _child_main()"],
         input=json.dumps({"config": cfg.flat(), "steps": steps}), capture_output=True, text=True,
     )
     result = None
@@ -231,7 +231,7 @@ def _run_try_in_child(cfg, *, steps: int) -> tuple[int | None, str | None]:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from bench.commands.options import add_config_options
+    from bench.cli.commands.options import add_config_options
 
     add_config_options(p)
     g = p.add_argument_group("search")
@@ -245,7 +245,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from bench.commands.options import config_from_args
+    from bench.cli.commands.options import config_from_args
     from alexnet.runtime import unsupported_reason
 
     cfg = config_from_args(args)

@@ -24,8 +24,8 @@ import sys
 from pathlib import Path
 
 from bench.cli import UsageError
-from bench.commands.report import write_aside
-from bench.commands.compare import fraction
+from bench.cli.commands.report import write_aside
+from bench.cli.commands.compare import fraction
 
 NAME = "history"
 HELP = "trends of saved runs across commits, with change points: DIR/index.html (nightly CI: --fail-on-regression)"

@@ -1,4 +1,4 @@
-"""Measure one benchmark case, inside its worker process (`bench.worker`).
+"""Measure one benchmark case, inside its worker process (`bench.workers.worker`).
 
 A `CaseSession` is one case's life in its worker, in phases the coordinator asks for:
 
@@ -35,8 +35,8 @@ from alexnet.config import RunConfig
 from alexnet.flops import flops_per_image
 from alexnet.model import build_model
 from alexnet.runtime import StepRunner, autocast_context, backend_switches, cpu_has_bf16, seed_everything, synchronize
-from bench.mfu import mfu_for
-from bench.timing import NOISY_REL_IQR, PaceKernel, cold_step_time, make_round, summarize, timed_rounds, warm_up
+from bench.instruments.mfu import mfu_for
+from bench.instruments.timing import NOISY_REL_IQR, PaceKernel, cold_step_time, make_round, summarize, timed_rounds, warm_up
 
 __all__ = ["CaseSession", "UnsupportedCase", "correctness_check", "cuda_facts", "rss_bytes"]
 
@@ -230,7 +230,7 @@ class CaseSession:
         self.switches = self._stack.enter_context(backend_switches(cfg))
         seed_everything(cfg.seed)
         if self.kind == "loop":
-            from bench.loopbench import LoopStepper
+            from bench.workloads.loop import LoopStepper
 
             self.stepper = LoopStepper(cfg)
             self.runner = self.stepper.runner
@@ -269,7 +269,7 @@ class CaseSession:
         else:
             self.peak_rss_reset = _reset_peak_rss()
         if not cfg.is_cuda and self.telemetry_interval_s:
-            from bench.telemetry import Sampler
+            from bench.instruments.telemetry import Sampler
 
             self._sampler = Sampler(cfg.device, interval_s=self.telemetry_interval_s).__enter__()
         self._foreign = _start_foreign(cfg.device, self.own_pids)
@@ -287,7 +287,7 @@ class CaseSession:
     # --- 3. telemetry window -----------------------------------------------------------
     def telemetry_window(self, seconds: float) -> dict[str, Any]:
         """Back-to-back steps for ``seconds`` inside the NVML sampler (no pace, no per-step sync)."""
-        from bench.telemetry import Sampler
+        from bench.instruments.telemetry import Sampler
 
         cfg = self.cfg
         step = self.stepper if self.kind == "loop" else (lambda: self.runner.step(self.x, self.y))
@@ -351,7 +351,7 @@ class CaseSession:
                                         "interval_s": None, "summary": {}, "series": []}
         extra: dict[str, Any] = {}
         if self.profile_layers and self.kind == "step":
-            from bench.profiling import profile_layers as run_profile
+            from bench.instruments.profiling import profile_layers as run_profile
 
             prof = run_profile(cfg, runner=self.runner, batch=(self.x, self.y))
             extra["layers"] = prof.to_records()
@@ -390,7 +390,7 @@ class CaseSession:
             **extra,
         }
         if self.kind == "loop":
-            from bench.loopbench import INPUT_BOUND_FRACTION
+            from bench.workloads.loop import INPUT_BOUND_FRACTION
 
             if loop.input_bound:
                 self.warnings.append(f"input bound: waiting for data took {loop.data_wait_fraction:.0%} of the loop "
@@ -408,9 +408,9 @@ class CaseSession:
 
 
 def _start_foreign(device: str, own_pids: set[int]) -> Any:
-    """The foreign-load probe (`bench.foreign`) around the rounds, when it is available."""
+    """The foreign-load probe (`bench.instruments.foreign`) around the rounds, when it is available."""
     try:
-        from bench.foreign import ForeignLoad
+        from bench.instruments.foreign import ForeignLoad
     except ImportError:
         return None
     mine = set(own_pids) | {os.getpid()}
@@ -435,7 +435,7 @@ def _start_foreign(device: str, own_pids: set[int]) -> Any:
 
 
 def _foreign_warnings(result: dict[str, Any]) -> list[str]:
-    from bench.foreign import foreign_warnings
+    from bench.instruments.foreign import foreign_warnings
 
     return foreign_warnings(result)
 

@@ -151,7 +151,7 @@ class Unavailable(Exception):
     """Telemetry cannot run here; the message is the recorded reason."""
 
 
-# --- NVML helpers (also used by bench.foreign) ---------------------------------------------------
+# --- NVML helpers (also used by bench.instruments.foreign) ---------------------------------------------------
 def open_nvml(device: str) -> tuple[Any, Any]:
     """``(pynvml, handle)`` for torch's CUDA ``device``, NVML initialised; `Unavailable` if not.
 

@@ -1,7 +1,7 @@
 """Foreign load: what *other* processes and tenants took from the machine while a case ran.
 
 `ForeignLoad(device, own_pids)` is started right before a case's timed rounds and stopped
-right after them (`bench.measure` does this in the case worker). ``stop()`` returns a plain,
+right after them (`bench.workloads.measure` does this in the case worker). ``stop()`` returns a plain,
 JSON-ready dict, and `foreign_warnings` turns it into warning lines when the load was large
 enough to move the timings.
 
@@ -258,7 +258,7 @@ class ForeignLoad:
 
     # --- GPU compute contexts (untested on GPU) ---------------------------------------------
     def _open_gpu(self) -> None:
-        from bench.telemetry import Unavailable, open_nvml
+        from bench.instruments.telemetry import Unavailable, open_nvml
 
         try:
             self._nvml = open_nvml(self.device)
@@ -268,7 +268,7 @@ class ForeignLoad:
     def _gpu_snapshot(self) -> None:
         if self._nvml is None:
             return
-        from bench.telemetry import nvml_compute_processes
+        from bench.instruments.telemetry import nvml_compute_processes
 
         nvml, handle = self._nvml
         try:

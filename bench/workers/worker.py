@@ -4,10 +4,10 @@ Requests are plain dicts (``{"op": ..., **args}``) and so are the replies
 (``{"ok": True, "result": ...}`` or ``{"ok": False, "kind": ..., "message": ..., "traceback":
 ...}``); no tensor or module ever crosses. The ops:
 
-- ``probe``: the machine's description (`bench.envinfo.machine_info`) and the CUDA facts the
+- ``probe``: the machine's description (`bench.instruments.envinfo.machine_info`) and the CUDA facts the
   coordinator needs to skip unsupported cases without touching a device itself;
-- ``calibrate``: the fp32 GEMM of `bench.mfu.calibrate` on a device;
-- ``build``: build one case (`bench.measure.CaseSession`): model, batch, cold step, warm-up;
+- ``calibrate``: the fp32 GEMM of `bench.instruments.mfu.calibrate` on a device;
+- ``build``: build one case (`bench.workloads.measure.CaseSession`): model, batch, cold step, warm-up;
 - ``rounds``: ``n`` timed rounds, each with its pace sample; the durations are this
   process's own clock readings around each round, so the round trip to the coordinator
   never enters them;
@@ -15,10 +15,10 @@ Requests are plain dicts (``{"op": ..., **args}``) and so are the replies
 - ``finish``: memory, telemetry, foreign load, profile, correctness: the case's extra_info;
 - ``exit``.
 
-A duet side (`bench.duet`, ``alexnet-bench ab``) uses three more: ``side_probe`` (this
+A duet side (`bench.duet.session`, ``alexnet-bench ab``) uses three more: ``side_probe`` (this
 interpreter's pytest-benchmark machine_info and machine id, the subject's location and API
 version), ``subject_build`` (``malloc="pinned"`` first fixes glibc's malloc thresholds,
-`bench.allocator`; then the ref's `alexnet.subject.build`, the cold step and the warm-up, with
+`bench.instruments.allocator`; then the ref's `alexnet.subject.build`, the cold step and the warm-up, with
 this tool's clock) and ``subject_rounds`` (timed rounds of it, each with its pace sample and
 ``rewarm`` untimed steps just before it; ``pace_after`` closes the series). Only
 `alexnet.subject` comes from the ref.
@@ -51,7 +51,7 @@ __all__ = ["FAULT_ENV", "InProcessWorker", "handle", "serve"]
 FAULT_ENV = "ALEXNET_BENCH_TEST_FAULT"
 PIDFILE_ENV = "ALEXNET_BENCH_TEST_PIDFILE"
 REPLY_DELAY_ENV = "ALEXNET_BENCH_TEST_REPLY_DELAY_S"
-# What a case's worker reports of its environment at build time (bench.suite.case_env sets them).
+# What a case's worker reports of its environment at build time (bench.suite.runner.case_env sets them).
 CASE_ENV_KEYS = ("CUBLAS_WORKSPACE_CONFIG", "TORCHINDUCTOR_CACHE_DIR", "TRITON_CACHE_DIR", "CUDA_DEVICE_ORDER")
 LEAK_BYTES = 500 * 2**20
 
@@ -69,7 +69,7 @@ class SubjectSession:
     def __init__(self, config: dict[str, Any], *, warmup: int) -> None:
         import alexnet.subject as subject_mod
 
-        from bench.timing import PaceKernel, cold_step_time, synchronize, warm_up
+        from bench.instruments.timing import PaceKernel, cold_step_time, synchronize, warm_up
 
         self.subject = subject_mod.build(config)
         self.case_id = self.subject.case_id
@@ -88,7 +88,7 @@ class SubjectSession:
         self.subject_file = subject_mod.__file__
 
     def rounds(self, n: int, *, pace: bool = True, pace_after: bool = True, rewarm: int = 0) -> dict[str, Any]:
-        from bench.timing import timed_rounds
+        from bench.instruments.timing import timed_rounds
 
         before = len(self.pace.samples)
         out = timed_rounds(self.round, n, pace=self.pace if pace else None, pace_after=pace_after, rewarm=rewarm)
@@ -97,8 +97,8 @@ class SubjectSession:
 
 
 def _classify(exc: BaseException) -> str:
-    from bench.failures import is_fatal_device_error, is_oom
-    from bench.measure import UnsupportedCase
+    from bench.workers.failures import is_fatal_device_error, is_oom
+    from bench.workloads.measure import UnsupportedCase
 
     if isinstance(exc, UnsupportedCase):
         return "unsupported"
@@ -145,19 +145,19 @@ def _apply_fault(action: str) -> None:
 def handle(state: _State, op: str, args: dict[str, Any]) -> Any:
     """Answer one request. Raises on failure; `serve` turns that into an error reply."""
     if op == "probe":
-        from bench.envinfo import machine_info
-        from bench.measure import cuda_facts
+        from bench.instruments.envinfo import machine_info
+        from bench.workloads.measure import cuda_facts
 
         return {"machine_info": machine_info(), "cuda": cuda_facts(), "pid": os.getpid()}
     if op == "calibrate":
-        from bench.mfu import calibrate
+        from bench.instruments.mfu import calibrate
 
         return calibrate(args["device"])
     if op == "build":
         import torch
 
         from alexnet.config import RunConfig
-        from bench.measure import CaseSession
+        from bench.workloads.measure import CaseSession
 
         # Evidence that the per-case settings were in place before torch touched a device.
         seen = {"env": {k: os.environ.get(k) for k in CASE_ENV_KEYS},
@@ -173,7 +173,7 @@ def handle(state: _State, op: str, args: dict[str, Any]) -> Any:
     if op == "subject_build":
         allocator: dict[str, Any] = {"policy": "default"}
         if args.get("malloc", "default") == "pinned":  # before the subject allocates anything
-            from bench.allocator import pin_malloc
+            from bench.instruments.allocator import pin_malloc
 
             allocator = pin_malloc()
         state.session = SubjectSession(args["config"], warmup=int(args.get("warmup", 2)))
@@ -202,7 +202,7 @@ def _side_probe() -> dict[str, Any]:
     from pytest_benchmark.utils import get_machine_id
 
     import alexnet
-    from bench.envinfo import machine_info
+    from bench.instruments.envinfo import machine_info
 
     info = pytest_benchmark_generate_machine_info()
     info.update(machine_info())
@@ -256,7 +256,7 @@ class InProcessWorker:
         self._state = _State()
 
     def request(self, op: str, timeout: float | None = None, **args: Any) -> Any:
-        from bench.launcher import WorkerError
+        from bench.workers.launcher import WorkerError
 
         reply = _reply(self._state, {"op": op, **args})
         if reply["ok"]:

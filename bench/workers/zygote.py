@@ -16,14 +16,14 @@ Protocol (one JSON object per line):
   kill it with everything it started), sets ``env`` *before* torch touches any device (per
   case: ``CUBLAS_WORKSPACE_CONFIG``, fresh ``TORCHINDUCTOR_CACHE_DIR`` / ``TRITON_CACHE_DIR``),
   sends its stdout and stderr to ``log``, raises its ``oom_score_adj`` and connects to
-  ``address`` (a Unix socket of the coordinator) to serve requests (`bench.worker.serve`).
+  ``address`` (a Unix socket of the coordinator) to serve requests (`bench.workers.worker.serve`).
 - stdout, to the coordinator: ``{"forked": pid, "tag": tag}`` right after each fork, and
   ``{"exit": pid, "code": int | None, "signal": int | None}`` when a child ends (the zygote
   is the parent, so only it can reap the child and read its exit status).
 
 Settings read when torch is *imported* (``OMP_NUM_THREADS``, ``MKL_NUM_THREADS``,
 ``TORCH_LOGS``, ...) are the zygote's, hence per process, not per case: the coordinator
-starts a fresh zygote when a case needs other values (`bench.launcher.ZygotePool`).
+starts a fresh zygote when a case needs other values (`bench.workers.launcher.ZygotePool`).
 """
 
 from __future__ import annotations
@@ -53,14 +53,14 @@ def preload(kind: str = "suite") -> None:
     it, about 1 s a worker: its import sets TORCHINDUCTOR_CACHE_DIR to the default directory
     and builds a module-level DiskDynamoCache under it (torch/_dynamo/package.py, torch 2.14),
     which every forked case would then share. Each worker imports it after its own cache
-    directories are set. `bench.worker` imports the instruments lazily per case
+    directories are set. `bench.workers.worker` imports the instruments lazily per case
     too; what is imported here is only paid once.
     """
     import torch  # noqa: F401
     import torch.nn  # noqa: F401
 
-    import bench.timing  # noqa: F401
-    import bench.worker  # noqa: F401
+    import bench.instruments.timing  # noqa: F401
+    import bench.workers.worker  # noqa: F401
 
     if kind == "subject":
         # A duet side: the ref's subject entry point only (`alexnet.subject`), beside this
@@ -70,7 +70,7 @@ def preload(kind: str = "suite") -> None:
         return
     import alexnet.model  # noqa: F401
     import alexnet.runtime  # noqa: F401
-    import bench.measure  # noqa: F401
+    import bench.workloads.measure  # noqa: F401
 
 
 def _emit(obj: dict) -> None:
@@ -109,7 +109,7 @@ def _child(req: dict, ctl_fds: tuple[int, ...]) -> None:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         sock.connect(req["address"])
         conn = Connection(sock.detach())
-        from bench.worker import serve
+        from bench.workers.worker import serve
 
         code = serve(conn, tag=req.get("tag", ""), forked_at=req.get("t_request"))
     except BaseException as exc:  # noqa: BLE001 - the worker's last word goes to its log

@@ -18,7 +18,7 @@ NAME = "run"
 HELP = "run the benchmark matrix (pytest bench/) and save it; extra args after -- go to pytest"
 
 # bench/ lives next to the alexnet package in the repository (an editable install).
-BENCH_DIR = Path(__file__).resolve().parents[2] / "bench"
+BENCH_DIR = Path(__file__).resolve().parents[3] / "bench"
 DEFAULT_STORAGE = ".benchmarks"
 _PYTEST_USAGE_ERROR = 4  # pytest.ExitCode.USAGE_ERROR
 _SAVE_NAME_RE = re.compile(r"^[A-Za-z0-9_.-]+$")
@@ -33,7 +33,7 @@ def _presets() -> dict:
     root = str(BENCH_DIR.parent)
     if root not in sys.path:
         sys.path.append(root)
-    from bench.presets import PRESETS
+    from bench.suite.presets import PRESETS
 
     return PRESETS
 

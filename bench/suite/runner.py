@@ -4,7 +4,7 @@ The pytest process coordinates and never measures (STYLE.md, "Processes"). For e
 
 1. skips what cannot run here, from the machine facts a probe worker gathered (the pytest
    process never touches a CUDA device, so it stays a clean parent);
-2. forks a worker from the zygote (`bench.launcher`) with the per-case environment set before
+2. forks a worker from the zygote (`bench.workers.launcher`) with the per-case environment set before
    torch touches a device: ``CUBLAS_WORKSPACE_CONFIG`` for deterministic cases (cuBLAS reads it
    once per process, at the first GEMM: ``Context::alertCuBLASConfigNotDeterministic`` caches
    it in a function-level static), fresh ``TORCHINDUCTOR_CACHE_DIR`` and ``TRITON_CACHE_DIR``
@@ -35,7 +35,7 @@ from typing import Any
 import pytest
 
 from alexnet.config import RunConfig
-from bench.launcher import WorkerDied, WorkerError, ZygotePool
+from bench.workers.launcher import WorkerDied, WorkerError, ZygotePool
 
 __all__ = ["MAX_CONSECUTIVE_DEATHS", "CaseRunner", "replay_clock", "replay_rounds"]
 
@@ -115,9 +115,9 @@ class CaseRunner:
 
     # --- workers ----------------------------------------------------------------------
     def worker(self, *, tag: str, env: dict[str, str] | None = None) -> Any:
-        """A fresh worker (`bench.launcher.Worker`), or the in-process stand-in; with its start time."""
+        """A fresh worker (`bench.workers.launcher.Worker`), or the in-process stand-in; with its start time."""
         if self.pool is None:
-            from bench.worker import InProcessWorker
+            from bench.workers.worker import InProcessWorker
 
             saved = {k: os.environ.get(k) for k in (env or {})}
             os.environ.update(env or {})

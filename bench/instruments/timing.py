@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Callable
 
 import torch
 
-from bench.samples import MIN_ROUNDS, NOISY_REL_IQR, Stats, paced_samples, summarize
+from runrecord.samples import MIN_ROUNDS, NOISY_REL_IQR, Stats, paced_samples, summarize
 
 if TYPE_CHECKING:
     from alexnet.runtime import StepRunner
@@ -71,7 +71,7 @@ def timed_rounds(round_: Callable[[], None], n: int, *, pace: "PaceKernel | None
     ``rewarm`` untimed calls of ``round_`` run between the pace sample and the timed round. A
     duet side's round follows the *other* side's round, so without them it times the first
     step after another process ran: cold caches and TLB, a sleeping thread pool. With one
-    re-warming step *and* glibc's malloc thresholds pinned (`bench.allocator`) the A/A session
+    re-warming step *and* glibc's malloc thresholds pinned (`bench.instruments.allocator`) the A/A session
     spread on this VM fell from sd 0.114 to 0.024; either alone did not help (docs/compare.md,
     "Duet"). The timed step is then a steady-state step, as in a loop.
     """

@@ -14,7 +14,7 @@ from typing import Sequence
 
 __all__ = ["COMMANDS", "main", "UsageError"]
 
-# Subcommand modules under bench.commands, in --help order.
+# Subcommand modules under bench.cli.commands, in --help order.
 COMMANDS = [
     "summary",
     "train",
@@ -53,7 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     for name in COMMANDS:
-        mod = importlib.import_module(f"bench.commands.{name.replace('-', '_')}")
+        mod = importlib.import_module(f"bench.cli.commands.{name.replace('-', '_')}")
         p = sub.add_parser(mod.NAME, help=mod.HELP, description=mod.HELP)
         mod.add_arguments(p)
         p.set_defaults(_run=mod.run)

@@ -25,10 +25,10 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from bench.commands.options import add_config_options, config_from_args, option_defaults
+from bench.cli.commands.options import add_config_options, config_from_args, option_defaults
 
 if TYPE_CHECKING:  # the profiler imports torch; keep `--help` fast
-    from bench.profiling import LayerProfile
+    from bench.instruments.profiling import LayerProfile
 
 NAME = "profile"
 HELP = "per-layer forward/backward time, FLOPs and memory of one step (torch.profiler), plus device telemetry"
@@ -117,9 +117,9 @@ def _telemetry_lines(tel: dict, *, steps: int, images: int) -> list[str]:
 
 def run(args: argparse.Namespace) -> int:
     from bench.cli import UsageError
-    from bench.profiling import profile_layers
+    from bench.instruments.profiling import profile_layers
     from alexnet.runtime import cpu_has_bf16, unsupported_reason
-    from bench.telemetry import Sampler
+    from bench.instruments.telemetry import Sampler
 
     cfg = config_from_args(args)
     sampler = Sampler(cfg.device, interval_s=args.interval)  # validates --interval

@@ -88,7 +88,7 @@ def calibrate(device: str = "cpu") -> dict[str, Any]:
 
     TF32 is forced off for the GEMM so the figure is a true fp32 one on GPUs too.
     """
-    from bench.timing import summarize, timer_samples
+    from bench.instruments.timing import summarize, timer_samples
 
     dev_type = torch.device(device).type
     n = _CALIBRATION_N.get(dev_type, 1024)

@@ -1,10 +1,10 @@
 """``alexnet-bench ab BASE_REF HEAD_REF``: duet sessions of two git refs (or two environments), then a verdict.
 
-By default each selected step case runs as ``--repeats`` duet sessions (`bench.duet`): a
+By default each selected step case runs as ``--repeats`` duet sessions (`bench.duet.session`): a
 fresh base worker and a fresh head worker, rounds alternated A B B A ..., so both sides see the
 same machine at every moment; the session is the unit of the test (docs/compare.md, "Duet").
 Each duet worker pins glibc's malloc thresholds before building (``--malloc pinned``,
-`bench.allocator`) and runs ``--rewarm`` untimed steps before each timed round: together they
+`bench.instruments.allocator`) and runs ``--rewarm`` untimed steps before each timed round: together they
 cut this VM's A/A session spread from sd 0.085 to 0.027.
 Only the measured subject (`alexnet.subject`: model, step, config handling) comes from each
 ref's worktree; the timing, the pace kernel and the worker protocol are this tool's, on both
@@ -36,7 +36,7 @@ import time
 from pathlib import Path
 
 from bench.cli import UsageError
-from bench.commands.compare import add_judging_options, check_outputs, emit, judging_kwargs
+from bench.cli.commands.compare import add_judging_options, check_outputs, emit, judging_kwargs
 
 NAME = "ab"
 HELP = "run two git refs (or two interpreters) side by side in duet sessions and compare them; exit 1 on a regression"
@@ -51,8 +51,8 @@ DEFAULT_ESTIMATOR = "raw"
 # Each side's launcher (zygote) forks this many sessions' workers, then both are restarted.
 SESSIONS_PER_LAUNCHER = 4
 DEFAULT_WARMUP = 2
-# Untimed steps right before each timed round (bench.timing.timed_rounds), and glibc's malloc
-# thresholds pinned in every duet worker (bench.allocator): the two fixes of the per-worker
+# Untimed steps right before each timed round (bench.instruments.timing.timed_rounds), and glibc's malloc
+# thresholds pinned in every duet worker (bench.instruments.allocator): the two fixes of the per-worker
 # effect measured in docs/compare.md, "Duet".
 DEFAULT_REWARM = 1
 MALLOC_CHOICES = ("pinned", "default")
@@ -270,7 +270,7 @@ def _duet_flow(args: argparse.Namespace, *, trees: dict[str, Path], refs: dict[s
     """Duet sessions for the step cases; the process-level flow for training-loop cases."""
     import math
 
-    from bench.duet import (DuetSide, Launchers, collect_cases, probe_sides, run_session, running_estimate,
+    from bench.duet.session import (DuetSide, Launchers, collect_cases, probe_sides, run_session, running_estimate,
                             save_side_run, shim_dir, side_commit_info)
     from reports.compare import duet_session_log_ratio
 

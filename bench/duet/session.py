@@ -5,12 +5,12 @@ shared machine the noise is a drift in speed over seconds, shared by everything 
 that moment. Two processes that alternate single rounds see the same drift, so the ratio of
 their rounds cancels it; a pair of fresh runs one after the other does not. What is left is a
 per-process effect that only more sessions average out (on our VM mostly where glibc's
-dynamic malloc thresholds settled in each worker, which `bench.allocator` now pins), so the
+dynamic malloc thresholds settled in each worker, which `bench.instruments.allocator` now pins), so the
 *session* (a fresh pair of workers) is the unit of the test, as in "Duet Benchmarking"
 (Bulej et al., ICPE 2020) and randomized multiple interleaved trials (Abedi and Brecht,
 ICPE 2017).
 
-One instrument on both sides: each side's launcher is a zygote (`bench.launcher.Zygote`,
+One instrument on both sides: each side's launcher is a zygote (`bench.workers.launcher.Zygote`,
 ``preload="subject"``) started with ``PYTHONPATH`` = [a folder holding only this tool's
 `bench` package, the side's worktree] under the side's interpreter. So the timing, the pace
 kernel and the worker protocol are this tool's, and only `alexnet.subject` (model, step,
@@ -19,7 +19,7 @@ config handling) is the ref's. Both sides' zygotes are started afresh every few 
 heap) is shared by all of a side's sessions.
 
 A session: fork one worker per side, build both (random order; each pins glibc's malloc
-thresholds first, `bench.allocator`, then runs its cold step and warm-up), then ``rounds``
+thresholds first, `bench.instruments.allocator`, then runs its cold step and warm-up), then ``rounds``
 rounds per side in A B B A order with a random first side, each round preceded by its pace
 sample and ``rewarm`` untimed steps (a round follows the other side's, so its first step would
 meet cold caches), and one closing pace sample per side. Each side's rounds
@@ -40,20 +40,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.launcher import Zygote
+from bench.workers.launcher import Zygote
 
 __all__ = ["DuetSide", "Launchers", "SessionResult", "probe_sides", "run_session", "side_commit_info", "shim_dir", "save_side_run"]
 
 
 def shim_dir(tmp: Path) -> Path:
-    """A folder holding only this tool's `bench` package (a symlink): first on each side's path."""
+    """A folder holding only this tool's `bench` and `runrecord` packages (symlinks): first on each side's path."""
     import bench
+    import runrecord
 
     shim = tmp / "instrument"
     shim.mkdir(parents=True, exist_ok=True)
-    link = shim / "bench"
-    if not link.exists():
-        link.symlink_to(Path(bench.__file__).resolve().parent, target_is_directory=True)
+    for pkg in (bench, runrecord):
+        link = shim / pkg.__name__
+        if not link.exists():
+            link.symlink_to(Path(pkg.__file__).resolve().parent, target_is_directory=True)
     return shim
 
 
@@ -117,7 +119,7 @@ class SessionResult:
     worker_pids: dict[str, int]
     wall_s: float
     rewarm: int = 0  # untimed steps right before each timed round
-    allocator: dict[str, dict[str, Any]] = field(default_factory=dict)  # per side: bench.allocator's record
+    allocator: dict[str, dict[str, Any]] = field(default_factory=dict)  # per side: bench.instruments.allocator's record
 
 
 def abba(first: str, other: str, rounds: int) -> list[str]:
@@ -221,8 +223,8 @@ def save_side_run(*, storage: Path, name: str, side: DuetSide, config: dict[str,
     from pytest_benchmark import __version__ as pb_version
     from pytest_benchmark.storage.file import FileStorage
 
-    from bench.commands.ddp import _stats
-    from bench.envinfo import SUITE_SCHEMA_VERSION
+    from bench.cli.commands.ddp import _stats
+    from bench.instruments.envinfo import SUITE_SCHEMA_VERSION
 
     data = session.samples[side.name]
     bench = {

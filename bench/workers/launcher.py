@@ -1,10 +1,10 @@
 """The coordinator's side of the case workers: start a zygote, fork workers, talk, time out, kill.
 
 Split as optimum-benchmark splits its *launcher* (how a process is started and watched) from
-the *scenario* (what is measured, `bench.measure` in the worker): this module never imports
+the *scenario* (what is measured, `bench.workloads.measure` in the worker): this module never imports
 torch, so the pytest process and `alexnet-bench ab` coordinate without touching a device.
 
-- `Zygote` starts ``python -m bench.zygote`` (which imports torch once) and asks it to fork
+- `Zygote` starts ``python -m bench.workers.zygote`` (which imports torch once) and asks it to fork
   workers; it reads the zygote's reports of which worker ended, and how.
 - `Worker` is one forked worker: plain-data requests over a Unix socket
   (`multiprocessing.connection.Connection`, pickled dicts of numbers and strings), with a
@@ -109,7 +109,7 @@ def group_alive(pgid: int) -> bool:
 
 
 class Zygote:
-    """``python -m bench.zygote`` with the given environment, and the workers it forks."""
+    """``python -m bench.workers.zygote`` with the given environment, and the workers it forks."""
 
     def __init__(self, *, env: Mapping[str, str] | None = None, python: str | None = None,
                  pythonpath: Sequence[str] | None = None, cwd: str | Path | None = None,
@@ -132,7 +132,7 @@ class Zygote:
         self._counter = 0
         self._t0 = time.perf_counter()
         self.proc = subprocess.Popen(
-            [self.python, "-m", "bench.zygote", preload], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            [self.python, "-m", "bench.workers.zygote", preload], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
             stderr=open(self.dir / "zygote.log", "ab"), env=full_env, cwd=cwd, start_new_session=True,
         )
         self.pid: int | None = None

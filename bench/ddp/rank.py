@@ -2,7 +2,7 @@
 
 ``alexnet-bench ddp`` starts this module twice: once as a single plain process (the
 baseline: no process group, no DDP) and once under
-``python -m torch.distributed.run --nproc-per-node N -m bench.ddp ...``. A user can run
+``python -m torch.distributed.run --nproc-per-node N -m bench.ddp.rank ...``. A user can run
 the second form (or a multi-node torchrun) directly; see docs/ddp.md.
 
 What one rank does:
@@ -13,7 +13,7 @@ What one rank does:
   synthetic batch per rank, so unsynchronised gradients would make the ranks diverge);
 - times each step between two synchronisations, and times every gradient all-reduce with a
   DDP communication hook (below);
-- samples its own device's telemetry (`bench.telemetry.Sampler`: NVML on its GPU, psutil for
+- samples its own device's telemetry (`bench.instruments.telemetry.Sampler`: NVML on its GPU, psutil for
   its process on CPU) over its timed steps;
 - gathers its timings, telemetry and a digest of its parameters to rank 0, which writes one
   JSON file. The run's energy per image is the sum of the ranks' energies over the sum of the
@@ -165,8 +165,8 @@ def _peak_memory(cfg: RunConfig, device: str) -> tuple[int, str]:
 
 
 def _telemetry(device: str):
-    """This rank's `bench.telemetry.Sampler` for its own device (its GPU, or its process on CPU)."""
-    from bench.telemetry import Sampler
+    """This rank's `bench.instruments.telemetry.Sampler` for its own device (its GPU, or its process on CPU)."""
+    from bench.instruments.telemetry import Sampler
 
     return Sampler(device)
 
@@ -445,10 +445,10 @@ def format_summary(fig: dict[str, Any], *, batch_size: int) -> list[str]:
 
 
 def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
-    from bench.commands.options import add_config_options
+    from bench.cli.commands.options import add_config_options
 
     p = argparse.ArgumentParser(
-        prog="python -m bench.ddp",
+        prog="python -m bench.ddp.rank",
         description="One rank of the data-parallel benchmark; start it with torchrun (see docs/ddp.md). "
         "World size and rank come from torchrun's environment; the backend is nccl on GPUs, gloo on CPU.",
     )
@@ -468,7 +468,7 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
 def _config(args: argparse.Namespace) -> RunConfig:
     if args.config is not None:
         return RunConfig.from_flat(json.loads(args.config))
-    from bench.commands.options import config_from_args
+    from bench.cli.commands.options import config_from_args
 
     if "WORLD_SIZE" not in os.environ:  # a plain process: the 1-process baseline
         return config_from_args(args)

@@ -66,7 +66,7 @@ HELP = "first-run self-check of a CUDA machine: one pass/fail line per GPU figur
 __all__ = ["NAME", "HELP", "ITEMS", "Item", "Outcome", "Context", "SuiteRun", "add_arguments", "run", "run_items",
            "train_memory_estimate"]
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 DEFAULT_BUDGET_S = 300.0
 SUMMARY_FILE = "gpu-check.json"
 NVML_CHECK_ENV = "PYTORCH_NVML_BASED_CUDA_CHECK"
@@ -444,7 +444,7 @@ def check_profiler(ctx: Context) -> Outcome:
     out = ctx.dir / "profile"
     # The seed's shape at batch 128: compute-bound on an H100, so kernel time can cover the
     # step; at tiny sizes the GPU idles between launches and coverage is honestly lower
-    # (bench/profiling.py).
+    # (bench/instruments/profiling.py).
     proc = ctx.run([sys.executable, "-m", "bench", "profile", "--device", "cuda", "--mode", "train",
                     "--batch-size", "128", "--resolution", "224", "--out", str(out)], log="profile")
     path = out / "profile.json"
@@ -481,7 +481,7 @@ def power_probe() -> None:
     NVML: ``nvmlDeviceGetTotalEnergyConsumption`` is millijoules since the driver loaded
     (Volta and later), ``nvmlDeviceGetPowerUsage`` milliwatts (a 1 s average on Hopper),
     ``nvmlDeviceGetEnforcedPowerLimit`` milliwatts (the limit the board holds now). The GPU is
-    found by the UUID torch reports, as bench.envinfo does. Untested on GPU.
+    found by the UUID torch reports, as bench.instruments.envinfo does. Untested on GPU.
     """
     import torch
     import pynvml
@@ -523,7 +523,7 @@ def power_probe() -> None:
 
 
 def check_power(ctx: Context) -> Outcome:
-    proc = ctx.run([sys.executable, "-c", "from bench.commands.gpu_check import power_probe; power_probe()"],
+    proc = ctx.run([sys.executable, "-c", "from bench.cli.commands.gpu_check import power_probe; power_probe()"],
                    log="power-probe")
     lines = [ln for ln in proc.output.splitlines() if ln.startswith("{")]
     if proc.returncode != 0 or not lines:

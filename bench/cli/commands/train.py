@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from bench.commands.options import add_config_options, config_from_args, option_defaults
+from bench.cli.commands.options import add_config_options, config_from_args, option_defaults
 from alexnet.config import DATASETS, PIPELINES, RunConfig
 
 NAME = "train"

@@ -2,7 +2,7 @@
 
 In one invocation it runs the N-process run under ``python -m torch.distributed.run
 --nproc-per-node N`` and then the 1-process baseline (a plain process, no process group),
-both with the worker in `bench.ddp` and the same thread count per process. It prints per-rank
+both with the worker in `bench.ddp.rank` and the same thread count per process. It prints per-rank
 and total images/s, the scaling efficiency against the baseline and the all-reduce share of
 the step, and saves both cases as one pytest-benchmark run (docs/saved-run-format.md).
 
@@ -28,7 +28,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Sequence
 
-from bench.commands.options import add_config_options, config_from_args
+from bench.cli.commands.options import add_config_options, config_from_args
 from alexnet.config import RunConfig
 
 NAME = "ddp"
@@ -139,7 +139,7 @@ def torchrun_command(nproc: int, worker_args: Sequence[str], *, port: int) -> li
         sys.executable, "-m", "torch.distributed.run",
         "--nnodes", "1", "--nproc-per-node", str(nproc),
         "--master-addr", "127.0.0.1", "--master-port", str(port),
-        "-m", "bench.ddp", *worker_args,
+        "-m", "bench.ddp.rank", *worker_args,
     ]
 
 
@@ -151,7 +151,7 @@ def _child_env(threads: int, *, gloo: bool) -> dict[str, str]:
     # Every rank samples its own GPU with NVML: number GPUs the same way in torch and NVML
     # (REFERENCE.md), unless the user chose an order (the sampler matches GPUs by UUID anyway).
     env.setdefault("CUDA_DEVICE_ORDER", "PCI_BUS_ID")
-    package_root = str(Path(__file__).resolve().parents[2])
+    package_root = str(Path(__file__).resolve().parents[3])
     env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
     if gloo and "GLOO_SOCKET_IFNAME" not in env and Path("/sys/class/net/lo").exists():
         env["GLOO_SOCKET_IFNAME"] = "lo"  # single machine: keep gloo's traffic on loopback
@@ -256,8 +256,8 @@ def _stats(data: Sequence[float]) -> dict[str, Any]:
 
 
 def _suite_machine_info(threads: int) -> dict[str, Any]:
-    """The saved-run-format.md additions to machine_info (bench.envinfo), threads as the ranks had them."""
-    from bench.envinfo import machine_info
+    """The saved-run-format.md additions to machine_info (bench.instruments.envinfo), threads as the ranks had them."""
+    from bench.instruments.envinfo import machine_info
 
     info = machine_info()
     info["torch_num_threads"] = threads  # per process, as the worker set it (this parent's count differs)
@@ -268,7 +268,7 @@ def _entry(
     result: dict[str, Any], fig: dict[str, Any], *, baseline_ips: float, flops: int, steps: int, warmup: int,
     calibration: dict[str, Any] | None, gpu_name: str | None,
 ) -> dict[str, Any]:
-    from bench.mfu import mfu_for
+    from bench.instruments.mfu import mfu_for
 
     cfg = RunConfig.from_flat(result["config"])
     case = cfg.case_id()
@@ -336,7 +336,7 @@ def save_run(
     """Write ``storage/<machine_id>/NNNN_<name>.json`` with the next free number; never overwrite."""
     from pytest_benchmark import __version__ as pb_version
 
-    from bench.envinfo import SUITE_SCHEMA_VERSION
+    from bench.instruments.envinfo import SUITE_SCHEMA_VERSION
     from pytest_benchmark.plugin import pytest_benchmark_generate_machine_info
     from pytest_benchmark.utils import get_commit_info, get_machine_id
 
@@ -390,8 +390,8 @@ def _calibrate(cfg: RunConfig, *, threads: int) -> tuple[dict[str, Any] | None, 
     """The run's fp32 GEMM calibration, timed here after the launches with one rank's threads."""
     import torch
 
-    from bench.envinfo import gpu_info
-    from bench.mfu import calibrate
+    from bench.instruments.envinfo import gpu_info
+    from bench.instruments.mfu import calibrate
 
     saved = torch.get_num_threads()
     torch.set_num_threads(threads)
@@ -415,7 +415,7 @@ def run(args: argparse.Namespace) -> int:
             ("ddp", f"the {cfg.world_size}-process torchrun run", cfg,
              lambda wa: torchrun_command(cfg.world_size, wa, port=_free_port())),
             ("baseline", "the 1-process baseline", base_cfg,
-             lambda wa: [sys.executable, "-m", "bench.ddp", *wa]),
+             lambda wa: [sys.executable, "-m", "bench.ddp.rank", *wa]),
         ]
         for key, what, run_cfg, make_cmd in launches:
             print(f"running {what} ...", flush=True)
@@ -435,7 +435,7 @@ def run(args: argparse.Namespace) -> int:
             results[key] = json.loads(result_path.read_text())
             print(f"  done in {time.perf_counter() - t0:.1f} s", flush=True)
 
-    from bench.ddp import summarise
+    from bench.ddp.rank import summarise
 
     base_fig, fig = summarise(results["baseline"]), summarise(results["ddp"])
     flops = flops_per_image(cfg.variant, cfg.resolution, train=True)

@@ -1,8 +1,8 @@
 """Sample arithmetic shared by the instruments and the readers of saved runs: no torch here.
 
-`bench.timing` (which measures) and `reports/` (which reads saved runs, and must start
+`bench.instruments.timing` (which measures) and `reports/` (which reads saved runs, and must start
 without importing torch) both use these: the median/IQR summary of raw per-round samples and
-the pace normalisation of rounds by the pace GEMM timed around them (`bench.timing.PaceKernel`).
+the pace normalisation of rounds by the pace GEMM timed around them (`bench.instruments.timing.PaceKernel`).
 """
 
 from __future__ import annotations

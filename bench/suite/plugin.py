@@ -1,0 +1,260 @@
+"""The pytest plugin of the benchmark matrix (loaded by ``bench/conftest.py``): options, parametrisation, pytest-benchmark hooks.
+
+``pytest bench/ --benchmark-save=NAME [--preset P] [axis overrides]``. Cases come from
+`bench.suite.presets`; each is measured by `bench.workloads.measure.measure_case`. This file only decides
+*which* cases run and what goes into the saved JSON around them:
+
+- raw per-round samples are always saved (``--benchmark-save-data`` on by default);
+- ``machine_info`` gets the suite's environment fields (`bench.instruments.envinfo`);
+- the run-level ``alexnet`` section gets the schema version, preset, skipped and failed
+  cases and the calibration GEMM (docs/saved-run-format.md).
+
+Every case is measured in a fresh worker process (`bench.suite.runner`, `bench.workers.launcher`,
+`bench.workers.worker`); this process coordinates and never touches a CUDA device.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+from alexnet.config import RunConfig
+from bench.suite.presets import (AXES, PIPELINE_VALUES, PRESETS, build_cases, build_loop_cases, default_preset,
+                           loop_case_id, parse_axis)
+
+# 2: every case in its own worker (extra_info.isolation); CPU peak_memory_bytes is the worker's
+# own peak RSS during the rounds, not the whole process's (docs/saved-run-format.md).
+from bench.instruments.envinfo import SUITE_SCHEMA_VERSION as SCHEMA_VERSION  # noqa: E402 - one number for both
+DEFAULT_TELEMETRY_INTERVAL_S = 0.1
+
+
+@dataclass
+class BenchSession:
+    """Run-wide state shared by every case: options, calibration, skipped cases."""
+
+    preset: str
+    cases: list[RunConfig]
+    rounds: int
+    warmup: int
+    telemetry_interval_s: float
+    profile_layers: bool
+    allow_emulated_bf16: bool
+    loop_cases: list[RunConfig] = field(default_factory=list)
+    isolation: str = "process"
+    case_timeout_s: float = 900.0
+    telemetry_seconds: float | None = None
+    strict_isolation: bool = False
+    skipped: list[dict[str, Any]] = field(default_factory=list)
+    _runner: Any = None
+
+    @property
+    def runner(self) -> Any:
+        """The `bench.suite.runner.CaseRunner` (its zygote starts at the first case that needs it)."""
+        if self._runner is None:
+            from bench.suite.runner import CaseRunner
+
+            self._runner = CaseRunner(isolation=self.isolation, case_timeout_s=self.case_timeout_s,
+                                      telemetry_seconds=self.telemetry_seconds)
+        return self._runner
+
+    @property
+    def calibrations(self) -> dict[str, dict[str, Any]]:
+        return self._runner.calibrations if self._runner is not None else {}
+
+    def record_skip(self, item: pytest.Item, cfg: RunConfig, reason: str) -> None:
+        self.skipped.append(
+            {"name": item.name, "fullname": item.nodeid, "case_id": cfg.case_id(), "config": cfg.flat(), "reason": reason}
+        )
+
+
+_SESSION = pytest.StashKey[BenchSession]()
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    g = parser.getgroup("alexnet-bench", "AlexNet benchmark matrix (bench/)")
+    g.addoption("--preset", default=None,
+                help="; ".join(f"{p.name}: {p.help}" for p in PRESETS.values())
+                + " (default: standard with CUDA, else quick)")
+    for axis in AXES.values():
+        g.addoption(axis.flag, dest=f"axis_{axis.field}", default=None, metavar="V1,V2",
+                    help=f"override the {axis.field} axis of every case ({axis.valid})")
+    g.addoption("--rounds", type=int, default=None, help="timed rounds per case (>= 10; default: the preset's)")
+    g.addoption("--warmup-rounds", type=int, default=None, help="untimed warm-up rounds per case (default: the preset's)")
+    g.addoption("--telemetry-interval", type=float, default=DEFAULT_TELEMETRY_INTERVAL_S,
+                help=f"seconds between telemetry samples (default {DEFAULT_TELEMETRY_INTERVAL_S})")
+    g.addoption("--profile-layers", action="store_true",
+                help="after the timed rounds, profile each case per layer (bench.instruments.profiling) into extra_info.layers")
+    g.addoption("--pipelines", default=None, metavar="P1,P2",
+                help=f"input pipelines of the training-loop cases ({', '.join(PIPELINE_VALUES)}; default: both)")
+    g.addoption("--data-root", default=None, metavar="DIR",
+                help="training-loop cases read real FashionMNIST from DIR/FashionMNIST/raw (default: synthetic data)")
+    g.addoption("--isolation", default="process", metavar="MODE",
+                help="process (default): every case in a fresh worker process; none: in this process, for debugging")
+    g.addoption("--case-timeout", type=float, default=900.0, metavar="S",
+                help="kill a case's worker (and its process group) after S seconds (default 900)")
+    g.addoption("--telemetry-seconds", type=float, default=None, metavar="S",
+                help="back-to-back steps after the timed rounds for NVML energy and power (default 5 on CUDA, "
+                     "0 on CPU where the rounds are the window)")
+    g.addoption("--strict-isolation", action="store_true",
+                help="fail a case when other processes loaded its device (or CPU) during its rounds")
+    g.addoption("--alexnet-dump-cases", default=None, metavar="FILE",
+                help="(for alexnet-bench ab) write the selected cases and their configs to FILE as JSON")
+    g.addoption("--allow-emulated-bf16", action="store_true",
+                help="run bf16 on CPUs without bf16 hardware (emulated, ~500x slower; recorded as a warning)")
+
+
+def _session_from_options(config: pytest.Config) -> BenchSession:
+    from bench.instruments.timing import MIN_ROUNDS
+
+    preset = config.getoption("preset") or default_preset()
+    if preset not in PRESETS:
+        raise pytest.UsageError(f"--preset {preset!r} is not valid; choose from {', '.join(PRESETS)}")
+    overrides: dict[str, list[Any]] = {}
+    for axis in AXES.values():
+        text = config.getoption(f"axis_{axis.field}")
+        if text is not None:
+            try:
+                overrides[axis.field] = parse_axis(axis.field, text)
+            except ValueError as exc:
+                raise pytest.UsageError(f"{axis.flag}: {exc}") from None
+    try:
+        cases = build_cases(preset, overrides)
+    except ValueError as exc:  # e.g. a resolution too small for a variant
+        raise pytest.UsageError(str(exc)) from None
+    pipelines = None
+    if config.getoption("pipelines") is not None:
+        pipelines = [p.strip() for p in config.getoption("pipelines").split(",") if p.strip()]
+        bad = [p for p in pipelines if p not in PIPELINE_VALUES]
+        if bad or not pipelines:
+            raise pytest.UsageError(f"--pipelines {config.getoption('pipelines')!r} is not valid; "
+                                    f"choose from {', '.join(PIPELINE_VALUES)}")
+    data_root = config.getoption("data_root")
+    if data_root is not None:
+        from alexnet.data import FASHION_MNIST_FILES
+        from pathlib import Path
+
+        raw = Path(data_root).expanduser() / "FashionMNIST" / "raw"
+        missing = [f for f in FASHION_MNIST_FILES if not (raw / f).exists()]
+        if missing:
+            raise pytest.UsageError(f"--data-root {data_root!r}: FashionMNIST files missing in {raw}: {', '.join(missing)}")
+    try:
+        loop_cases = build_loop_cases(preset, overrides, pipelines=pipelines, data_root=data_root)
+    except ValueError as exc:
+        raise pytest.UsageError(str(exc)) from None
+    spec = PRESETS[preset]
+    rounds = config.getoption("rounds") or spec.rounds
+    if rounds < MIN_ROUNDS:
+        raise pytest.UsageError(f"--rounds {rounds} is not valid; it must be >= {MIN_ROUNDS}")
+    warmup = spec.warmup if config.getoption("warmup_rounds") is None else config.getoption("warmup_rounds")
+    if warmup < 1:
+        # The first step is always the cold one (compile, lazy init); it is never timed.
+        raise pytest.UsageError(f"--warmup-rounds {warmup} is not valid; it must be >= 1")
+    interval = config.getoption("telemetry_interval")
+    if not interval > 0:
+        raise pytest.UsageError(f"--telemetry-interval {interval} is not valid; it must be > 0 seconds")
+    profile = config.getoption("profile_layers")
+    if profile and importlib.util.find_spec("bench.instruments.profiling") is None:
+        raise pytest.UsageError("--profile-layers needs bench.instruments.profiling, which this checkout does not have")
+    from bench.suite.runner import ISOLATION_MODES
+
+    isolation = config.getoption("isolation")
+    if isolation not in ISOLATION_MODES:
+        raise pytest.UsageError(f"--isolation {isolation!r} is not valid; choose from {', '.join(ISOLATION_MODES)}")
+    case_timeout = config.getoption("case_timeout")
+    if not case_timeout > 0:
+        raise pytest.UsageError(f"--case-timeout {case_timeout} is not valid; it must be > 0 seconds")
+    telemetry_seconds = config.getoption("telemetry_seconds")
+    if telemetry_seconds is not None and telemetry_seconds < 0:
+        raise pytest.UsageError(f"--telemetry-seconds {telemetry_seconds} is not valid; it must be >= 0")
+    return BenchSession(
+        preset=preset, cases=cases, loop_cases=loop_cases, rounds=rounds, warmup=warmup, telemetry_interval_s=interval,
+        profile_layers=profile, allow_emulated_bf16=config.getoption("allow_emulated_bf16"),
+        isolation=isolation, case_timeout_s=case_timeout, telemetry_seconds=telemetry_seconds,
+        strict_isolation=config.getoption("strict_isolation"),
+    )
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_configure(config: pytest.Config) -> None:
+    # Later comparisons (reports/compare.py) need every raw round, not just the summary.
+    config.option.benchmark_save_data = True
+    bs = getattr(config, "_benchmarksession", None)
+    if bs is not None:  # pytest-benchmark already read the option
+        bs.save_data = True
+    config.stash[_SESSION] = _session_from_options(config)
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "case" in metafunc.fixturenames:
+        cases = metafunc.config.stash[_SESSION].cases
+        metafunc.parametrize("case", cases, ids=[c.case_id() for c in cases])
+    if "loop_case" in metafunc.fixturenames:
+        loops = metafunc.config.stash[_SESSION].loop_cases
+        metafunc.parametrize("loop_case", loops, ids=[loop_case_id(c) for c in loops])
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    # A preset without training-loop cases (tiny) deselects the loop test instead of showing
+    # pytest's "got empty parameter set" skip, which is not a skipped case of ours.
+    if config.stash[_SESSION].loop_cases:
+        return
+    empty = [i for i in items if "loop_case" in getattr(i, "fixturenames", ())]
+    if empty:
+        config.hook.pytest_deselected(items=empty)
+        items[:] = [i for i in items if i not in empty]
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """``--alexnet-dump-cases FILE``: the cases left after -k and the overrides, for `ab`'s duet."""
+    path = session.config.getoption("alexnet_dump_cases")
+    if not path:
+        return
+    import json
+
+    rows = []
+    for item in session.items:
+        params = getattr(getattr(item, "callspec", None), "params", {})
+        cfg = params.get("case") or params.get("loop_case")
+        if cfg is None:
+            continue
+        kind = "step" if "case" in params else "loop"
+        case_id = cfg.case_id() if kind == "step" else loop_case_id(cfg)
+        rows.append({"nodeid": item.nodeid, "case_id": case_id, "kind": kind, "config": cfg.flat()})
+    with open(path, "w", encoding="utf-8") as fh:
+        json.dump(rows, fh)
+
+
+@pytest.fixture(scope="session")
+def bench_session(pytestconfig: pytest.Config) -> BenchSession:
+    return pytestconfig.stash[_SESSION]
+
+
+def pytest_benchmark_update_machine_info(config: pytest.Config, machine_info: dict[str, Any]) -> None:
+    # Gathered in a worker (it may touch the GPU); this process never initialises CUDA.
+    machine_info.update(config.stash[_SESSION].runner.probe()["machine_info"])
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    s = config.stash.get(_SESSION, None)
+    if s is not None and s._runner is not None:
+        s._runner.close()  # the zygote and any worker left: no process outlives the run
+
+
+def pytest_benchmark_update_json(config: pytest.Config, benchmarks: list, output_json: dict[str, Any]) -> None:
+    s = config.stash[_SESSION]
+    # The CPU GEMM is the CPU peak for MFU; on a GPU-only run, the GPU one records its speed.
+    calibration = s.calibrations.get("cpu") or next(iter(s.calibrations.values()), None)
+    output_json["alexnet"] = {
+        "schema_version": SCHEMA_VERSION,
+        "preset": s.preset,
+        "rounds": s.rounds,
+        "warmup_rounds": s.warmup,
+        "skipped": s.skipped,
+        "failed": s._runner.failed if s._runner is not None else [],
+        "isolation": s.isolation,
+        "calibration": calibration,
+        "calibrations": s.calibrations,
+    }
