@@ -1,54 +1,126 @@
-"""The one-way layout: the subject (`alexnet/`) never imports the instruments or the readers,
-and the readers of saved runs start without torch."""
+"""The layout's rules (docs/architecture.md), checked on the source:
+
+- `alexnet/` (the subject) imports nothing of ours;
+- `runrecord/` (the run record) imports no torch and nothing of ours but itself;
+- `reports/` (the readers) imports only the run record of ours, and no torch;
+- the instruments (`bench/instruments/`) never import the command line (`bench.cli`);
+- the coordinator side of the worker machinery (`bench/workers/launcher.py`,
+  `bench/workers/proc.py`) imports no torch, not even inside a function;
+- in `bench/workers/`, the zygote is the one module that imports torch (it preloads it
+  before forking); the worker runs in the zygote's forks and imports torch only lazily.
+
+`layout_violations` reads a tree, so the same rules are checked on a copy with a planted
+violation (the check must be able to fail).
+"""
 
 from __future__ import annotations
 
 import ast
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import REPO
 
+OURS = {"alexnet", "bench", "reports", "runrecord"}
+COORDINATOR = ("bench/workers/launcher.py", "bench/workers/proc.py")
 
-def _imported_modules(path: Path) -> set[str]:
+
+def _imports(path: Path, *, top_level_only: bool = False) -> set[str]:
+    """Absolute module names imported by ``path`` (every import, or only module-level ones)."""
+    tree = ast.parse(path.read_text(), filename=str(path))
+    nodes = tree.body if top_level_only else ast.walk(tree)
     names: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+    for node in nodes:
         if isinstance(node, ast.Import):
             names.update(a.name for a in node.names)
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
             names.add(node.module)
+        elif isinstance(node, ast.ImportFrom) and node.level > 0:
+            names.add("." * node.level + (node.module or ""))  # relative: flagged below
     return names
 
 
-def test_alexnet_imports_nothing_from_bench_or_reports():
-    offenders = {
-        str(p.relative_to(REPO)): sorted(m for m in _imported_modules(p) if m.split(".")[0] in {"bench", "reports"})
-        for p in sorted((REPO / "alexnet").rglob("*.py"))
-    }
-    offenders = {k: v for k, v in offenders.items() if v}
-    assert offenders == {}, f"alexnet/ must not import bench/ or reports/: {offenders}"
+def _root(name: str) -> str:
+    return name.split(".")[0]
 
 
-def test_reports_never_import_torch_or_the_instruments():
-    bad = {}
-    for p in sorted((REPO / "reports").rglob("*.py")):
-        mods = [m for m in _imported_modules(p)
-                if m.split(".")[0] in {"torch", "alexnet"} or (m.startswith("bench.") and m != "runrecord.samples")]
+def layout_violations(repo: Path) -> list[str]:
+    """Every broken rule in the tree at ``repo``, one line each ("file: rule: modules")."""
+    found: list[str] = []
+
+    def check(files: list[Path], rule: str, bad) -> None:
+        for p in files:
+            mods = sorted(m for m in _imports(p) if bad(m))
+            if mods:
+                found.append(f"{p.relative_to(repo)}: {rule}: {', '.join(mods)}")
+
+    def py(folder: str) -> list[Path]:
+        return sorted((repo / folder).rglob("*.py"))
+
+    check(py("alexnet"), "the subject imports nothing of ours", lambda m: _root(m) in OURS - {"alexnet"})
+    check(py("runrecord"), "the run record imports no torch and nothing of ours",
+          lambda m: _root(m) in (OURS - {"runrecord"}) | {"torch", "torchvision"})
+    check(py("reports"), "the readers import only the run record (no torch)",
+          lambda m: _root(m) in {"torch", "torchvision", "alexnet", "bench"})
+    check(py("bench/instruments"), "instruments never import the CLI", lambda m: m == "bench.cli" or m.startswith("bench.cli."))
+    check([repo / f for f in COORDINATOR if (repo / f).exists()], "the coordinator side imports no torch",
+          lambda m: _root(m) in {"torch", "torchvision", "alexnet"})
+    for p in py("bench/workers"):
+        if p.name == "zygote.py":
+            continue
+        mods = sorted(m for m in _imports(p, top_level_only=True) if _root(m) == "torch")
         if mods:
-            bad[str(p.relative_to(REPO))] = mods
-    assert bad == {}, f"reports/ reads saved runs only (runrecord.samples is the shared arithmetic): {bad}"
+            found.append(f"{p.relative_to(repo)}: only the zygote preloads torch: {', '.join(mods)}")
+    for folder in ("alexnet", "bench", "reports", "runrecord"):
+        for p in py(folder):
+            rel = sorted(m for m in _imports(p) if m.startswith("."))
+            if rel:
+                found.append(f"{p.relative_to(repo)}: absolute imports only (the rules read them): {', '.join(rel)}")
+    return found
+
+
+def test_the_tree_keeps_the_layout_rules():
+    assert layout_violations(REPO) == []
+
+
+def _copy(tmp_path: Path) -> Path:
+    dst = tmp_path / "repo"
+    for folder in ("alexnet", "bench", "reports", "runrecord"):
+        shutil.copytree(REPO / folder, dst / folder, ignore=shutil.ignore_patterns("__pycache__"))
+    return dst
+
+
+@pytest.mark.parametrize(("path", "line", "rule"), [
+    ("alexnet/model.py", "import bench.instruments.timing", "the subject imports nothing of ours"),
+    ("runrecord/samples.py", "import torch", "the run record imports no torch"),
+    ("runrecord/samples.py", "from reports.load import Run", "nothing of ours"),
+    ("reports/html.py", "from bench.cli import main", "the readers import only the run record"),
+    ("reports/html.py", "import torch", "the readers import only the run record"),
+    ("bench/instruments/timing.py", "from bench.cli import UsageError", "instruments never import the CLI"),
+    ("bench/workers/launcher.py", "def f():\n    import torch", "the coordinator side imports no torch"),
+    ("bench/workers/worker.py", "import torch", "only the zygote preloads torch"),
+])
+def test_a_planted_violation_is_found(tmp_path, path, line, rule):
+    repo = _copy(tmp_path)
+    target = repo / path
+    target.write_text(target.read_text() + "\n" + line + "\n")
+    found = layout_violations(repo)
+    assert any(v.startswith(path) and rule in v for v in found), found
 
 
 def test_reading_commands_start_without_torch():
-    """`compare`, `report` (and `history`, when present) parse and run their paths without
-    importing torch: a CLI start used to cost a torch import (about 3 s here)."""
+    """`compare`, `report` and `history` parse and run their paths without importing torch: a
+    CLI start used to cost a torch import (about 3 s here)."""
     code = (
         "import sys\n"
         "from bench.cli import build_parser\n"
         "build_parser()\n"
-        "import bench.cli.commands.compare, bench.cli.commands.report, bench.cli.commands.history, reports.compare, reports.html\n"
-        "import reports.history, reports.history_page\n"
+        "import bench.cli.commands.compare, bench.cli.commands.report, bench.cli.commands.history, reports.compare\n"
+        "import reports.html, reports.history, reports.history_page, runrecord\n"
         "print('torch' in sys.modules)\n"
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
