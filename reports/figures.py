@@ -23,7 +23,7 @@ from matplotlib.colors import TwoSlopeNorm
 from matplotlib.figure import Figure
 
 from reports.load import Run, samples_frame
-from reports.summary import DERIVED_AXES, SEED_SPEED_SETTINGS, SPEED_AXES, shape_axes, step_cases, with_baseline
+from reports.summary import DERIVED_AXES, SEED_SPEED_SETTINGS, shape_axes, step_cases, with_baseline
 
 __all__ = ["ReportFigure", "draw_all", "FIGURES"]
 

@@ -6,8 +6,6 @@ import json
 import subprocess
 import sys
 
-import pytest
-
 from bench.suite.presets import build_loop_cases, loop_case_id
 from tests.conftest import REPO
 

@@ -208,7 +208,7 @@ class Zygote:
         try:
             forked = self._forks.get(timeout=timeout)
         except queue.Empty:
-            raise RuntimeError("the worker zygote did not fork within {timeout:.0f} s") from None
+            raise RuntimeError(f"the worker zygote did not fork within {timeout:.0f} s") from None
         pid = int(forked["forked"])
         self._sock.settimeout(timeout)
         try:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from bench.cli.commands.options import add_config_options, config_from_args, option_defaults
-from alexnet.config import DATASETS, PIPELINES, RunConfig
+from alexnet.config import DATASETS, PIPELINES
 
 NAME = "train"
 HELP = "train AlexNet with the chapter's recipe (SGD, cross-entropy, FashionMNIST resized to 224)"
