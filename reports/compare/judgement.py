@@ -1,0 +1,386 @@
+"""The judgement: thresholds, alpha and gates, and one verdict per case (`compare_runs`).
+
+The estimates come from `reports.compare.estimators`, the runs' fields from
+`reports.compare.cases`; `Comparison` renders itself through `reports.compare.render`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import numpy as np
+import pandas as pd
+
+from reports.compare import render
+from reports.compare.cases import (
+    _calibration_gflops,
+    _case_label,
+    _cases,
+    _duet,
+    _env_value,
+    _label,
+    _pace,
+    _paced,
+    _peak_memory,
+    _samples,
+)
+from reports.compare.estimators import (
+    DRIFT_SD,
+    PACED_DRIFT_SD,
+    Estimate,
+    duet_estimate,
+    duet_session_log_ratio,
+    paired_estimate,
+    round_spread,
+    runs_estimate,
+    single_run_estimate,
+)
+from reports.load import Run
+
+# That drift floor holds only for a quiet machine. A run whose rounds spread by more than this
+# (IQR/median; bench warns at the same 10%) ran on a busy machine, where runs drift by 30% and
+# more: a single-run comparison then gives no regression/improvement verdict, only `noisy`.
+MAX_ROUND_SPREAD = 0.10
+
+# The calibration GEMM (timed in every run) as a gate for single-run verdicts: if the two runs'
+# GEMM speeds differ by more than this (|log ratio|, ~16%), the machine changed state between
+# them (on our shared 2-core machine, step times jump ~4x when a co-tenant takes a core), and
+# the pair gets no verdict but `noisy`. Measured under shared load (docs/compare.md):
+# with the spread gate it removed every single-run A/A false alarm in 552 pairs of real runs
+# at 2 threads (the spread gate alone left 0.7% and 5.8%); at 1 thread 3 of 66 remained.
+MAX_CALIBRATION_SHIFT = 0.15
+
+# Environment fields whose difference makes timings incomparable (saved-run-format.md).
+ENV_KEYS = ("gpu_name", "gpu_driver", "torch_version", "cuda_version", "cudnn_version", "cpu_model")
+# The names `--allow-env-diff` takes, and the field each stands for.
+ENV_FIELDS = {"gpu": "gpu_name", "driver": "gpu_driver", "torch": "torch_version", "cuda": "cuda_version",
+              "cudnn": "cudnn_version", "cpu": "cpu_model"}
+# The duet's default threshold, from the measured error rates (docs/compare.md, "Duet"):
+# between the x1.02 that must pass (at most 1 in 10 flagged) and the x1.05 that must be caught
+# (at least 9 in 10), where the session-to-session spread puts the two tails.
+DUET_THRESHOLD = 0.035
+
+DEFAULT_THRESHOLD = 0.05  # process-level and single-run comparisons
+
+VERDICTS = ("regression", "improvement", "unchanged", "noisy", "only in baseline", "only in candidate")
+
+
+def verdict(est: Estimate, *, alpha: float, threshold: float) -> str:
+    """regression / improvement need p < alpha *and* an effect beyond the threshold.
+
+    ``unchanged`` means the 95% interval lies within +-threshold; ``noisy`` means the data
+    cannot rule out a change of that size either way.
+    """
+    if est.p_value < alpha and est.ratio > 1 + threshold:
+        return "regression"
+    if est.p_value < alpha and est.ratio < 1 - threshold:
+        return "improvement"
+    if est.ci_low >= 1 - threshold and est.ci_high <= 1 + threshold:
+        return "unchanged"
+    return "noisy"
+
+
+def env_differences(baseline: Sequence[Run], candidate: Sequence[Run]) -> list[str]:
+    """One line per `ENV_KEYS` field whose values are not one and the same across all runs."""
+    lines = []
+    for key in ENV_KEYS:
+        b = sorted({str(_env_value(r, key)) for r in baseline})
+        c = sorted({str(_env_value(r, key)) for r in candidate})
+        if b != c or len(b) > 1:
+            lines.append(f"{key}: baseline {' / '.join(b)}, candidate {' / '.join(c)}")
+    return lines
+
+
+# --- the comparison ----------------------------------------------------------------------------
+
+
+@dataclass
+class Comparison:
+    """The result: one row per case in `table`, environment differences listed first."""
+
+    table: pd.DataFrame
+    env_differences: list[str]
+    intended_differences: list[str]
+    notes: list[str]
+    settings: dict[str, Any]
+    baseline_runs: list[str]
+    candidate_runs: list[str]
+
+    @property
+    def has_regression(self) -> bool:
+        return bool(len(self.table)) and bool(
+            ((self.table["verdict"] == "regression") | (self.table["memory_verdict"] == "regression")).any()
+        )
+
+    def headline(self) -> str:
+        counts = self.table["verdict"].value_counts()
+        parts = [f"{counts[v]} {v}" for v in VERDICTS if v in counts]
+        mem = int((self.table["memory_verdict"] == "regression").sum())
+        if mem:
+            parts.append(f"{mem} memory regression")
+        word = "REGRESSION" if self.has_regression else "no regression"
+        return f"{word}: " + ", ".join(parts)
+
+    def to_text(self) -> str:
+        """The terminal table."""
+        return render.to_text(self)
+
+    def to_markdown(self) -> str:
+        return render.to_markdown(self)
+
+    def to_dict(self) -> dict:
+        return render.to_dict(self)
+
+
+def compare_runs(
+    baseline: Sequence[Run],
+    candidate: Sequence[Run],
+    *,
+    alpha: float = 0.01,
+    threshold: float | None = None,
+    memory_threshold: float = 0.10,
+    allow_env_mismatch: bool = False,
+    allow_env_diff: Sequence[str] = (),
+    paired: bool = False,
+    drift_sd: float | None = None,
+    calibrate: bool = False,
+    pace: bool = True,
+) -> Comparison:
+    """Compare two sides of one or more runs each. See the module docstring for the models.
+
+    ``paired=True`` pairs baseline[i] with candidate[i] (runs interleaved by ``ab``, or the two
+    sides of one duet session). ``threshold`` None means `DUET_THRESHOLD` for duet sessions and
+    5% otherwise. ``allow_env_diff`` names environment fields (`ENV_FIELDS` keys: torch, cuda,
+    cudnn, ...) that may differ: the differences head the output, and any other refuses.
+    ``calibrate=True`` divides out the calibration GEMM's speed in single-run comparisons; it
+    is off by default because on our shared machine it made the drift worse, not better
+    (docs/compare.md, "Measured figures").
+    Raises `RunLoadError` (a ValueError) for runs without raw samples and ValueError for no
+    cases in common, an environment mismatch or bad settings.
+    """
+    if not baseline or not candidate:
+        raise ValueError("each side needs at least one run")
+    if drift_sd is not None and not drift_sd >= 0:
+        raise ValueError(f"drift sd {drift_sd!r} is not valid; it must be >= 0, e.g. {DRIFT_SD}")
+    if not 0 < alpha < 1:
+        raise ValueError(f"alpha {alpha!r} is not valid; it must be in (0, 1)")
+    for name, t in (("threshold", threshold), ("memory threshold", memory_threshold)):
+        if t is not None and not 0 <= t < 1:
+            raise ValueError(f"{name} {t!r} is not valid; it must be in [0, 1), e.g. 0.05 for 5%")
+    if paired and len(baseline) != len(candidate):
+        raise ValueError(f"paired comparison needs as many baseline runs as candidate runs, got {len(baseline)} and {len(candidate)}")
+
+    bad = sorted(set(allow_env_diff) - set(ENV_FIELDS))
+    if bad:
+        raise ValueError(f"--allow-env-diff {','.join(bad)} is not valid; choose from {', '.join(ENV_FIELDS)}")
+    allowed_keys = {ENV_FIELDS[name] for name in allow_env_diff}
+    diffs = env_differences(baseline, candidate)
+    intended = [d for d in diffs if d.split(":", 1)[0] in allowed_keys]
+    refused = [d for d in diffs if d.split(":", 1)[0] not in allowed_keys]
+    if refused and not allow_env_mismatch:
+        raise ValueError("environments differ: " + "; ".join(refused) + " (pass --allow-env-mismatch to compare anyway"
+                         + (", or --allow-env-diff FIELD,... for intended differences)" if not allow_env_diff else ")"))
+
+    base_cases = [_cases(r) for r in baseline]
+    cand_cases = [_cases(r) for r in candidate]
+    base_keys = {k for c in base_cases for k in c}
+    cand_keys = {k for c in cand_cases for k in c}
+    common = base_keys & cand_keys
+    if not common:
+        raise ValueError(
+            f"no cases in common between baseline ({len(base_keys)} cases) and candidate ({len(cand_keys)} cases); "
+            "cases match by their config"
+        )
+
+    notes: list[str] = []
+    speed_ratio = 1.0
+    speed_shift = False
+    shift_note = ""
+    single = not paired and (len(baseline) < 2 or len(candidate) < 2)
+    if single:
+        gb = [_calibration_gflops(r) for r in baseline]
+        gc = [_calibration_gflops(r) for r in candidate]
+        if all(gb) and all(gc):
+            shift = float(np.median(gc) / np.median(gb))
+            speed_shift = abs(math.log(shift)) > MAX_CALIBRATION_SHIFT
+            shift_note = (
+                f"the calibration GEMM ran at {shift:.2f}x the baseline's speed in the candidate run: the machine "
+                "changed state between the runs, so cases without pace samples cannot be judged (verdict noisy)"
+            )
+            if calibrate:
+                speed_ratio = shift
+    elif not paired:
+        n = min(len(baseline), len(candidate))
+        # Exact two-sided Mann-Whitney: the most extreme of C(m+n, n) orderings, both tails.
+        p_min = 2 / math.comb(len(baseline) + len(candidate), n)
+        if p_min >= alpha:
+            notes.append(
+                f"with {len(baseline)} vs {len(candidate)} runs the smallest possible Mann-Whitney p is {p_min:.3g} "
+                f">= alpha {alpha}: no case can be called a regression; use more runs (6 per side reach p = 0.0022)"
+            )
+
+    rows = []
+    busy: list[str] = []
+    n_paced = n_raw = n_duet = 0
+    mixed_memory: list[str] = []
+    shifted_raw = False
+    order = sorted(base_keys | cand_keys, key=lambda k: _case_label(_first(k, base_cases, cand_cases)))
+    for key in order:
+        bench0 = _first(key, base_cases, cand_cases)
+        row: dict[str, Any] = {"case": _case_label(bench0), "name": bench0.get("name")}
+        b_runs = [(i, c[key]) for i, c in enumerate(base_cases) if key in c]
+        c_runs = [(i, c[key]) for i, c in enumerate(cand_cases) if key in c]
+        row["baseline_runs"], row["candidate_runs"] = len(b_runs), len(c_runs)
+        b_raw = {i: _samples(baseline[i], b) for i, b in b_runs}
+        c_raw = {i: _samples(candidate[i], b) for i, b in c_runs}
+        row["baseline_median_s"] = float(np.median([np.median(s) for s in b_raw.values()])) if b_raw else math.nan
+        row["candidate_median_s"] = float(np.median([np.median(s) for s in c_raw.values()])) if c_raw else math.nan
+        bmem = [m for _, b in b_runs if (m := _peak_memory(b)) is not None]
+        cmem = [m for _, b in c_runs if (m := _peak_memory(b)) is not None]
+        row["baseline_memory_bytes"] = float(np.median(bmem)) if bmem else math.nan
+        row["candidate_memory_bytes"] = float(np.median(cmem)) if cmem else math.nan
+        if not b_runs or not c_runs:
+            row.update(ratio=math.nan, ci_low=math.nan, ci_high=math.nan, p_value=math.nan, method="", paced=False)
+            row["verdict"] = "only in baseline" if b_runs else "only in candidate"
+            row.update(memory_ratio=math.nan, memory_verdict="n/a")
+            rows.append(row)
+            continue
+        # Judge pace-normalised rounds when every run of the case has them (runs saved
+        # before pace samples existed, or --no-pace, fall back to the raw times).
+        b_pace = {i: _paced(baseline[i], b) for i, b in b_runs} if pace else {}
+        c_pace = {i: _paced(candidate[i], b) for i, b in c_runs} if pace else {}
+        use_pace = pace and all(v is not None for v in [*b_pace.values(), *c_pace.values()])
+        b_by_run, c_by_run = (b_pace, c_pace) if use_pace else (b_raw, c_raw)
+        b_samples, c_samples = list(b_by_run.values()), list(c_by_run.values())
+        duet_infos = [_duet(b) for _, b in b_runs] + [_duet(b) for _, b in c_runs]
+        is_duet = paired and all(duet_infos)
+        n_duet += is_duet
+        n_paced += use_pace and not is_duet
+        n_raw += not use_pace and not is_duet
+        if is_duet:
+            pairs = [i for i, _ in b_runs if key in cand_cases[i]]
+            estimators = {d["estimator"] for d in duet_infos}
+            if len(estimators) != 1:
+                raise ValueError(f"case {row['case']!r}: duet runs saved with different estimators {sorted(estimators)}")
+            estimator = estimators.pop()
+            ratios = [duet_session_log_ratio(_samples(baseline[i], base_cases[i][key]),
+                                             _samples(candidate[i], cand_cases[i][key]), estimator=estimator,
+                                             base_pace=_pace(base_cases[i][key]), head_pace=_pace(cand_cases[i][key]))
+                      for i in pairs]
+            est = duet_estimate(ratios, estimator=estimator)
+            use_pace = estimator == "paced"
+        elif paired:
+            pairs = [i for i, _ in b_runs if key in cand_cases[i]]
+            if len(pairs) < 2:
+                raise ValueError(f"case {row['case']!r} is in fewer than 2 run pairs; a paired comparison needs >= 2")
+            est = paired_estimate(
+                [np.median(b_by_run[i]) for i in pairs],
+                [np.median(c_by_run[i]) for i in pairs],
+            )
+        elif len(b_samples) >= 2 and len(c_samples) >= 2:
+            est = runs_estimate(b_samples, c_samples)
+        else:
+            sd = drift_sd if drift_sd is not None else (PACED_DRIFT_SD if use_pace else DRIFT_SD)
+            est = single_run_estimate(b_samples, c_samples, drift_sd=sd,
+                                      speed_ratio=1.0 if use_pace else speed_ratio)
+        method = est.method if is_duet else ("paced: " if use_pace else "") + est.method
+        row_threshold = threshold if threshold is not None else (DUET_THRESHOLD if is_duet else DEFAULT_THRESHOLD)
+        row.update(ratio=est.ratio, ci_low=est.ci_low, ci_high=est.ci_high, p_value=est.p_value, method=method,
+                   paced=use_pace, threshold=row_threshold)
+        row["verdict"] = verdict(est, alpha=alpha, threshold=row_threshold)
+        # The busy-machine gate reads the raw rounds: paced ones also carry the pace GEMM's jitter
+        # (on the 60-pair data a paced gate let more false alarms through and caught less).
+        spread = max(round_spread(s) for s in [*b_raw.values(), *c_raw.values()])
+        row["max_round_spread"] = spread
+        if est.method.startswith("single run") and spread > MAX_ROUND_SPREAD:
+            row["verdict"] = "noisy"
+            busy.append(f"{row['case']} ({spread:.0%})")
+        if est.method.startswith("single run") and speed_shift and not use_pace:
+            row["verdict"] = "noisy"
+            shifted_raw = True
+        kinds = {(b.get("extra_info") or {}).get("memory_kind") for _, b in [*b_runs, *c_runs]
+                 if _peak_memory(b) is not None}
+        if len(kinds) > 1:
+            # The field changed meaning between schema versions (CPU: schema 1 saved the whole
+            # process's RSS, schema 2 the case's own worker): never compared across them.
+            row.update(memory_ratio=math.nan, memory_verdict="n/a")
+            mixed_memory.append(f"{row['case']} ({' vs '.join(sorted(str(k) for k in kinds))})")
+        elif bmem and cmem and row["baseline_memory_bytes"] > 0:
+            mr = row["candidate_memory_bytes"] / row["baseline_memory_bytes"]
+            row["memory_ratio"] = mr
+            row["memory_verdict"] = (
+                "regression" if mr > 1 + memory_threshold else "improvement" if mr < 1 - memory_threshold else "unchanged"
+            )
+        else:
+            row.update(memory_ratio=math.nan, memory_verdict="n/a")
+        rows.append(row)
+
+    if mixed_memory:
+        notes.append(
+            "peak memory not compared for " + ", ".join(mixed_memory) + ": the runs measured it differently "
+            "(cpu_peak_rss, schema 1: the whole pytest process's RSS, including earlier cases; cpu_peak_rss_worker, "
+            "schema 2: the case's own worker)"
+        )
+    if n_duet:
+        notes.append(
+            f"{n_duet} case(s) judged as duet sessions: one log ratio per session (a fresh pair of live workers, "
+            "rounds alternated A B B A ...), by the estimator saved in the runs; a t-test across sessions"
+        )
+    if n_paced:
+        notes.append(
+            f"{n_paced} case(s) judged on pace-normalised rounds: each round divided by the GEMM timed right before "
+            "and after it, which removes the machine's drift in speed (--no-pace judges raw times)"
+        )
+    if n_raw and pace:
+        notes.append(f"{n_raw} case(s) have no pace samples in some run (saved by an older suite): judged on raw times")
+    if single:
+        floors = []
+        if n_paced:
+            floors.append(f"{drift_sd if drift_sd is not None else PACED_DRIFT_SD:.1%} for paced cases")
+        if n_raw:
+            floors.append(f"{drift_sd if drift_sd is not None else DRIFT_SD:.1%} for raw times"
+                          + (", normalised by the calibration GEMM (--calibrate)" if calibrate else ""))
+        notes.append(
+            f"single-run comparison: judged against a run-to-run drift (sd) of {' and '.join(floors)}; "
+            "`alexnet-bench ab` resolves finer"
+        )
+        if n_raw and not shift_note and not all(_calibration_gflops(r) for r in [*baseline, *candidate]):
+            notes.append("runs without a calibration figure: no check that the machine kept its speed between them")
+    if shifted_raw:
+        notes.append(shift_note + "; use `alexnet-bench ab`")
+    if busy:
+        notes.append(
+            f"rounds spread by more than {MAX_ROUND_SPREAD:.0%} (IQR/median) in {', '.join(busy)}: the machine was busy, "
+            "so single runs cannot be judged (verdict noisy); rerun on a quiet machine or use `alexnet-bench ab`"
+        )
+    table = pd.DataFrame(rows)
+    settings = dict(
+        alpha=alpha,
+        threshold=threshold,
+        allow_env_diff=sorted(allow_env_diff),
+        memory_threshold=memory_threshold,
+        paired=paired,
+        drift_sd=drift_sd,
+        calibrate=calibrate,
+        pace=pace,
+        allow_env_mismatch=allow_env_mismatch,
+    )
+    return Comparison(
+        table=table,
+        env_differences=refused,
+        intended_differences=intended,
+        notes=notes,
+        settings=settings,
+        baseline_runs=[_label(r) for r in baseline],
+        candidate_runs=[_label(r) for r in candidate],
+    )
+
+
+def _first(key: str, *sides: list[dict[str, dict]]) -> dict:
+    for side in sides:
+        for cases in side:
+            if key in cases:
+                return cases[key]
+    raise KeyError(key)
