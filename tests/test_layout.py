@@ -4,6 +4,8 @@
 - `runrecord/` (the run record) imports no torch and nothing of ours but itself;
 - `reports/` (the readers) imports only the run record of ours, and no torch;
 - the instruments (`bench/instruments/`) never import the command line (`bench.cli`);
+- the subcommands (`bench/cli/commands/`) never import the CLI's entry module (`bench.cli`),
+  which imports them; their usage error is `bench.cli.errors.UsageError`;
 - the coordinator side of the worker machinery (`bench/workers/launcher.py`,
   `bench/workers/proc.py`) imports no torch, not even inside a function;
 - in `bench/workers/`, the zygote is the one module that imports torch (it preloads it
@@ -67,6 +69,7 @@ def layout_violations(repo: Path) -> list[str]:
     check(py("reports"), "the readers import only the run record (no torch)",
           lambda m: _root(m) in {"torch", "torchvision", "alexnet", "bench"})
     check(py("bench/instruments"), "instruments never import the CLI", lambda m: m == "bench.cli" or m.startswith("bench.cli."))
+    check(py("bench/cli/commands"), "commands never import the CLI's entry module", lambda m: m == "bench.cli")
     check([repo / f for f in COORDINATOR if (repo / f).exists()], "the coordinator side imports no torch",
           lambda m: _root(m) in {"torch", "torchvision", "alexnet"})
     for p in py("bench/workers"):
@@ -101,6 +104,7 @@ def _copy(tmp_path: Path) -> Path:
     ("reports/html.py", "from bench.cli import main", "the readers import only the run record"),
     ("reports/html.py", "import torch", "the readers import only the run record"),
     ("bench/instruments/timing.py", "from bench.cli import UsageError", "instruments never import the CLI"),
+    ("bench/cli/commands/report.py", "def f():\n    from bench.cli import UsageError", "commands never import the CLI's entry module"),
     ("bench/workers/launcher.py", "def f():\n    import torch", "the coordinator side imports no torch"),
     ("bench/workers/worker.py", "import torch", "only the zygote preloads torch"),
 ])

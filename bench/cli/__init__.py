@@ -12,7 +12,9 @@ import importlib
 import sys
 from typing import Sequence
 
-__all__ = ["COMMANDS", "main", "UsageError"]
+from bench.cli.errors import EXIT_USAGE, UsageError  # re-exported: bench.cli.UsageError stays importable
+
+__all__ = ["COMMANDS", "EXIT_USAGE", "main", "UsageError"]
 
 # Subcommand modules under bench.cli.commands, in --help order.
 COMMANDS = [
@@ -28,13 +30,6 @@ COMMANDS = [
     "max-batch",
     "gpu-check",
 ]
-
-EXIT_USAGE = 2
-
-
-class UsageError(Exception):
-    """Bad input found after parsing (e.g. a missing file); exits 2 with one line."""
-
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # one line, no usage block

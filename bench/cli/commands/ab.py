@@ -35,7 +35,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.cli import UsageError
+from bench.cli.errors import UsageError
 from bench.cli.commands.compare import add_judging_options, check_outputs, emit, judging_kwargs
 
 NAME = "ab"

@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from bench.cli import UsageError
+from bench.cli.errors import UsageError
 
 if TYPE_CHECKING:
     from reports.compare import Comparison

@@ -786,7 +786,7 @@ def _select(only: str | None) -> list[Item]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from bench.cli import UsageError
+    from bench.cli.errors import UsageError
 
     if args.list:
         for item in ITEMS:

@@ -23,7 +23,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from bench.cli import UsageError
+from bench.cli.errors import UsageError
 from bench.cli.commands.report import write_aside
 from bench.cli.commands.compare import fraction
 

@@ -116,7 +116,7 @@ def _telemetry_lines(tel: dict, *, steps: int, images: int) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from bench.cli import UsageError
+    from bench.cli.errors import UsageError
     from bench.instruments.profiling import profile_layers
     from alexnet.runtime import cpu_has_bf16, unsupported_reason
     from bench.instruments.telemetry import Sampler

@@ -14,7 +14,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from bench.cli import UsageError
+from bench.cli.errors import UsageError
 
 NAME = "report"
 HELP = "write DIR/index.html with figures and tables from saved benchmark runs (default: the latest run)"

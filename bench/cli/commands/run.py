@@ -27,7 +27,7 @@ _SAVE_NAME_RE = re.compile(r"^[A-Za-z0-9_.-]+$")
 def _presets() -> dict:
     """bench/'s presets; bench/ is not an installed package, so its repository goes on sys.path."""
     if not (BENCH_DIR / "conftest.py").is_file():
-        from bench.cli import UsageError
+        from bench.cli.errors import UsageError
 
         raise UsageError(f"no benchmark suite at {BENCH_DIR}: run from a source checkout (pip install -e .)")
     root = str(BENCH_DIR.parent)
@@ -91,8 +91,12 @@ def run(args: argparse.Namespace) -> int:
     # Failed cases (a worker that died or timed out: pytest's exit 1) do not cost the others:
     # the run was saved, so it is reported, and the command still exits 1.
     if rc in (0, 1) and args.report and new:
-        from bench.cli import main
+        from bench.cli.commands import report
 
-        report_rc = main(["report", str(new[-1]), "--out", args.report])
+        # The report command itself, with its own options' defaults; its bad input (a ValueError
+        # or UsageError) reaches bench.cli.main like this command's own: one line, exit 2.
+        report_parser = argparse.ArgumentParser(prog="alexnet-bench report")
+        report.add_arguments(report_parser)
+        report_rc = report.run(report_parser.parse_args([str(new[-1]), "--out", args.report]))
         return rc or report_rc
     return rc
