@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from bench.cli.commands.max_batch import FAULT_ENV, Try, _run_try_in_child, parse_bytes, search_max_batch
-from bench.workers.failures import is_fatal_device_error, is_oom
+from bench.workers.proc import is_fatal_device_error, is_oom
 from tests.conftest import REPO
 
 
@@ -86,8 +86,8 @@ def test_other_errors_are_not_fatal(message: str) -> None:
     assert not is_fatal_device_error(RuntimeError(message))
 
 
-def test_failures_module_imports_without_torch() -> None:
-    code = "import sys; import bench.workers.failures as f; assert not f.is_oom(RuntimeError('x')); print('torch' in sys.modules)"
+def test_failure_classification_imports_without_torch() -> None:
+    code = "import sys; import bench.workers.proc as f; assert not f.is_oom(RuntimeError('x')); print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "False"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from alexnet.config import RunConfig
-from bench.workers.failures import is_fatal_device_error, is_oom
+from bench.workers.proc import is_fatal_device_error, is_oom
 from alexnet.runtime import StepRunner, backend_switches
 from bench.workloads.measure import correctness_check
 

@@ -10,7 +10,8 @@ torch, so the pytest process and `alexnet-bench ab` coordinate without touching 
   (`multiprocessing.connection.Connection`, pickled dicts of numbers and strings), with a
   deadline on each; a worker that dies or overruns is killed with its whole process group
   and raises `WorkerDied` / `WorkerTimeout` carrying its exit code or signal and the tail of
-  its log (its stdout and stderr).
+  its log (its stdout and stderr). Killing and describing go through the process toolkit
+  (`bench.workers.proc`).
 - `ZygotePool` keeps one zygote per set of import-time settings, and starts a fresh one when
   a case needs others.
 
@@ -33,6 +34,8 @@ from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any, Mapping, Sequence
+
+from bench.workers.proc import describe_exit, group_alive, kill_tree, signal_name
 
 __all__ = ["Worker", "WorkerDied", "WorkerError", "WorkerTimeout", "Zygote", "ZygotePool", "IMPORT_TIME_SETTINGS"]
 
@@ -68,7 +71,7 @@ class WorkerDied(RuntimeError):
 
     def record(self) -> dict[str, Any]:
         return {"reason": self.reason, "worker_pid": self.pid, "exit_code": self.code, "signal": self.signal,
-                "signal_name": signal.Signals(self.signal).name if self.signal else None,
+                "signal_name": signal_name(self.signal) if self.signal else None,
                 "stderr_tail": self.log_tail}
 
 
@@ -77,16 +80,8 @@ class WorkerTimeout(WorkerDied):
 
 
 def _describe(code: int | None, sig: int | None) -> str:
-    if sig:
-        try:
-            name = signal.Signals(sig).name
-        except ValueError:
-            name = f"signal {sig}"
-        hint = " (the kernel's out-of-memory killer sends SIGKILL)" if sig == signal.SIGKILL else ""
-        return f"worker killed by {name}{hint}"
-    if code is None:
-        return "worker ended, exit status unknown"
-    return f"worker exited with status {code}"
+    # A worker raises its own oom_score_adj (bench.workers.zygote): a SIGKILL may be the kernel's.
+    return "worker " + describe_exit(code, sig, oom_note=True)
 
 
 def _tail(path: Path, limit: int = LOG_TAIL_CHARS) -> str:
@@ -95,17 +90,6 @@ def _tail(path: Path, limit: int = LOG_TAIL_CHARS) -> str:
     except OSError:
         return ""
     return data[-limit:].decode("utf-8", errors="replace")
-
-
-def group_alive(pgid: int) -> bool:
-    """Whether any process of process group ``pgid`` is left (zombies included)."""
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 class Zygote:
@@ -284,23 +268,18 @@ class Worker:
     def _died(self, op: str) -> WorkerDied:
         self.dead = True
         # Whatever ended the worker, what it started (DataLoader workers, compile workers, a
-        # test's child) must not outlive it: its whole process group goes.
-        try:
-            os.killpg(self.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
+        # test's child) must not outlive it: its whole process group goes, and any descendant
+        # that left the group.
+        kill_tree(self.pid)
         status = self.zygote.exit_status(self.pid) or {}
         code, sig = status.get("code"), status.get("signal")
         return WorkerDied(f"{_describe(code, sig)} during {op!r}", pid=self.pid, code=code, signal_=sig,
                           log_tail=_tail(self.log))
 
     def kill(self) -> None:
-        """SIGKILL the worker's whole process group (it called setsid), and wait for its exit."""
+        """SIGKILL the worker's tree (its process group: it called setsid), and wait for its exit."""
         self.dead = True
-        try:
-            os.killpg(self.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
+        kill_tree(self.pid)
         self.zygote.exit_status(self.pid)
         try:
             self.conn.close()

@@ -97,16 +97,12 @@ class SubjectSession:
 
 
 def _classify(exc: BaseException) -> str:
-    from bench.workers.failures import is_fatal_device_error, is_oom
+    from bench.workers.proc import classify_failure
     from bench.workloads.measure import UnsupportedCase
 
     if isinstance(exc, UnsupportedCase):
         return "unsupported"
-    if is_fatal_device_error(exc):
-        return "fatal"
-    if is_oom(exc):
-        return "oom"
-    return "error"
+    return classify_failure(exc)
 
 
 def _fault(case_id: str) -> str | None:
@@ -203,9 +199,9 @@ def _side_probe() -> dict[str, Any]:
 
     import alexnet
     from bench.instruments.envinfo import machine_info
+    from runrecord.schema import suite_machine_info
 
-    info = pytest_benchmark_generate_machine_info()
-    info.update(machine_info())
+    info = suite_machine_info(pytest_benchmark_generate_machine_info(), machine_info())
     try:
         import alexnet.subject as subject_mod
 

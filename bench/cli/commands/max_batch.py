@@ -167,7 +167,7 @@ def _child_main() -> None:
     import resource
     import sys
 
-    from bench.workers.failures import is_fatal_device_error, is_oom
+    from bench.workers.proc import classify_failure
 
     job = json.load(sys.stdin)
     out: dict = {"peak_bytes": None, "kind": "ok", "message": ""}
@@ -191,7 +191,7 @@ def _child_main() -> None:
             # ru_maxrss is in KiB on Linux.
             out["peak_bytes"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     except Exception as exc:  # the try's outcome, reported to the parent
-        out["kind"] = "fatal" if is_fatal_device_error(exc) else "oom" if is_oom(exc) else "error"
+        out["kind"] = classify_failure(exc)
         out["message"] = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
     print(_RESULT_TAG + json.dumps(out), flush=True)
 
