@@ -19,6 +19,8 @@ import torch
 
 from bench.cli.commands import gpu_check as gc
 from bench.cli.commands.gpu_check import Context, Item, Outcome, SuiteRun, run_items
+from bench.instruments import power
+from bench.instruments.memory_model import train_memory_estimate
 
 PY = sys.executable
 
@@ -335,18 +337,18 @@ def _hand_activations(batch: int, mask_bytes: int) -> int:
 
 
 def test_memory_estimate_against_a_hand_count() -> None:
-    est = gc.train_memory_estimate(batch_size=2, resolution=(65, 65))
+    est = train_memory_estimate(batch_size=2, resolution=(65, 65))
     params = (96 * 1 * 11 * 11 + 96) + (256 * 96 * 25 + 256) + (384 * 256 * 9 + 384) + (384 * 384 * 9 + 384) \
         + (256 * 384 * 9 + 256) + (4096 * 256 + 4096) + (4096 * 4096 + 4096) + (10 * 4096 + 10)
     assert est["weights"] == est["gradients"] == params * 4
     assert est["optimizer_state"] == 0  # plain SGD keeps no state
-    assert gc.train_memory_estimate(batch_size=2, resolution=(65, 65), momentum=0.9)["optimizer_state"] == params * 4
+    assert train_memory_estimate(batch_size=2, resolution=(65, 65), momentum=0.9)["optimizer_state"] == params * 4
     assert est["activations"] == _hand_activations(2, mask_bytes=1)
     assert est["batch"] == 2 * 65 * 65 * 4 + 2 * 8
     assert est["total"] == sum(v for k, v in est.items() if k != "total")
     # Linear in the batch: the seed's 128 at 224x224 is 842 MiB (weights 178, grads 178, acts 461, batch 25).
-    big = gc.train_memory_estimate()
-    assert big["activations"] == 128 * gc.train_memory_estimate(batch_size=1)["activations"]
+    big = train_memory_estimate()
+    assert big["activations"] == 128 * train_memory_estimate(batch_size=1)["activations"]
     assert round(big["total"] / 2**20) == 842
 
 
@@ -369,13 +371,26 @@ def test_memory_estimate_matches_what_autograd_saves_on_the_cpu() -> None:
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
         torch.nn.functional.cross_entropy(model(x), y)
     autograd_bytes = sum(t.untyped_storage().nbytes() for t in packed.values())
-    est = gc.train_memory_estimate(batch_size=3, resolution=(96, 96), mask_bytes=4, probe_batch=3)
+    est = train_memory_estimate(batch_size=3, resolution=(96, 96), mask_bytes=4, probe_batch=3)
     assert est["activations"] == autograd_bytes
 
 
 def test_power_probe_and_failure_line_are_importable_helpers() -> None:
-    # The probe runs only on a GPU; here: it is a module-level function the child can import.
-    assert callable(gc.power_probe)
+    # The probe runs only on a GPU; here: it is a module-level function the child can import,
+    # in the module gpu-check runs with ``python -m``.
+    assert callable(power.power_probe)
+    assert power.__name__ == "bench.instruments.power" and 'if __name__ == "__main__":' in Path(power.__file__).read_text()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a CUDA GPU is visible: the probe would run")
+def test_the_power_item_starts_the_probe_module(tmp_path: Path) -> None:
+    # Without a GPU the probe fails, but in the probe itself: its module was found and run.
+    ctx = Context(root=tmp_path, item="nvml-power", deadline=time.monotonic() + 120, shared={})
+    with pytest.raises(gc.CheckFailed, match="the NVML probe failed"):
+        gc.check_power(ctx)
+    log = (tmp_path / "nvml-power" / "power-probe.log").read_text()
+    assert log.startswith(f"$ {PY} -m bench.instruments.power")
+    assert "No module named" not in log and "power_probe" in log, log[-2000:]
     assert "exit status 1" in gc.failure_line("a\nb\n", 1, Path("/x.log"))
 
 

@@ -24,7 +24,7 @@ item                      passes when
 ``nvml-power``            NVML's energy counter advances over a burst of bf16 GEMMs, and the mean
                           power lies above idle and at most the enforced limit (+5%)
 ``memory``                the seed's train step (d2l, batch 128, 224x224, fp32) peaks within +-30%
-                          of the analytic estimate (`train_memory_estimate`)
+                          of the analytic estimate (`bench.instruments.memory_model`)
 ``ddp-nccl``              ``alexnet-bench ddp --nproc 1 --device cuda`` runs under nccl
 ========================  ========================================================================
 
@@ -50,7 +50,6 @@ import argparse
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -60,11 +59,13 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from bench.instruments.memory_model import train_memory_estimate
+from bench.workers.proc import describe_exit, run_limited
+
 NAME = "gpu-check"
 HELP = "first-run self-check of a CUDA machine: one pass/fail line per GPU figure and path (about 5 min)"
 
-__all__ = ["NAME", "HELP", "ITEMS", "Item", "Outcome", "Context", "SuiteRun", "add_arguments", "run", "run_items",
-           "train_memory_estimate"]
+__all__ = ["NAME", "HELP", "ITEMS", "Item", "Outcome", "Context", "SuiteRun", "add_arguments", "run", "run_items"]
 
 REPO = Path(__file__).resolve().parents[3]
 DEFAULT_BUDGET_S = 300.0
@@ -79,8 +80,6 @@ MEMORY_TOLERANCE = 0.30  # |measured / estimate - 1|
 # NVML enforces the limit on a power average; the energy counter's reads at the two ends of a
 # few-second window can each be one update period off, so the mean may sit a little above.
 POWER_LIMIT_TOLERANCE = 0.05
-POWER_BURST_S = 4.0
-POWER_IDLE_S = 1.0
 
 # Suite runs (overrides of the tiny preset, on CUDA, one case per combination).
 # Batch 8 at 96x96: a train step is about 8 x 5.56 GFLOP x (96/224)^2 = 8 GFLOP, some 0.1 ms of
@@ -132,45 +131,10 @@ class ItemResult:
 # --- processes ------------------------------------------------------------------------------
 
 
-def _descendants(pid: int) -> list[int]:
-    """Every live descendant of ``pid`` (Linux /proc), including those in other sessions."""
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:  # ended meanwhile
-            continue
-        # Field 4 is the parent pid; field 2 (the name) may hold spaces, so split after ')'.
-        ppid = int(stat.rsplit(")", 1)[1].split()[1])
-        children.setdefault(ppid, []).append(int(entry.name))
-    out, todo = [], [pid]
-    while todo:
-        for c in children.get(todo.pop(), []):
-            out.append(c)
-            todo.append(c)
-    return out
-
-
-def kill_tree(proc: subprocess.Popen) -> None:
-    """SIGKILL ``proc`` (started with ``start_new_session=True``), its process group, and every
-    descendant that left the group (torchrun starts its workers in sessions of their own)."""
-    family = _descendants(proc.pid)  # before the kill: orphans are reparented and lost
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)  # its session's group id is its pid
-    except ProcessLookupError:
-        pass
-    for pid in family:
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-    proc.wait()
-
-
 @dataclass
 class Proc:
+    """One finished command of an item: its exit status, its output and where that is kept."""
+
     returncode: int
     output: str
     log: Path
@@ -192,11 +156,12 @@ class SuiteRun:
 def failure_line(output: str, returncode: int, log: Path) -> str:
     """The most telling line of a failed run's output: pytest's error, skip reason or last line."""
     lines = [ln.strip() for ln in output.splitlines() if ln.strip()]
+    how = describe_exit(returncode)
     for prefix in ("E ", "SKIPPED", "FAILED", "ERROR"):
         hits = [ln for ln in lines if ln.startswith(prefix)]
         if hits:
-            return f"{hits[-1][:240]} (exit status {returncode}; log {log})"
-    return f"{(lines[-1] if lines else 'no output')[:240]} (exit status {returncode}; log {log})"
+            return f"{hits[-1][:240]} ({how}; log {log})"
+    return f"{(lines[-1] if lines else 'no output')[:240]} ({how}; log {log})"
 
 
 def _child_env(extra: dict[str, str] | None = None) -> dict[str, str]:
@@ -223,7 +188,8 @@ class Context:
         """Run ``cmd`` to completion within the item's deadline (output to ``<dir>/<log>.log``).
 
         The process starts in a session of its own; on timeout it and everything it started
-        are killed (`kill_tree`) and `ItemTimeout` is raised.
+        (its process group, and descendants that left it) are killed and `ItemTimeout` is
+        raised (`bench.workers.proc.run_limited`).
         """
         remaining = self.remaining()
         if remaining <= 0:
@@ -233,21 +199,11 @@ class Context:
         with open(path, "wb") as out:
             out.write(("$ " + " ".join(str(c) for c in cmd) + "\n").encode())
             out.flush()
-            proc = subprocess.Popen([str(c) for c in cmd], stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                    env=_child_env(env), cwd=cwd or REPO, start_new_session=True)
-            try:
-                rc = proc.wait(timeout=remaining)
-            except subprocess.TimeoutExpired:
-                kill_tree(proc)
-                raise ItemTimeout(f"{log} still running at the item's limit; killed it and its processes") from None
-            except BaseException:  # Ctrl-C: leave nothing behind
-                kill_tree(proc)
-                raise
-            try:  # anything it left running in its group (its session: nobody else's)
-                os.killpg(proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        return Proc(rc, path.read_text(errors="replace"), path)
+            done = run_limited(cmd, timeout_s=remaining, stdout=out, stderr=subprocess.STDOUT, env=_child_env(env),
+                               cwd=cwd or REPO)
+        if done.timed_out:
+            raise ItemTimeout(f"{log} still running at the item's limit; killed it and its processes")
+        return Proc(done.returncode, path.read_text(errors="replace"), path)
 
     def suite(self, key: str, args: Sequence[str], *, device: str = "cuda",
               env: dict[str, str] | None = None) -> SuiteRun:
@@ -475,56 +431,8 @@ def judge_profile(prof: dict[str, Any]) -> Outcome:
     return Outcome(not problems, figure, {"coverage": cov, "layers_without_time": empty})
 
 
-def power_probe() -> None:
-    """In a child process: NVML power and energy around a burst of bf16 GEMMs; prints JSON.
-
-    NVML: ``nvmlDeviceGetTotalEnergyConsumption`` is millijoules since the driver loaded
-    (Volta and later), ``nvmlDeviceGetPowerUsage`` milliwatts (a 1 s average on Hopper),
-    ``nvmlDeviceGetEnforcedPowerLimit`` milliwatts (the limit the board holds now). The GPU is
-    found by the UUID torch reports, as bench.instruments.envinfo does. Untested on GPU.
-    """
-    import torch
-    import pynvml
-
-    props = torch.cuda.get_device_properties(0)
-    uuid = str(getattr(props, "uuid", "") or "")
-    pynvml.nvmlInit()
-    try:
-        h = pynvml.nvmlDeviceGetHandleByUUID(uuid if uuid.startswith("GPU-") else f"GPU-{uuid}") if uuid \
-            else pynvml.nvmlDeviceGetHandleByIndex(0)
-        n = 8192
-        a = torch.randn(n, n, device="cuda", dtype=torch.bfloat16)
-        b = torch.randn(n, n, device="cuda", dtype=torch.bfloat16)
-        c = torch.empty(n, n, device="cuda", dtype=torch.bfloat16)
-        torch.mm(a, b, out=c)
-        torch.cuda.synchronize()
-        time.sleep(POWER_IDLE_S)  # let the 1 s power average settle at idle
-        idle = []
-        t_end = time.monotonic() + POWER_IDLE_S
-        while time.monotonic() < t_end:
-            idle.append(pynvml.nvmlDeviceGetPowerUsage(h) / 1e3)
-            time.sleep(0.1)
-        e0, t0 = pynvml.nvmlDeviceGetTotalEnergyConsumption(h), time.perf_counter()
-        busy, gemms = [], 0
-        while time.perf_counter() - t0 < POWER_BURST_S:
-            for _ in range(20):
-                torch.mm(a, b, out=c)
-            gemms += 20
-            torch.cuda.synchronize()
-            busy.append(pynvml.nvmlDeviceGetPowerUsage(h) / 1e3)
-        e1, t1 = pynvml.nvmlDeviceGetTotalEnergyConsumption(h), time.perf_counter()
-        print(json.dumps({
-            "gpu": props.name, "idle_w": min(idle), "busy_w_samples": busy, "energy_start_mj": e0, "energy_end_mj": e1,
-            "seconds": t1 - t0, "limit_w": pynvml.nvmlDeviceGetEnforcedPowerLimit(h) / 1e3,
-            "tflops": 2 * n**3 * gemms / (t1 - t0) / 1e12,
-        }))
-    finally:
-        pynvml.nvmlShutdown()
-
-
 def check_power(ctx: Context) -> Outcome:
-    proc = ctx.run([sys.executable, "-c", "from bench.cli.commands.gpu_check import power_probe; power_probe()"],
-                   log="power-probe")
+    proc = ctx.run([sys.executable, "-m", "bench.instruments.power"], log="power-probe")
     lines = [ln for ln in proc.output.splitlines() if ln.startswith("{")]
     if proc.returncode != 0 or not lines:
         raise CheckFailed(f"the NVML probe failed: {failure_line(proc.output, proc.returncode, proc.log)}")
@@ -549,78 +457,6 @@ def judge_power(p: dict[str, Any]) -> Outcome:
     if problems:
         figure += "; " + "; ".join(problems)
     return Outcome(not problems, figure, {"mean_w": mean_w, "idle_w": idle, "limit_w": limit, "energy_j": energy_j})
-
-
-def train_memory_estimate(*, batch_size: int = 128, resolution: tuple[int, int] = (224, 224), momentum: float = 0.0,
-                          mask_bytes: int = 1, probe_batch: int = 1) -> dict[str, int]:
-    """Bytes a fp32 train step of the d2l net holds at its peak, from the layer arithmetic.
-
-    estimate = weights + gradients + optimizer state + saved activations + the batch, where
-
-    - weights: every parameter, fp32; gradients: the same again (all exist at the end of
-      backward; ``zero_grad(set_to_none=True)`` frees them before the next forward);
-    - optimizer state: SGD keeps a momentum buffer per parameter only when momentum > 0 (the
-      seed's plain SGD: none);
-    - saved activations: what autograd keeps for backward, per layer (autograd's formulas in
-      tools/autograd/derivatives.yaml): a conv or linear layer saves its input, a ReLU its
-      output, a max pool its input and int64 indices of its output's size, a dropout its mask
-      (``mask_bytes`` per element: bool in CUDA's fused ``native_dropout``; the CPU's composite
-      dropout saves an fp32 mask, 4), the loss its log-softmax; a tensor saved twice (a ReLU's
-      output is also the next pool's input) counts once, a flatten is a view. conv1's input is
-      the batch, counted below;
-    - the batch: the fp32 images and int64 labels.
-
-    Layer outputs come from forward hooks at ``probe_batch`` images on the CPU, scaled to
-    ``batch_size`` (every activation is linear in the batch). What it leaves out: cuDNN/cuBLAS
-    workspaces, the gradient buffers of activations that live briefly during backward, and the
-    allocator's rounding; hence the +-30% tolerance of the check.
-    """
-    import torch
-    from torch import nn
-
-    from alexnet.model import build_model, summary_layers
-
-    model = build_model("d2l", resolution=resolution)
-    model.train()
-    x = torch.zeros(probe_batch, 1, *resolution)
-    # Storage address -> the tensor, kept alive so that no later tensor can reuse its address;
-    # one entry per storage, so aliases and views (flatten) count once.
-    saved: dict[int, torch.Tensor] = {}
-    extra = 0  # saved tensors that are new, not layer outputs (pool indices, dropout masks)
-
-    def keep(t: torch.Tensor) -> None:
-        if t.untyped_storage().data_ptr() != x.untyped_storage().data_ptr():
-            saved[t.untyped_storage().data_ptr()] = t
-
-    t = x
-    with torch.no_grad():
-        for layer in summary_layers(model):
-            out = layer(t)
-            if isinstance(layer, (nn.Conv2d, nn.Linear)):
-                keep(t)
-            elif isinstance(layer, nn.ReLU):
-                keep(out)
-            elif isinstance(layer, nn.MaxPool2d):
-                keep(t)
-                extra += out.numel() * 8  # int64 indices
-            elif isinstance(layer, nn.Dropout):
-                extra += out.numel() * mask_bytes
-            elif not isinstance(layer, nn.Flatten):
-                raise ValueError(f"no saved-tensor rule for {type(layer).__name__}")
-            t = out
-    extra += t.numel() * 4  # log_softmax's output (fp32), saved by its backward and nll_loss's
-    activations_per_image = (sum(v.numel() * v.element_size() for v in saved.values()) + extra) / probe_batch
-    weights = sum(p.numel() * p.element_size() for p in model.parameters())
-    c, h, w = 1, *resolution
-    parts = {
-        "weights": weights,
-        "gradients": weights,
-        "optimizer_state": weights if momentum > 0 else 0,
-        "activations": int(round(activations_per_image * batch_size)),
-        "batch": batch_size * c * h * w * 4 + batch_size * 8,
-    }
-    parts["total"] = sum(parts.values())
-    return parts
 
 
 def check_memory(ctx: Context) -> Outcome:
