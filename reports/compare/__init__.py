@@ -1,8 +1,8 @@
 """Judge a candidate against a baseline: one verdict per case, sound on noisy machines.
 
-The noise on our CPU machines lives *between* runs, not within them (docs/compare.md,
-/work/shared/REFERENCE.md "Noise"): two processes running the same case drift by up to 9%,
-and a test on within-run rounds calls that drift significant. So the statistical unit here
+The noise on our CPU machines lives *between* runs, not within them (docs/compare.md, "The
+noise model"): the rounds of one run spread by 2-15%, while two processes running the same case
+drift far more, and a test on within-run rounds calls that drift significant. So the statistical unit here
 is the run, never the round, whenever there is more than one run per side:
 
 - ``paired`` (what ``alexnet-bench ab`` produces: runs interleaved A, B, A, B ...): one log
@@ -16,9 +16,7 @@ is the run, never the round, whenever there is more than one run per side:
   (`DRIFT_SD`), and the p-value comes from that normal model. Runs from a busy machine
   (rounds spread > `MAX_ROUND_SPREAD`), or a pair whose calibration GEMM (the machine's
   speed at run time, ``alexnet.calibration`` in the saved run) moved by more than
-  `MAX_CALIBRATION_SHIFT`, get no verdict but ``noisy``. Optionally
-  (``calibrate=True``) each run is first normalised by its calibration GEMM; measured, that
-  added noise rather than removing it.
+  `MAX_CALIBRATION_SHIFT`, get no verdict but ``noisy``.
 
 Every model works on *pace-normalised* rounds when every run of a case saved pace samples
 (``extra_info.pace``): each round divided by the mean of the pace GEMM timed just before and

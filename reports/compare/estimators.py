@@ -22,16 +22,20 @@ from runrecord.samples import paced_samples
 # against. Measured on the project's 2-core CPU VM with nothing else running (2026-11-25):
 # 12 interleaved A/A runs of one quick case (inference, batch 32, 96x96) gave 6 pair log
 # ratios with sd 0.21 (run medians 75-175 ms), and in CI a single A/A pair of tiny runs
-# differed by 1.24x. Under shared load it was 0.20-0.62 (docs/compare.md). Issue 6's earlier
-# quiet figure (adjacent runs within 9%, sd ~0.045) did not hold here, so the default is the
-# measured 0.2; on a steadier machine pass --drift-sd (e.g. 0.045) to judge single runs finer.
+# differed by 1.24x. Under shared load it was 0.20-0.62 (docs/compare.md, "Earlier figures: raw
+# times under heavy shared load"). A quieter machine's figure (adjacent runs within 9%, sd
+# ~0.045: `QUIET_DRIFT_SD`) was never reached on this VM, so the default is the measured 0.2; on
+# a steadier machine pass --drift-sd (e.g. 0.045) to judge single runs finer.
 DRIFT_SD = 0.2
 # The same drift for pace-normalised rounds (each round divided by the pace GEMM timed around
 # it, ``extra_info.pace``): 60 interleaved A/A pairs through `ab` on the same VM (2026-11-26,
 # cases train and inference, d2l b32 96x96) gave pair log-ratio sd 0.095 and 0.092 paced,
-# against 0.144 and 0.230 raw (docs/compare.md, "Measured figures").
+# against 0.144 and 0.230 raw (docs/compare.md, "Earlier figures: the process-level flow").
 PACED_DRIFT_SD = 0.095
-QUIET_DRIFT_SD = 0.045  # issue 6's quiet-machine figure, for machines that drift that little
+# A quiet machine's drift (adjacent runs within 9%): the figure given when this comparison was
+# first specified, not measured on this project's VM (docs/compare.md, "The noise model"); for
+# machines that drift that little (--drift-sd 0.045).
+QUIET_DRIFT_SD = 0.045
 
 # Duet sessions (``ab``): how one session's two sides become one log ratio. "raw": medians of
 # the raw rounds; "paced": medians of the pace-normalised rounds; "adjacent": the median of the
@@ -110,27 +114,23 @@ def round_spread(samples: np.ndarray) -> float:
 
 
 def single_run_estimate(
-    base: Sequence[np.ndarray], cand: Sequence[np.ndarray], *, drift_sd: float = DRIFT_SD, speed_ratio: float = 1.0
+    base: Sequence[np.ndarray], cand: Sequence[np.ndarray], *, drift_sd: float = DRIFT_SD
 ) -> Estimate:
-    """A side with one run: rounds give the median's precision, `drift_sd` the run-to-run part.
-
-    ``speed_ratio`` is the candidate machine's calibration speed over the baseline's (GFLOP/s);
-    multiplying the time ratio by it removes a machine that was simply slower at run time.
-    """
+    """A side with one run: rounds give the median's precision, `drift_sd` the run-to-run part."""
     rng = np.random.default_rng(BOOTSTRAP_SEED)
     lb = np.log(_bootstrap_side(base, rng, BOOTSTRAP_REPLICATES))
     lc = np.log(_bootstrap_side(cand, rng, BOOTSTRAP_REPLICATES))
     se_within = float(np.std(lc - lb, ddof=1))
     bm = float(np.median([np.median(s) for s in base]))
     cm = float(np.median([np.median(s) for s in cand]))
-    log_ratio = math.log(cm / bm) + math.log(speed_ratio)
+    log_ratio = math.log(cm / bm)
     sd = math.hypot(drift_sd, se_within)
     if sd == 0.0:
         p = 1.0 if log_ratio == 0.0 else 0.0
     else:
         p = float(2 * stats.norm.sf(abs(log_ratio) / sd))
     half = float(stats.norm.ppf(0.5 + CI_LEVEL / 2)) * sd
-    method = f"single run + drift sd {drift_sd:.1%}" + (f", calibration x{speed_ratio:.3f}" if speed_ratio != 1.0 else "")
+    method = f"single run + drift sd {drift_sd:.1%}"
     return Estimate(math.exp(log_ratio), math.exp(log_ratio - half), math.exp(log_ratio + half), p, method)
 
 

@@ -145,18 +145,14 @@ def compare_runs(
     allow_env_diff: Sequence[str] = (),
     paired: bool = False,
     drift_sd: float | None = None,
-    calibrate: bool = False,
     pace: bool = True,
 ) -> Comparison:
-    """Compare two sides of one or more runs each. See the module docstring for the models.
+    """Compare two sides of one or more runs each. See `reports.compare`'s docstring for the models.
 
     ``paired=True`` pairs baseline[i] with candidate[i] (runs interleaved by ``ab``, or the two
     sides of one duet session). ``threshold`` None means `DUET_THRESHOLD` for duet sessions and
     5% otherwise. ``allow_env_diff`` names environment fields (`ENV_FIELDS` keys: torch, cuda,
     cudnn, ...) that may differ: the differences head the output, and any other refuses.
-    ``calibrate=True`` divides out the calibration GEMM's speed in single-run comparisons; it
-    is off by default because on our shared machine it made the drift worse, not better
-    (docs/compare.md, "Measured figures").
     Raises `RunLoadError` (a ValueError) for runs without raw samples and ValueError for no
     cases in common, an environment mismatch or bad settings.
     """
@@ -195,7 +191,6 @@ def compare_runs(
         )
 
     notes: list[str] = []
-    speed_ratio = 1.0
     speed_shift = False
     shift_note = ""
     single = not paired and (len(baseline) < 2 or len(candidate) < 2)
@@ -209,8 +204,6 @@ def compare_runs(
                 f"the calibration GEMM ran at {shift:.2f}x the baseline's speed in the candidate run: the machine "
                 "changed state between the runs, so cases without pace samples cannot be judged (verdict noisy)"
             )
-            if calibrate:
-                speed_ratio = shift
     elif not paired:
         n = min(len(baseline), len(candidate))
         # Exact two-sided Mann-Whitney: the most extreme of C(m+n, n) orderings, both tails.
@@ -283,8 +276,7 @@ def compare_runs(
             est = runs_estimate(b_samples, c_samples)
         else:
             sd = drift_sd if drift_sd is not None else (PACED_DRIFT_SD if use_pace else DRIFT_SD)
-            est = single_run_estimate(b_samples, c_samples, drift_sd=sd,
-                                      speed_ratio=1.0 if use_pace else speed_ratio)
+            est = single_run_estimate(b_samples, c_samples, drift_sd=sd)
         method = est.method if is_duet else ("paced: " if use_pace else "") + est.method
         row_threshold = threshold if threshold is not None else (DUET_THRESHOLD if is_duet else DEFAULT_THRESHOLD)
         row.update(ratio=est.ratio, ci_low=est.ci_low, ci_high=est.ci_high, p_value=est.p_value, method=method,
@@ -340,8 +332,7 @@ def compare_runs(
         if n_paced:
             floors.append(f"{drift_sd if drift_sd is not None else PACED_DRIFT_SD:.1%} for paced cases")
         if n_raw:
-            floors.append(f"{drift_sd if drift_sd is not None else DRIFT_SD:.1%} for raw times"
-                          + (", normalised by the calibration GEMM (--calibrate)" if calibrate else ""))
+            floors.append(f"{drift_sd if drift_sd is not None else DRIFT_SD:.1%} for raw times")
         notes.append(
             f"single-run comparison: judged against a run-to-run drift (sd) of {' and '.join(floors)}; "
             "`alexnet-bench ab` resolves finer"
@@ -363,7 +354,6 @@ def compare_runs(
         memory_threshold=memory_threshold,
         paired=paired,
         drift_sd=drift_sd,
-        calibrate=calibrate,
         pace=pace,
         allow_env_mismatch=allow_env_mismatch,
     )

@@ -53,7 +53,7 @@ def add_judging_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("judging")
     g.add_argument("--alpha", type=float, default=0.01, help="significance level (default 0.01)")
     g.add_argument("--threshold", type=fraction, default=None,
-                   help="smallest slowdown that counts, e.g. 5%% (default: 3%% for duet sessions, 5%% otherwise; "
+                   help="smallest slowdown that counts, e.g. 5%% (default: 3.5%% for duet sessions, 5%% otherwise; "
                         "docs/compare.md)")
     g.add_argument(
         "--memory-threshold", type=fraction, default=0.10, help="peak-memory growth that counts (default 10%%)"
@@ -75,18 +75,14 @@ def add_judging_options(p: argparse.ArgumentParser) -> None:
         "--drift-sd",
         type=float,
         default=None,
-        help="single-run comparisons: run-to-run drift (sd of the log ratio) to judge against (default: measured, see README)",
+        help="single-run comparisons: run-to-run drift (sd of the log ratio) to judge against "
+             "(default: the drift measured on this project's CPU VM, paced or raw; docs/compare.md)",
     )
     g.add_argument(
         "--no-pace",
         dest="pace",
         action="store_false",
         help="judge raw round times, not rounds divided by the pace GEMM timed around each (default: paced when saved)",
-    )
-    g.add_argument(
-        "--calibrate",
-        action="store_true",
-        help="single-run comparisons: divide out each run's calibration GEMM speed (off by default: it added noise here)",
     )
     o = p.add_argument_group("output")
     o.add_argument("--markdown", metavar="FILE", type=Path, help="write the markdown table (also appended to $GITHUB_STEP_SUMMARY when set)")
@@ -101,7 +97,6 @@ def judging_kwargs(args: argparse.Namespace) -> dict:
         memory_threshold=args.memory_threshold,
         allow_env_mismatch=args.allow_env_mismatch,
         allow_env_diff=args.allow_env_diff,
-        calibrate=args.calibrate,
         pace=args.pace,
     )
     if args.drift_sd is not None:
