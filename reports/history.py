@@ -39,7 +39,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from runrecord.samples import paced_samples
+from runrecord.samples import paced_samples, summarize
+from runrecord.store import DEFAULT_STORAGE, storage_dir
 from reports.history_accept import Acceptance, matches
 from reports.history_detect import (COST_MODEL, DEFAULT_THRESHOLD, MIN_SEGMENT, PENALTY_C, Creep, Detection, detect,
                                     fails, find_creep)
@@ -60,7 +61,6 @@ __all__ = [
     "find_run_files",
 ]
 
-DEFAULT_STORAGE = Path(".benchmarks")
 # `alexnet-bench ab` saves its interleaved A/B runs under <storage>/ab: experiments, not history.
 AB_FOLDER = "ab"
 # Software whose change stays on the line and is marked (machine_info keys, short names).
@@ -330,17 +330,13 @@ def ab_command(series: Series, previous: Point, commit: Point) -> str:
 # --- reading the runs ------------------------------------------------------------------------
 
 
-def _strip_scheme(text: str) -> str:
-    return text[len("file://"):] if text.startswith("file://") else text
-
-
 def find_run_files(sources: Sequence[str], *, storage: Path | str = DEFAULT_STORAGE) -> tuple[list[Path], list[str]]:
     """Every ``*.json`` under the given files or folders (default: ``storage``), leaving out each
     folder's ``ab`` subfolder and hidden folders. Returns the files and the roots searched.
 
     Raises `RunLoadError` for a path that does not exist or when no file is found.
     """
-    roots = [Path(_strip_scheme(str(s))) for s in sources] or [Path(_strip_scheme(str(storage)))]
+    roots = [storage_dir(s) for s in sources] or [storage_dir(storage)]
     files: list[Path] = []
     for root in roots:
         if root.is_file():
@@ -371,19 +367,13 @@ def _finite(values: Any) -> np.ndarray:
     return a[np.isfinite(a) & (a > 0)]
 
 
-def _schema(run: Run) -> int | None:
-    for value in (run.suite.get("schema_version"), run.machine_info.get("suite_schema_version")):
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-    return None
-
-
 def _measurement(run: Run, bench: dict, *, schema: int | None) -> Measurement | None:
     stats = bench.get("stats") or {}
     extra = bench.get("extra_info") or {}
     data = _finite(stats.get("data"))
     if data.size:
-        q1, med, q3 = (float(v) for v in np.percentile(data, [25, 50, 75]))
+        st = summarize(data)
+        q1, med, q3 = st.q1, st.median, st.q3
     else:
         med = stats.get("median")
         if not isinstance(med, (int, float)) or not med > 0:
@@ -396,8 +386,9 @@ def _measurement(run: Run, bench: dict, *, schema: int | None) -> Measurement | 
     if data.size and pace.size:
         ps = paced_samples(data, pace)
         if ps is not None:
-            paced_q1, paced, paced_q3 = (float(v) for v in np.percentile(ps, [25, 50, 75]))
-            pace_s = float(np.median(pace))
+            pst = summarize(ps)
+            paced_q1, paced, paced_q3 = pst.q1, pst.median, pst.q3
+            pace_s = summarize(pace).median
     memory = extra.get("peak_memory_bytes")
     return Measurement(
         run_label=run.label, path=str(run.path), datetime=run.datetime if isinstance(run.datetime, str) else None,
@@ -500,7 +491,7 @@ def build_history(
         info = run.machine_info
         fp = _fingerprint(info)
         software = _software(info)
-        schema = _schema(run)
+        schema = run.schema
         schemas.add(schema)
         threads = info.get("torch_num_threads")
         for bench in run.benchmarks:

@@ -3,7 +3,8 @@
 A run is a file ``.benchmarks/<machine_id>/NNNN_<name>.json`` (docs/saved-run-format.md).
 Users name runs by path, by run id (``0003`` or ``3``, searched under ``storage/*/``) or by
 save name (``smoke``: the latest run saved under that name, or ``0003_smoke``); no spec means
-the latest run.
+the latest run. Finding and reading the files is the run record's store (`runrecord.store`);
+this module turns what it reads into `Run` objects and frames.
 
 Every failure to find or read a run raises `RunLoadError` with a one-line message naming
 the bad value, so the CLI can print it and exit 2.
@@ -11,14 +12,15 @@ the bad value, so the CLI can print it and exit 2.
 
 from __future__ import annotations
 
-import json
 import math
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
 import pandas as pd
+
+from runrecord.schema import SECTION, RunLoadError, RunRecord, schema_version
+from runrecord.store import DEFAULT_STORAGE, RunStore, read_run_json, run_file_id
 
 __all__ = [
     "RunLoadError",
@@ -35,11 +37,6 @@ __all__ = [
     "CONFIG_PREFIX",
     "ENV_PREFIX",
 ]
-
-DEFAULT_STORAGE = Path(".benchmarks")
-# pytest-benchmark names saved runs NNNN_<name>.json, numbered per machine_id folder.
-_RUN_FILE_RE = re.compile(r"^(?P<id>\d{4,})_(?P<name>.*)\.json$")
-_RUN_ID_RE = re.compile(r"^\d{1,}$")
 
 # Columns that identify the run a row came from; they come first in the frame.
 RUN_COLUMNS = ("run_id", "run_name", "run_label", "run_path", "run_datetime")
@@ -61,10 +58,6 @@ _ENV_KEYS = (
 _STATS_KEYS = ("min", "max", "mean", "stddev", "median", "iqr", "q1", "q3", "rounds", "iterations", "ops", "outliers")
 # extra_info keys that are not scalar metrics and get special handling below.
 _NESTED_EXTRA = ("config", "telemetry", "layers", "correctness", "warnings")
-
-
-class RunLoadError(ValueError):
-    """No runs found, an unreadable or corrupt JSON file, or a file that is not a pytest-benchmark run."""
 
 
 @dataclass(frozen=True)
@@ -99,106 +92,33 @@ class Run:
     @property
     def suite(self) -> dict:
         """The run-level ``alexnet`` section (preset, skipped, calibration); {} when absent."""
-        return self.raw.get("alexnet") or {}
+        return self.raw.get(SECTION) or {}
 
     @property
     def skipped(self) -> list[dict]:
         return list(self.suite.get("skipped") or [])
 
+    @property
+    def schema(self) -> int | None:
+        """The suite's schema version (`runrecord.schema.schema_version`); None for a run not of ours."""
+        return schema_version(self.raw)
 
-def _storage_dir(storage: Path | str) -> Path:
-    # Accept pytest-benchmark's own spelling too: --benchmark-storage=file://DIR.
-    text = str(storage)
-    if text.startswith("file://"):
-        text = text[len("file://"):]
-    return Path(text)
-
-
-def _saved_files(storage: Path) -> list[Path]:
-    if not storage.is_dir():
-        return []
-    return sorted(p for p in storage.glob("*/*.json") if _RUN_FILE_RE.match(p.name))
+    def record(self) -> RunRecord:
+        """The run as typed records (`runrecord.schema.RunRecord`)."""
+        return RunRecord.from_json(self.raw, self.path)
 
 
-def _newest(paths: Sequence[Path]) -> Path:
-    # Run numbers only order runs within one machine_id folder; across folders the file's
-    # modification time is the better guide, with the run number breaking ties.
-    return max(paths, key=lambda p: (p.stat().st_mtime, int(_RUN_FILE_RE.match(p.name).group("id"))))
-
-
-def resolve_run_paths(specs: Sequence[str], *, storage: Path = DEFAULT_STORAGE) -> list[Path]:
-    """Turn run specs (paths, run ids, save names) into existing run files, in the order given.
-
-    Raises `RunLoadError` naming the spec that matched nothing (or more than one run).
-    """
-    storage = _storage_dir(storage)
-    saved = _saved_files(storage)
-    if not specs:
-        if not saved:
-            raise RunLoadError(
-                f"no runs found in {storage}/; save one with `pytest bench/ --benchmark-save=NAME` "
-                "or name a run file"
-            )
-        return [_newest(saved)]
-
-    paths: list[Path] = []
-    for spec in specs:
-        spec = str(spec)
-        as_path = Path(spec)
-        if as_path.is_file():
-            paths.append(as_path)
-            continue
-        if _RUN_ID_RE.match(spec):
-            wanted = int(spec)
-            hits = [p for p in saved if int(_RUN_FILE_RE.match(p.name).group("id")) == wanted]
-            what = f"run id {spec!r}"
-        elif not spec.endswith(".json") and "/" not in spec:
-            hits = [p for p in saved if spec in (_RUN_FILE_RE.match(p.name).group("name"), p.stem)]
-            hits = [_newest(hits)] if hits else []
-            what = f"run name {spec!r}"
-        else:
-            raise RunLoadError(f"run file {spec!r} not found")
-        if not hits:
-            known = ", ".join(p.stem for p in saved[-5:]) or "none"
-            raise RunLoadError(f"{what} not found in {storage}/*/ (latest saved runs: {known})")
-        if len(hits) > 1:
-            raise RunLoadError(
-                f"{what} is ambiguous: {', '.join(str(p) for p in hits)}; give the file path instead"
-            )
-        paths.append(hits[0])
-    return paths
-
-
-def _check_run(data: Any, path: Path) -> None:
-    """Raise unless ``data`` has the shape of a pytest-benchmark saved run."""
-    if not isinstance(data, dict):
-        raise RunLoadError(f"{path} is not a pytest-benchmark run: top level is {type(data).__name__}, not an object")
-    missing = [k for k in ("machine_info", "benchmarks") if k not in data]
-    if missing:
-        raise RunLoadError(f"{path} is not a pytest-benchmark run: missing key(s) {', '.join(missing)}")
-    if not isinstance(data["benchmarks"], list) or not isinstance(data["machine_info"], dict):
-        raise RunLoadError(f"{path} is not a pytest-benchmark run: 'benchmarks' must be a list and 'machine_info' an object")
-    for i, bench in enumerate(data["benchmarks"]):
-        if not isinstance(bench, dict) or not isinstance(bench.get("stats"), dict) or "name" not in bench:
-            raise RunLoadError(f"{path} is not a pytest-benchmark run: benchmark #{i} has no 'name' and 'stats'")
+def resolve_run_paths(specs: Sequence[str], *, storage: Path | str = DEFAULT_STORAGE) -> list[Path]:
+    """Turn run specs (paths, run ids, save names) into existing run files, in the order given
+    (`runrecord.store.RunStore.resolve`). Raises `RunLoadError` naming the spec that matched nothing."""
+    return RunStore(storage).resolve(specs)
 
 
 def load_run(path: Path) -> Run:
-    """Read and check one saved run file."""
+    """Read and check one saved run file (`runrecord.store.read_run_json`)."""
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise RunLoadError(f"run file {str(path)!r} not found") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise RunLoadError(f"cannot read run file {str(path)!r}: {exc}") from None
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise RunLoadError(f"{path} is corrupt JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
-    _check_run(data, path)
-    m = _RUN_FILE_RE.match(path.name)
-    run_id, name = (m.group("id"), m.group("name")) if m else (path.stem, "")
+    data = read_run_json(path)
+    run_id, name = run_file_id(path)
     return Run(path=path, run_id=run_id, name=name, raw=data)
 
 

@@ -3,16 +3,18 @@
 `bench.instruments.timing` (which measures) and `reports/` (which reads saved runs, and must start
 without importing torch) both use these: the median/IQR summary of raw per-round samples and
 the pace normalisation of rounds by the pace GEMM timed around them (`bench.instruments.timing.PaceKernel`).
+The writers that save runs without pytest-benchmark's fixture take a case's ``stats`` from
+`benchmark_stats`.
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
-__all__ = ["MIN_ROUNDS", "NOISY_REL_IQR", "Stats", "paced_samples", "summarize"]
+__all__ = ["MIN_ROUNDS", "NOISY_REL_IQR", "Stats", "benchmark_stats", "paced_samples", "summarize"]
 
 # Later statistics (compare, Mann-Whitney) need something to stand on.
 MIN_ROUNDS = 10
@@ -52,6 +54,25 @@ def summarize(samples: Sequence[float]) -> Stats:
         n=int(a.size), median=float(med), q1=float(q1), q3=float(q3), iqr=float(q3 - q1),
         mean=float(a.mean()), min=float(a.min()), max=float(a.max()),
     )
+
+
+def benchmark_stats(samples: Sequence[float]) -> dict[str, Any]:
+    """A saved case's ``stats``: what pytest-benchmark writes for these rounds, ``data`` included.
+
+    Computed by pytest-benchmark's own `pytest_benchmark.stats.Stats` (its quartiles are not
+    `summarize`'s interpolated percentiles), so a run saved without pytest-benchmark's fixture
+    (`alexnet-bench ddp`, the duet) has the same ``stats`` the suite's replayed rounds get.
+    ``iterations`` is 1: every sample is one round of one step.
+    """
+    from pytest_benchmark.stats import Stats as PytestBenchmarkStats
+
+    data = [float(x) for x in samples]
+    if not data:
+        raise ValueError("no samples to summarise; a case needs at least one timed round")
+    s = PytestBenchmarkStats()
+    for x in data:
+        s.update(x)
+    return {**s.as_dict(), "data": data, "iterations": 1}
 
 
 def paced_samples(step_s: Sequence[float], pace_s: Sequence[float]) -> np.ndarray | None:
