@@ -8,6 +8,7 @@ from bench.suite.plugin import (  # noqa: F401 - pytest finds hooks and fixtures
     pytest_generate_tests,
     pytest_collection_modifyitems,
     pytest_collection_finish,
+    pytest_sessionstart,
     bench_session,
     pytest_benchmark_update_machine_info,
     pytest_unconfigure,

@@ -374,16 +374,15 @@ def _clock(cfg: RunConfig) -> Any:
 
 
 def _median(xs: Sequence[float]) -> float:
-    import statistics
+    from runrecord.samples import summarize
 
-    return float(statistics.median(xs))
+    return summarize(xs).median
 
 
 def _iqr(xs: Sequence[float]) -> float:
-    import numpy as np
+    from runrecord.samples import summarize
 
-    q1, q3 = np.percentile(xs, [25, 75])
-    return float(q3 - q1)
+    return summarize(xs).iqr
 
 
 def summarise(result: dict[str, Any]) -> dict[str, Any]:

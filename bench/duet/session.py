@@ -23,8 +23,9 @@ thresholds first, `bench.instruments.allocator`, then runs its cold step and war
 rounds per side in A B B A order with a random first side, each round preceded by its pace
 sample and ``rewarm`` untimed steps (a round follows the other side's, so its first step would
 meet cold caches), and one closing pace sample per side. Each side's rounds
-are saved as one pytest-benchmark run through pytest-benchmark's own `FileStorage`, with
-that side's worker's machine_info and the side's commit_info, marked ``extra_info.duet``
+are saved as one pytest-benchmark run through the run record's store (`runrecord.store`,
+pytest-benchmark's file layout under the side's machine id), with that side's worker's
+machine_info and the side's commit_info, marked ``extra_info.duet`` (`runrecord.schema.Duet`)
 with the session, the estimator and the round order; ``compare --paired`` re-judges them.
 """
 
@@ -82,14 +83,9 @@ class DuetSide:
 
 def side_commit_info(worktree: Path) -> dict[str, Any]:
     """pytest-benchmark's commit_info, for the side's worktree (its own git state)."""
-    from pytest_benchmark.utils import get_commit_info
+    from runrecord.gitinfo import commit_info
 
-    cwd = os.getcwd()
-    os.chdir(worktree)
-    try:
-        return get_commit_info()
-    finally:
-        os.chdir(cwd)
+    return commit_info(worktree)
 
 
 def probe_sides(sides: dict[str, DuetSide], tmp: Path) -> None:
@@ -208,77 +204,65 @@ def run_session(launchers: Launchers, config: dict[str, Any], *, index: int, rou
                          wall_s=time.monotonic() - t0, rewarm=rewarm, allocator=allocator)
 
 
-class _Logger:
-    """FileStorage wants a logger; the command prints its own lines."""
-
-    def info(self, *_: Any, **__: Any) -> None:
-        pass
-
-
 def save_side_run(*, storage: Path, name: str, side: DuetSide, config: dict[str, Any], case_id: str,
                   session: SessionResult, estimator: str, stamp: str) -> Path:
-    """One side's rounds of one session as a pytest-benchmark run, through its own FileStorage."""
+    """One side's rounds of one session as a pytest-benchmark run, saved through the run record's store
+    under the side's machine id (runs under another interpreter land in another folder)."""
     from datetime import datetime, timezone
 
     from pytest_benchmark import __version__ as pb_version
-    from pytest_benchmark.storage.file import FileStorage
 
-    from bench.cli.commands.ddp import _stats
-    from bench.instruments.envinfo import SUITE_SCHEMA_VERSION
+    from runrecord.samples import benchmark_stats, summarize
+    from runrecord.schema import SCHEMA_VERSION, Case, Duet, Isolation, RunRecord, Section
+    from runrecord.store import RunStore
 
     data = session.samples[side.name]
-    bench = {
-        "group": f"{config['mode']}-{config['device']}",
-        "name": f"test_step[{case_id}]",
-        "fullname": f"bench/test_matrix.py::test_step[{case_id}]",
-        "params": {"case": case_id},
-        "param": case_id,
-        "extra_info": {
+    duet = Duet(
+        session=f"{stamp}-{case_id}-{session.index}",
+        side=side.name,
+        ref=side.ref,
+        sha=side.sha,
+        estimator=estimator,
+        order=session.order,
+        rounds_per_side=len(data),
+        worker_pid=session.worker_pids[side.name],
+        python=side.python,
+        session_wall_s=session.wall_s,
+        rewarm=session.rewarm,
+        allocator=session.allocator.get(side.name, {"policy": "default"}),
+    )
+    case = Case(
+        group=f"{config['mode']}-{config['device']}",
+        name=f"test_step[{case_id}]",
+        fullname=f"bench/test_matrix.py::test_step[{case_id}]",
+        params={"case": case_id},
+        param=case_id,
+        extra_info={
             "config": config,
             "case_id": case_id,
             "kind": "step",
-            "step_time_s": float(sorted(data)[len(data) // 2]) if data else None,
+            "step_time_s": summarize(data).median,
             "rounds": len(data),
             "cold_step_s": session.cold_s[side.name],
             "pace": {"kernel": "mm (the running tool's pace kernel)", "samples": session.pace[side.name]},
-            "duet": {
-                "session": f"{stamp}-{case_id}-{session.index}",
-                "side": side.name,
-                "ref": side.ref,
-                "sha": side.sha,
-                "estimator": estimator,
-                "order": session.order,
-                "rounds_per_side": len(data),
-                "worker_pid": session.worker_pids[side.name],
-                "python": side.python,
-                "session_wall_s": session.wall_s,
-                "rewarm": session.rewarm,
-                "allocator": session.allocator.get(side.name, {"policy": "default"}),
-            },
-            "isolation": {"mode": "process", "worker_pid": session.worker_pids[side.name]},
+            "duet": duet.to_json(),
+            "isolation": Isolation(mode="process", worker_pid=session.worker_pids[side.name]).to_json(),
             "warnings": [],
         },
-        "options": {"timer": "perf_counter (in the duet worker)", "rounds": len(data), "warmup_rounds": None,
-                    "iterations": 1},
-        "stats": _stats(data),
-    }
-    doc = {
-        "machine_info": side.probe["machine_info"],
-        "commit_info": side.commit_info,
-        "benchmarks": [bench],
-        "datetime": datetime.now(timezone.utc).isoformat(),
-        "version": pb_version,
-        "alexnet": {"schema_version": SUITE_SCHEMA_VERSION, "preset": "ab-duet", "skipped": [], "failed": [],
-                    "isolation": "process", "calibration": None},
-    }
-    fs = FileStorage(storage, logger=_Logger(), default_machine_id=side.probe["machine_id"])
-    folder = fs.get("probe").parent  # storage/<machine_id>: runs under another interpreter land elsewhere
-    before = set(folder.glob("*.json"))
-    fs.save(doc, name)  # the next free NNNN_ number; it asserts the file is new
-    new = sorted(set(folder.glob("*.json")) - before)
-    if len(new) != 1:
-        raise RuntimeError(f"expected one new run file in {folder}, found {len(new)}")
-    return new[0]
+        options={"timer": "perf_counter (in the duet worker)", "rounds": len(data), "warmup_rounds": None,
+                 "iterations": 1},
+        stats=benchmark_stats(data),
+    )
+    record = RunRecord(
+        machine_info=side.probe["machine_info"],
+        commit_info=side.commit_info,
+        benchmarks=[case],
+        datetime=datetime.now(timezone.utc).isoformat(),
+        version=pb_version,
+        alexnet=Section(schema_version=SCHEMA_VERSION, preset="ab-duet", rounds=len(data), skipped=[], failed=[],
+                        isolation="process", calibration=None),
+    )
+    return RunStore(storage).save(record, name, machine_id=side.probe["machine_id"])
 
 
 def collect_cases(tool_root: Path, *, preset: str, keyword: str | None, pytest_args: list[str],

@@ -15,11 +15,10 @@ from typing import Any
 
 import torch
 
-__all__ = ["SUITE_SCHEMA_VERSION", "cpu_model", "gpu_info", "machine_info"]
+# The saved run's schema version lives with the schema (runrecord/schema.py).
+from runrecord.schema import SCHEMA_VERSION as SUITE_SCHEMA_VERSION
 
-# 2: cases measured in worker processes; CPU peak_memory_bytes is the case's own worker peak RSS
-# (docs/saved-run-format.md, "Schema versions").
-SUITE_SCHEMA_VERSION = 2
+__all__ = ["SUITE_SCHEMA_VERSION", "cpu_model", "gpu_info", "machine_info"]
 
 
 def cpu_model() -> str:

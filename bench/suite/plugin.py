@@ -5,9 +5,12 @@
 *which* cases run and what goes into the saved JSON around them:
 
 - raw per-round samples are always saved (``--benchmark-save-data`` on by default);
-- ``machine_info`` gets the suite's environment fields (`bench.instruments.envinfo`);
-- the run-level ``alexnet`` section gets the schema version, preset, skipped and failed
-  cases and the calibration GEMM (docs/saved-run-format.md).
+- ``machine_info`` gets the suite's environment fields (`bench.instruments.envinfo`,
+  `runrecord.schema.suite_machine_info`);
+- the run-level ``alexnet`` section (`runrecord.schema.Section`) gets the schema version, preset,
+  skipped and failed cases and the calibration GEMM (docs/saved-run-format.md);
+- pytest-benchmark makes and saves the run, its file storage saving through the run record's
+  store (`runrecord.store.file_storage`: same file, never overwritten).
 
 Every case is measured in a fresh worker process (`bench.suite.runner`, `bench.workers.launcher`,
 `bench.workers.worker`); this process coordinates and never touches a CUDA device.
@@ -24,10 +27,7 @@ import pytest
 from alexnet.config import RunConfig
 from bench.suite.presets import (AXES, PIPELINE_VALUES, PRESETS, build_cases, build_loop_cases, default_preset,
                            loop_case_id, parse_axis)
-
-# 2: every case in its own worker (extra_info.isolation); CPU peak_memory_bytes is the worker's
-# own peak RSS during the rounds, not the whole process's (docs/saved-run-format.md).
-from bench.instruments.envinfo import SUITE_SCHEMA_VERSION as SCHEMA_VERSION  # noqa: E402 - one number for both
+from runrecord.schema import SCHEMA_VERSION, SECTION, Failure, Section, Skip, suite_machine_info
 DEFAULT_TELEMETRY_INTERVAL_S = 0.1
 
 
@@ -66,7 +66,7 @@ class BenchSession:
 
     def record_skip(self, item: pytest.Item, cfg: RunConfig, reason: str) -> None:
         self.skipped.append(
-            {"name": item.name, "fullname": item.nodeid, "case_id": cfg.case_id(), "config": cfg.flat(), "reason": reason}
+            Skip(name=item.name, fullname=item.nodeid, case_id=cfg.case_id(), config=cfg.flat(), reason=reason).to_json()
         )
 
 
@@ -232,9 +232,18 @@ def bench_session(pytestconfig: pytest.Config) -> BenchSession:
     return pytestconfig.stash[_SESSION]
 
 
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """pytest-benchmark's file storage saves through the run record's store (`runrecord.store`)."""
+    from runrecord.store import file_storage
+
+    bs = getattr(session.config, "_benchmarksession", None)
+    if bs is not None:
+        bs.storage = file_storage(bs.storage)
+
+
 def pytest_benchmark_update_machine_info(config: pytest.Config, machine_info: dict[str, Any]) -> None:
     # Gathered in a worker (it may touch the GPU); this process never initialises CUDA.
-    machine_info.update(config.stash[_SESSION].runner.probe()["machine_info"])
+    machine_info.update(suite_machine_info(machine_info, config.stash[_SESSION].runner.probe()["machine_info"]))
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
@@ -247,14 +256,14 @@ def pytest_benchmark_update_json(config: pytest.Config, benchmarks: list, output
     s = config.stash[_SESSION]
     # The CPU GEMM is the CPU peak for MFU; on a GPU-only run, the GPU one records its speed.
     calibration = s.calibrations.get("cpu") or next(iter(s.calibrations.values()), None)
-    output_json["alexnet"] = {
-        "schema_version": SCHEMA_VERSION,
-        "preset": s.preset,
-        "rounds": s.rounds,
-        "warmup_rounds": s.warmup,
-        "skipped": s.skipped,
-        "failed": s._runner.failed if s._runner is not None else [],
-        "isolation": s.isolation,
-        "calibration": calibration,
-        "calibrations": s.calibrations,
-    }
+    output_json[SECTION] = Section(
+        schema_version=SCHEMA_VERSION,
+        preset=s.preset,
+        rounds=s.rounds,
+        warmup_rounds=s.warmup,
+        skipped=[Skip.from_json(x) for x in s.skipped],
+        failed=[Failure.from_json(x) for x in (s._runner.failed if s._runner is not None else [])],
+        isolation=s.isolation,
+        calibration=calibration,
+        calibrations=s.calibrations,
+    ).to_json()

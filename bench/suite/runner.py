@@ -36,6 +36,7 @@ import pytest
 
 from alexnet.config import RunConfig
 from bench.workers.launcher import WorkerDied, WorkerError, ZygotePool
+from runrecord.schema import Failure
 
 __all__ = ["MAX_CONSECUTIVE_DEATHS", "CaseRunner", "replay_clock", "replay_rounds"]
 
@@ -221,7 +222,8 @@ class CaseRunner:
         return {"samples": timed["samples"], "extra": extra}
 
     def record_failure(self, *, node: Any, cfg: RunConfig, case_id: str, exc: WorkerDied) -> dict[str, Any]:
-        rec = {"name": node.name, "fullname": node.nodeid, "case_id": case_id, "config": cfg.flat(), **exc.record()}
+        rec = Failure.from_json({"name": node.name, "fullname": node.nodeid, "case_id": case_id, "config": cfg.flat(),
+                                 **exc.record()}).to_json()
         self.failed.append(rec)
         return rec
 
@@ -293,9 +295,8 @@ def run_case(benchmark: Any, cfg: RunConfig, *, case_id: str, kind: str, bench_s
     if bench_session.strict_isolation and foreign:
         benchmark.has_error = True
         reason = "foreign load during the rounds (--strict-isolation): " + "; ".join(foreign)
-        runner.failed.append({"name": node.name, "fullname": node.nodeid, "case_id": case_id, "config": cfg.flat(),
-                              "reason": reason, "worker_pid": out["extra"]["isolation"].get("worker_pid"),
-                              "exit_code": None, "signal": None, "signal_name": None, "stderr_tail": ""})
+        runner.failed.append(Failure(name=node.name, fullname=node.nodeid, case_id=case_id, config=cfg.flat(),
+                                     reason=reason, worker_pid=out["extra"]["isolation"].get("worker_pid")).to_json())
         pytest.fail(f"{case_id}: {reason}", pytrace=False)
     replay_rounds(benchmark, out["samples"])
     benchmark.extra_info.update(out["extra"])

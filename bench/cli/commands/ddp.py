@@ -243,25 +243,16 @@ def _warnings(fig: dict[str, Any], *, steps: int) -> list[str]:
 # --- the saved run --------------------------------------------------------------------------
 
 
-def _stats(data: Sequence[float]) -> dict[str, Any]:
-    from pytest_benchmark.stats import Stats
-
-    s = Stats()
-    for d in data:
-        s.update(d)
-    out = s.as_dict()
-    out["data"] = list(data)
-    out["iterations"] = 1
-    return out
-
-
 def _suite_machine_info(threads: int) -> dict[str, Any]:
-    """The saved-run-format.md additions to machine_info (bench.instruments.envinfo), threads as the ranks had them."""
-    from bench.instruments.envinfo import machine_info
+    """The run's machine_info: pytest-benchmark's, the saved-run-format.md additions (bench.instruments.envinfo),
+    threads as the ranks had them."""
+    from pytest_benchmark.plugin import pytest_benchmark_generate_machine_info
 
-    info = machine_info()
-    info["torch_num_threads"] = threads  # per process, as the worker set it (this parent's count differs)
-    return info
+    from bench.instruments.envinfo import machine_info
+    from runrecord.schema import suite_machine_info
+
+    # torch_num_threads per process, as the worker set it (this parent's count differs).
+    return suite_machine_info(pytest_benchmark_generate_machine_info(), machine_info(), torch_num_threads=threads)
 
 
 def _entry(
@@ -269,6 +260,8 @@ def _entry(
     calibration: dict[str, Any] | None, gpu_name: str | None,
 ) -> dict[str, Any]:
     from bench.instruments.mfu import mfu_for
+    from runrecord.samples import benchmark_stats
+    from runrecord.schema import Case, Isolation
 
     cfg = RunConfig.from_flat(result["config"])
     case = cfg.case_id()
@@ -299,6 +292,8 @@ def _entry(
         "correctness": None,
         "warnings": _warnings(fig, steps=steps),
         "telemetry": result.get("telemetry"),
+        # Each launch is processes of its own: the N ranks under torchrun, the baseline a plain python.
+        "isolation": Isolation(mode="process", launch="torchrun" if cfg.dist_backend != "none" else "python").to_json(),
         # data parallel
         "world_size": world,
         "dist_backend": cfg.dist_backend,
@@ -318,49 +313,49 @@ def _entry(
         "backend_switches": result.get("backend_switches"),
         "data": "synthetic",
     }
-    return {
-        "group": "ddp",
-        "name": f"ddp[{case}]",
-        "fullname": f"alexnet-bench ddp::{case}",
-        "params": {"case": case},
-        "param": case,
-        "extra_info": extra,
-        "options": {"timer": "perf_counter", "rounds": steps, "warmup_rounds": warmup, "iterations": 1},
-        "stats": _stats(fig["step_s"]),
-    }
+    return Case(
+        group="ddp",
+        name=f"ddp[{case}]",
+        fullname=f"alexnet-bench ddp::{case}",
+        params={"case": case},
+        param=case,
+        extra_info=extra,
+        options={"timer": "perf_counter", "rounds": steps, "warmup_rounds": warmup, "iterations": 1},
+        stats=benchmark_stats(fig["step_s"]),
+    ).to_json()
 
 
 def save_run(
     benchmarks: list[dict[str, Any]], *, storage: str, name: str, threads: int, calibration: dict[str, Any] | None = None
 ) -> Path:
-    """Write ``storage/<machine_id>/NNNN_<name>.json`` with the next free number; never overwrite."""
+    """Save the run through the run record's store: ``storage/<machine_id>/NNNN_<name>.json``, never overwriting.
+
+    ``rounds`` and ``warmup_rounds`` are the entries' (every entry has the command's --steps and
+    --warmup); ``failed`` is empty, as a failing rank fails the command before anything is saved.
+    """
     from pytest_benchmark import __version__ as pb_version
 
-    from bench.instruments.envinfo import SUITE_SCHEMA_VERSION
-    from pytest_benchmark.plugin import pytest_benchmark_generate_machine_info
-    from pytest_benchmark.utils import get_commit_info, get_machine_id
+    from runrecord.gitinfo import commit_info
+    from runrecord.schema import SCHEMA_VERSION, Case, RunRecord, Section
+    from runrecord.store import RunStore
 
-    machine_info = pytest_benchmark_generate_machine_info()
-    machine_info.update(_suite_machine_info(threads))
-    doc = {
-        "machine_info": machine_info,
-        "commit_info": get_commit_info(),
-        "benchmarks": benchmarks,
-        "datetime": datetime.now(timezone.utc).isoformat(),
-        "version": pb_version,
-        "alexnet": {"schema_version": SUITE_SCHEMA_VERSION, "preset": "ddp", "skipped": [], "calibration": calibration},
-    }
-    folder = Path(storage.removeprefix("file://")) / get_machine_id()
-    folder.mkdir(parents=True, exist_ok=True)
-    while True:
-        numbers = [int(m.group(1)) for p in folder.glob("*.json") if (m := re.match(r"^(\d{4,})_", p.name))]
-        path = folder / f"{max(numbers, default=0) + 1:04d}_{name}.json"
-        try:
-            with open(path, "x") as f:  # "x": fail rather than overwrite a run saved meanwhile
-                json.dump(doc, f, indent=2)
-            return path
-        except FileExistsError:
-            continue
+    cases = [Case.from_json(b, "ddp run", i) for i, b in enumerate(benchmarks)]
+    rounds = {c.options.get("rounds") for c in cases}
+    warmups = {c.options.get("warmup_rounds") for c in cases}
+    section = Section(
+        schema_version=SCHEMA_VERSION, preset="ddp",
+        rounds=rounds.pop() if len(rounds) == 1 else None,
+        warmup_rounds=warmups.pop() if len(warmups) == 1 else None,
+        skipped=[], failed=[],
+        isolation="process",  # every launch in processes of its own (torchrun's ranks, the plain baseline)
+        calibration=calibration,
+        calibrations={calibration.get("device", "cpu"): calibration} if calibration else {},
+    )
+    record = RunRecord(
+        machine_info=_suite_machine_info(threads), benchmarks=cases, commit_info=commit_info(),
+        datetime=datetime.now(timezone.utc).isoformat(), version=pb_version, alexnet=section,
+    )
+    return RunStore(storage).save(record, name)
 
 
 # --- the command ----------------------------------------------------------------------------
