@@ -133,6 +133,9 @@ class Comparison:
     def to_dict(self) -> dict:
         return render.to_dict(self)
 
+    def to_json(self) -> str:
+        return render.to_json(self)
+
 
 def compare_runs(
     baseline: Sequence[Run],

@@ -109,6 +109,11 @@ def to_dict(comp: Comparison) -> dict:
     }
 
 
+def to_json(comp: Comparison) -> str:
+    """`to_dict` as the text ``--json FILE`` holds."""
+    return json.dumps(to_dict(comp), indent=2) + "\n"
+
+
 def _nan(x: Any) -> bool:
     return x is None or (isinstance(x, float) and math.isnan(x))
 

@@ -8,7 +8,6 @@ mismatch without --allow-env-mismatch. The statistics live in `reports.compare`.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -119,7 +118,7 @@ def emit(comparison: "Comparison", args: argparse.Namespace) -> int:
         args.markdown.write_text(md, encoding="utf-8")
         print(f"markdown: {args.markdown}")
     if args.json is not None:
-        args.json.write_text(json.dumps(comparison.to_dict(), indent=2) + "\n", encoding="utf-8")
+        args.json.write_text(comparison.to_json(), encoding="utf-8")
         print(f"json: {args.json}")
     summary = os.environ.get("GITHUB_STEP_SUMMARY")
     if summary:
