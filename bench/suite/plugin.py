@@ -179,7 +179,7 @@ def _session_from_options(config: pytest.Config) -> BenchSession:
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_configure(config: pytest.Config) -> None:
-    # Later comparisons (reports/compare.py) need every raw round, not just the summary.
+    # Later comparisons (reports/compare/) need every raw round, not just the summary.
     config.option.benchmark_save_data = True
     bs = getattr(config, "_benchmarksession", None)
     if bs is not None:  # pytest-benchmark already read the option
