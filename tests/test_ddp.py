@@ -81,6 +81,25 @@ def test_saved_run_has_world_size_backend_and_efficiency_from_its_own_samples(tw
     assert frame.loc[frame["world_size"] == 2, "scaling_efficiency"].item() == pytest.approx(e["scaling_efficiency"])
 
 
+def test_saved_run_records_failed_isolation_and_rounds_like_the_suites(two_rank_run):
+    from runrecord.schema import SCHEMA_VERSION
+    from runrecord.store import read_run
+
+    r, storage = two_rank_run
+    assert r.returncode == 0, r.stderr
+    rec = read_run(_saved(storage)[0])
+    s = rec.alexnet
+    assert (s.schema_version, s.preset, s.failed, s.skipped, s.isolation) == (SCHEMA_VERSION, "ddp", [], [], "process")
+    assert (s.rounds, s.warmup_rounds) == (3, 1)  # SMALL: --steps 3 --warmup 1
+    assert s.calibrations == {"cpu": s.calibration} and s.calibration["gflops"] > 0
+    assert rec.machine_info["suite_schema_version"] == SCHEMA_VERSION and rec.machine_info["torch_num_threads"] == 1
+    base, ddp = rec.benchmarks
+    assert (base.isolation.mode, base.isolation.launch) == ("process", "python")
+    assert (ddp.isolation.mode, ddp.isolation.launch) == ("process", "torchrun")
+    # stats are pytest-benchmark's for the saved rounds
+    assert ddp.stats["rounds"] == 3 and ddp.stats["median"] == pytest.approx(statistics.median(ddp.samples))
+
+
 def test_report_draws_the_scaling_curve_from_a_saved_ddp_run(two_rank_run, tmp_path):
     r, storage = two_rank_run
     assert r.returncode == 0, r.stderr
