@@ -5,8 +5,9 @@ d2l's ``FashionMNIST(resize=(224, 224))`` applies ``transforms.Resize(resize)`` 
 ``transforms.ToTensor()`` (no normalisation) inside the DataLoader.
 
 The synthetic set is **not** FashionMNIST. It exists so training works offline. Its classes
-are spatial patterns a convolution can pick up (REFERENCE.md: random-noise prototypes per
-class did not learn within a small budget, bars with jitter did): class ``k`` is a bright bar,
+are spatial patterns a convolution can pick up (random-noise prototypes per class did not learn
+within a small budget, bars with jitter did: docs/measurement-notes.md, "Training the seed's
+recipe on the synthetic set"): class ``k`` is a bright bar,
 horizontal for k < 5 and vertical for k >= 5, centred on one of five positions, with random
 positional jitter, random length and brightness, and pixel noise. Everything is generated from
 a seed, so the set is deterministic.

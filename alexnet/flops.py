@@ -1,9 +1,10 @@
 """FLOP counts with ``torch.utils.flop_counter.FlopCounterMode``.
 
 FlopCounterMode counts 2 FLOPs per multiply-add for convolutions and matmuls; bias adds,
-ReLU and pooling are not counted. Reference figures (REFERENCE.md): the d2l net at 1x224x224
-is 1.876 GFLOP forward and 5.561 GFLOP for a training step (conv1 computes no input
-gradient); torchvision's AlexNet at 3x224x224 is 1.428 GFLOP forward.
+ReLU and pooling are not counted. Reference figures (docs/measurement-notes.md, "AlexNet
+arithmetic"): the d2l net at 1x224x224 is 1.876 GFLOP forward and 5.561 GFLOP for a training
+step (conv1 computes no input gradient); torchvision's AlexNet at 3x224x224 is 1.428 GFLOP
+forward.
 """
 
 from __future__ import annotations

@@ -60,7 +60,7 @@ def cpu_has_bf16() -> bool:
     """True when the CPU has native bf16 arithmetic (AVX512-BF16 or AMX).
 
     On AVX2-only CPUs bf16 is emulated: our 2-core machine ran a bf16 GEMM at about
-    0.3 GFLOP/s against about 170 GFLOP/s in fp32 (REFERENCE.md).
+    0.3 GFLOP/s against about 170 GFLOP/s in fp32 (docs/measurement-notes.md, "bf16 on the CPU").
     """
     try:
         with open("/proc/cpuinfo") as f:

@@ -61,7 +61,7 @@ __all__ = [
     "verdict",
 ]
 
-# A segment needs at least this many commits (issue 13): fewer cannot tell a step from a bad night.
+# A segment needs at least this many commits: fewer cannot tell a step from a bad night.
 MIN_SEGMENT = 3
 # PELT's cost: absolute deviations from each segment's median (ruptures' CostL1).
 COST_MODEL = "l1"

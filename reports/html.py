@@ -145,7 +145,7 @@ def _comparison(runs: Sequence[Run]) -> dict[str, Any] | None:
                                "env_differences": [], "has_regression": None,
                                "headline": None, "notes": []}
     try:
-        from reports.compare import compare_runs  # issue 6; imported lazily so reports work without it
+        from reports.compare import compare_runs  # docs/compare.md; imported lazily so reports work without it
     except ImportError as exc:
         section["note"] = f"Comparison unavailable: reports.compare could not be imported ({exc})."
         return section

@@ -2,9 +2,10 @@
 
 The seed's baseline is the case with every speed setting off (fp32, eager, NCHW, default
 cuDNN switches) and the *same* shape: run, mode, variant, batch size, resolution, device and
-recipe. Only a baseline measured in the same run counts: runs on different days or machines
-drift by up to 25% on our CPUs (docs in /work/shared/REFERENCE.md), far more than most
-speedups we want to show.
+recipe. Only a baseline measured in the same run counts: on our 2-core CPU the same case's
+median moves between processes with a log sd of about 0.2 (docs/measurement-notes.md, "Noise on
+the 2-core CPU machine"), let alone between days or machines: far more than most speedups we
+want to show.
 """
 
 from __future__ import annotations

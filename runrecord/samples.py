@@ -19,7 +19,8 @@ __all__ = ["MIN_ROUNDS", "NOISY_REL_IQR", "Stats", "benchmark_stats", "paced_sam
 # Later statistics (compare, Mann-Whitney) need something to stand on.
 MIN_ROUNDS = 10
 # IQR/median above this is flagged in a case's warnings instead of trusting the median.
-# Our CPU machines spread 2-5% within a run (REFERENCE.md), so 10% means real trouble.
+# Rounds of one case on our 2-core CPU spread 2-15% (docs/measurement-notes.md, "Noise on the
+# 2-core CPU machine"): 10% flags the noisy end of that range.
 NOISY_REL_IQR = 0.10
 
 

@@ -1,8 +1,8 @@
 """Saved runs for the report tests: one small REAL run, and hand-built synthetic ones.
 
 The real run is made once per test process (both report test files share it): it runs the
-suite's ``tiny`` preset through pytest-benchmark exactly as a user would (API (e) in the
-project brief), into a private storage folder.
+suite's ``tiny`` preset through pytest-benchmark exactly as a user would, into a private
+storage folder.
 Synthetic runs are labelled as such (machine_info.hostname = "synthetic") and are used only
 to test the logic that a tiny run cannot reach (compile x AMP sweeps, per-layer rows, loops).
 """

@@ -1,4 +1,4 @@
-"""Training-loop cases in the suite (issue 7): present in the presets, measured end to end."""
+"""Training-loop cases in the suite (bench/test_loop.py): present in the presets, measured end to end."""
 
 from __future__ import annotations
 

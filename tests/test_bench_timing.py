@@ -12,7 +12,7 @@ from alexnet.config import RunConfig
 from alexnet.runtime import StepRunner, backend_switches
 from bench.instruments.timing import PaceKernel, Stats, make_round, paced_samples, summarize, timer_samples, warm_up
 
-# Tolerance of the agreement test (issue 3): the suite's median within 5% of Timer's.
+# Tolerance of the agreement test with torch.utils.benchmark.Timer: the suite's median within 5% of Timer's.
 AGREEMENT_TOLERANCE = 0.05
 
 

@@ -42,7 +42,7 @@ def test_list_names_every_item_with_its_time_limit(cli) -> None:
     assert r.returncode == 0, r.stderr
     for item in gc.ITEMS:
         assert f"{item.name:<16} {item.timeout_s:>4.0f} s" in r.stdout
-    # The items the issue asks for, in its order.
+    # The items, in the order of docs/bench.md's gpu-check table.
     assert [i.name for i in gc.ITEMS] == ["deterministic", "cudnn-benchmark", "cudagraphs", "cold-compile", "mfu",
                                           "profiler", "nvml-power", "memory", "ddp-nccl"]
 

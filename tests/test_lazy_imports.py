@@ -39,7 +39,7 @@ _MODULES = [
     "bench.cli", "bench.cli.commands.gpu_check", "bench.cli.commands.max_batch", "bench.instruments.timing", "bench.instruments.mfu",
     "bench.workers.proc", "bench.instruments.envinfo", "bench.suite.presets", "runrecord.samples", "bench.workloads.measure", "bench.instruments.telemetry",
     "bench.instruments.profiling", "bench.ddp.rank", "bench.workloads.loop", "bench.conftest", "bench.test_matrix", "bench.test_loop",
-    # The case worker (issue 11), where this checkout has it.
+    # The case worker machinery (bench/suite/runner.py, bench/workers/), where this checkout has it.
     "bench.suite.runner", "bench.workers.launcher", "bench.workers.worker", "bench.workers.zygote",
 ]
 

@@ -81,7 +81,7 @@ def test_torchvision_variant_shapes():
 
 
 def test_flops_match_reference_figures():
-    # REFERENCE.md, counted with FlopCounterMode: 1.876 / 5.561 / 1.428 GFLOP.
+    # Counted with FlopCounterMode (docs/measurement-notes.md, "AlexNet arithmetic"): 1.876 / 5.561 / 1.428 GFLOP.
     assert flops_per_image("d2l", (224, 224)) / 1e9 == pytest.approx(1.876, abs=1e-3)
     assert flops_per_image("d2l", (224, 224), train=True) / 1e9 == pytest.approx(5.561, abs=1e-3)
     assert flops_per_image("torchvision", (224, 224)) / 1e9 == pytest.approx(1.428, abs=1e-3)

@@ -47,7 +47,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any, Sequence
 
-# Before torch can initialise CUDA, so torch's device N is NVML's device N (REFERENCE.md, NVML).
+# Before torch can initialise CUDA, so torch's device N is NVML's device N (docs/measurement-notes.md, "NVML").
 os.environ.setdefault("CUDA_DEVICE_ORDER", "PCI_BUS_ID")
 
 import torch  # noqa: E402

@@ -34,7 +34,7 @@ Why the default thresholds of `foreign_warnings` (`ForeignThreshold`):
 - ``cpu_cores = 0.10``: other processes used more than 10% of one core over the window. The
   suite's cases use every core (torch's threads = cores), so each foreign CPU second is taken
   from the timed rounds; on the 2-core machines 10% of a core is 5% of the machine, the size
-  of the rounds' own spread (2-15% IQR/median; REFERENCE.md, noise), and a busy neighbour is
+  of the rounds' own spread (2-15% IQR/median; docs/measurement-notes.md, "Noise on the 2-core CPU machine"), and a busy neighbour is
   known to widen the spread to 71%.
 - ``steal_share = 0.05``: the hypervisor withheld more than 5% of the VM's CPU time, again
   the size of the spread we can resolve.

@@ -5,8 +5,9 @@ by the dtype the case computes in; an unknown GPU gets no MFU rather than a gues
 CPU the peak is an fp32 GEMM measured once per run on the same machine (`calibrate`), which
 also serves as the run's calibration kernel: a record of how fast the machine was that day.
 
-Datasheet figures are dense (no sparsity) tensor-core peaks in TFLOPS, from REFERENCE.md
-(NVIDIA datasheets print sparsity figures, which are 2x these).
+Datasheet figures are dense (no sparsity) tensor-core peaks in TFLOPS, from NVIDIA's product
+pages (listed in docs/measurement-notes.md, "GPU peaks for MFU"; the datasheets print sparsity
+figures, which are 2x these).
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ GPU_PEAK_TFLOPS: dict[str, dict[str, float | None]] = {
 # "NVIDIA H100 80GB HBM3" (SXM), "NVIDIA H100 PCIe", "NVIDIA H200", "NVIDIA A100-SXM4-80GB",
 # "NVIDIA A100-PCIE-40GB", "NVIDIA L4", "Tesla V100-SXM2-16GB". NVL parts, the Grace Hopper
 # superchip ("NVIDIA GH200 480GB", "NVIDIA GH200 144G HBM3e": its own clocks and power, and
-# no peak in REFERENCE.md) and other variants are left unknown on purpose. Model numbers are
+# no tabled peak) and other variants are left unknown on purpose. Model numbers are
 # matched as whole words, so "GH200" is not read as "H200".
 _NAME_RULES: list[tuple[re.Pattern[str], str]] = [
     (re.compile(r"\bNVL\b", re.I), ""),  # H100 NVL / H200 NVL: different peaks, not tabled

@@ -12,7 +12,7 @@ How a step is attributed:
   the forward op that created its node, and that forward op sits inside its layer's range.
   (Full backward hooks lose conv1's weight gradient, since conv1 computes no input gradient:
   on our CPU they gave conv1 0.15 ms of backward against 26.5 ms by sequence number;
-  REFERENCE.md.) The match is by ``(forward thread, sequence_nr)`` and never by which thread
+  docs/measurement-notes.md, "Per-layer attribution with torch.profiler".) The match is by ``(forward thread, sequence_nr)`` and never by which thread
   the backward ran on: on CUDA the autograd engine runs backward on a per-device worker
   thread, outside every range of the main thread.
 - **Remainder.** Rows after the layers: ``loss`` (cross-entropy forward + backward),
@@ -22,7 +22,7 @@ How a step is attributed:
 - **Coverage** = the layers' forward + backward time / the profiled step's time.
 - **Overhead.** The same step is timed without the profiler; ``profiled_step_ms /
   unprofiled_step_ms - 1`` is what the profiler (about 4 us per op plus ~3 us per
-  ``record_function`` on CUDA, REFERENCE.md) added.
+  ``record_function`` on CUDA; docs/measurement-notes.md) added.
 
 Times: on CPU, an event's wall time; on CUDA, kernel (device) time: each kernel is tied to
 the op that launched it by correlation id (torch does this when it reads the trace), and
@@ -279,7 +279,8 @@ def _static_rows(cfg: RunConfig, layers: list[nn.Module], names: list[str], x: t
 # - A forward op records ``sequence_nr`` on its own thread; the backward node it creates
 #   carries the same number and the forward thread in ``fwd_thread`` (torch keys backward
 #   stack traces by ``(sequence_nr, fwd_thread)`` the same way, ``_set_backward_stacktraces``).
-# On CUDA the autograd engine runs backward on a per-device worker thread (REFERENCE.md), so
+# On CUDA the autograd engine runs backward on a per-device worker thread (torch/csrc/autograd/engine.cpp,
+# ``Engine::start_device_threads``), so
 # backward kernels are under no range of the main thread: they are found from their launching
 # op's own ancestors on the worker thread, up to its ``evaluate_function`` event, then to the
 # layer by sequence number. Nothing below depends on which thread an event ran on.

@@ -26,7 +26,7 @@ keep being sampled.
 **Energy and power come from a window sized for NVML.** NVML averages what it reports:
 utilisation over 1/6 s to 1 s depending on the product, and on Ampere (except GA100) and
 newer ``nvmlDeviceGetPowerUsage`` over 1 s (NVML API reference, ``nvmlDeviceGetPowerUsage``;
-REFERENCE.md). So:
+docs/measurement-notes.md, "NVML"). So:
 
 - ``energy_j`` is the difference of ``nvmlDeviceGetTotalEnergyConsumption`` (millijoules
   since the driver loaded; Volta and later) between entry and exit, not an integral of
@@ -90,7 +90,7 @@ __all__ = [
 DEFAULT_INTERVAL_S = 0.1
 # Shortest window whose energy-counter difference is worth a J/image figure without a note.
 # NVML averages power over 1 s on Hopper and the counter is meant to be differenced across
-# "several seconds of steady work" (REFERENCE.md, NVML averages); 3 s keeps the averaging at
+# several seconds of steady work (docs/measurement-notes.md, "NVML"); 3 s keeps the averaging at
 # the edges to about a third of the window at worst.
 ENERGY_MIN_WINDOW_S = 3.0
 # nvmlDeviceGetPowerUsage averages over this on Ampere (except GA100) and newer (NVML docs).
@@ -300,7 +300,7 @@ class _NvmlSource:
         self._power_source: str | None = None  # decided by the first sample, for a consistent series
         self._power_field: int | None = None
         # nvmlDeviceGetCurrentClocksEventReasons in newer bindings; ...ThrottleReasons is the
-        # deprecated name of the same query (REFERENCE.md, NVML).
+        # deprecated name of the same query (NVML API reference; docs/measurement-notes.md, "NVML").
         self._reasons_fn = ("nvmlDeviceGetCurrentClocksEventReasons"
                             if hasattr(nvml, "nvmlDeviceGetCurrentClocksEventReasons")
                             else "nvmlDeviceGetCurrentClocksThrottleReasons")

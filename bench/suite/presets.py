@@ -125,7 +125,7 @@ def _quick() -> list[RunConfig]:
     from alexnet.runtime import cpu_has_bf16
 
     # Batch 32 at 96x96: one d2l train step is ~0.2-0.5 s on the 2-core CPU, so 12 cases of
-    # 10 rounds plus two cold compiles (~25 s each, REFERENCE.md) fit well inside 5 minutes.
+    # 10 rounds plus two cold compiles (~25 s each: docs/measurement-notes.md, "torch.compile on the CPU") fit well inside 5 minutes.
     base = RunConfig(batch_size=32, resolution=(96, 96), device="cpu")
     inf = base.replace(mode="inference")
     # 10 step cases + the 2 training-loop cases of `_quick_loops` = 12, the preset's cap.
@@ -137,7 +137,7 @@ def _quick() -> list[RunConfig]:
         base.replace(variant="torchvision"),
         base.replace(compile="default"), inf.replace(compile="default"),
     ]
-    # bf16 only where the CPU has bf16 hardware: emulated bf16 runs ~500x slower (REFERENCE.md).
+    # bf16 only where the CPU has bf16 hardware: emulated bf16 runs ~500x slower (docs/measurement-notes.md, "bf16 on the CPU").
     cases.append(base.replace(amp="bf16") if cpu_has_bf16() else base.replace(deterministic=True))
     return cases
 

@@ -1,6 +1,7 @@
 """The suite's side of one case: ask a fresh worker to measure it, replay its rounds, record failures.
 
-The pytest process coordinates and never measures (STYLE.md, "Processes"). For each case it:
+The pytest process coordinates and never measures (docs/bench.md, "Every case in its own worker
+process"). For each case it:
 
 1. skips what cannot run here, from the machine facts a probe worker gathered (the pytest
    process never touches a CUDA device, so it stays a clean parent);
@@ -42,7 +43,8 @@ __all__ = ["MAX_CONSECUTIVE_DEATHS", "CaseRunner", "replay_clock", "replay_round
 
 MAX_CONSECUTIVE_DEATHS = 3
 DEFAULT_CASE_TIMEOUT_S = 900.0
-# NVML averages utilisation over 1/6-1 s and Hopper's power over 1 s (REFERENCE.md): energy per
+# NVML averages utilisation over 1/6-1 s and Hopper's power over 1 s (docs/measurement-notes.md,
+# "NVML"): energy per
 # image needs several seconds of steady work. On a CPU the timed rounds are the window.
 DEFAULT_CUDA_TELEMETRY_S = 5.0
 ISOLATION_MODES = ("process", "none")
@@ -85,7 +87,7 @@ def replay_rounds(benchmark: Any, samples: list[float]) -> None:
 def case_env(cfg: RunConfig, cache_root: str) -> dict[str, str]:
     """The environment a case's worker sets before torch touches a device (per case)."""
     env = {
-        # torch and NVML number GPUs the same way (REFERENCE.md, NVML "Which GPU").
+        # torch and NVML number GPUs the same way (docs/measurement-notes.md, "NVML").
         "CUDA_DEVICE_ORDER": "PCI_BUS_ID",
         "TORCHINDUCTOR_CACHE_DIR": os.path.join(cache_root, "inductor"),
         "TRITON_CACHE_DIR": os.path.join(cache_root, "triton"),

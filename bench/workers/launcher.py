@@ -15,7 +15,8 @@ torch, so the pytest process and `alexnet-bench ab` coordinate without touching 
 - `ZygotePool` keeps one zygote per set of import-time settings, and starts a fresh one when
   a case needs others.
 
-What crosses is plain data only, never tensors or modules (STYLE.md, "Processes").
+What crosses is plain data only (numbers, dicts, strings), never tensors or modules
+(docs/bench.md, "Every case in its own worker process").
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The zygote: a process that has imported torch and the subject, and forks case workers.
 
-Why a zygote (issue 11; REFERENCE.md, "Cost of a fresh worker"): a fresh ``python`` takes
+Why a zygote (docs/measurement-notes.md, "Cost of a fresh worker"): a fresh ``python`` takes
 about 4.4 s here to import torch and build the net; a child forked from a process that has
 already imported torch builds it in 0.35-0.43 s and steps at full speed. But a forked child
 inherits its parent's CUDA and OpenMP state, so the process that forks must never have

@@ -21,7 +21,7 @@ from alexnet.runtime import StepRunner, backend_switches, seed_everything, synch
 
 __all__ = ["INPUT_BOUND_FRACTION", "LoopResult", "LoopStepper", "run_loop"]
 
-INPUT_BOUND_FRACTION = 0.10  # the threshold: data wait above 10% of the step
+INPUT_BOUND_FRACTION = 0.10  # input-bound: data wait above 10% of the step (docs/saved-run-format.md)
 
 
 @dataclass

@@ -41,7 +41,8 @@ from bench.instruments.timing import NOISY_REL_IQR, PaceKernel, cold_step_time, 
 __all__ = ["CaseSession", "UnsupportedCase", "correctness_check", "cuda_facts", "rss_bytes"]
 
 # Compile modes that replay CUDA graphs: their intermediates live in the graph's private pool,
-# which torch.cuda.max_memory_allocated does not count while graphs replay (REFERENCE.md).
+# which torch.cuda.max_memory_allocated does not count while graphs replay (docs/measurement-notes.md,
+# "GPU behaviours that bite").
 CUDA_GRAPH_MODES = ("reduce-overhead", "max-autotune")
 
 

@@ -41,7 +41,8 @@ DEFAULT_WARMUP = 2
 DEFAULT_TIMEOUT_S = 600.0
 # pytest-benchmark wants >= 10 rounds for its statistics to mean much (saved-run-format.md).
 MIN_ROUNDS = 10
-# IQR/median above this gets a warning instead of a falsely precise figure (STYLE.md).
+# IQR/median above this gets a warning instead of a falsely precise figure (the suite's
+# runrecord.samples.NOISY_REL_IQR).
 NOISY_IQR = 0.10
 # After SIGTERM, torchrun takes up to 30 s to stop its workers; then they are killed.
 TERMINATE_GRACE_S = 35.0
@@ -149,7 +150,7 @@ def _child_env(threads: int, *, gloo: bool) -> dict[str, str]:
     # for both launches so the baseline gets exactly what each rank gets.
     env["OMP_NUM_THREADS"] = str(threads)
     # Every rank samples its own GPU with NVML: number GPUs the same way in torch and NVML
-    # (REFERENCE.md), unless the user chose an order (the sampler matches GPUs by UUID anyway).
+    # (docs/measurement-notes.md, "NVML"), unless the user chose an order (the sampler matches GPUs by UUID anyway).
     env.setdefault("CUDA_DEVICE_ORDER", "PCI_BUS_ID")
     package_root = str(Path(__file__).resolve().parents[3])
     env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)

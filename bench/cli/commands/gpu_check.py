@@ -72,7 +72,7 @@ DEFAULT_BUDGET_S = 300.0
 SUMMARY_FILE = "gpu-check.json"
 NVML_CHECK_ENV = "PYTORCH_NVML_BASED_CUDA_CHECK"
 
-# Thresholds (the brief of issue 11).
+# Thresholds: fixed requirements of this check, not tuned on a GPU (docs/bench.md, gpu-check).
 CUDAGRAPH_MAX_RATIO = 1.05  # reduce-overhead's step / default compile's step
 COLD_COMPILE_TOLERANCE = 0.20  # |second / first - 1| of compile_time_s
 PROFILE_COVERAGE = (0.9, 1.0)
@@ -297,7 +297,8 @@ def judge_cudnn_benchmark(off: dict[str, Any], on: dict[str, Any]) -> Outcome:
     t_off, t_on = _extra(off).get("step_time_s"), _extra(on).get("step_time_s")
     if not t_off or not t_on:
         return Outcome(False, f"a step time is missing: off {t_off}, on {t_on}")
-    # cuDNN's plan cache is per process and ignores the benchmark flag (REFERENCE.md): the two
+    # cuDNN's plan cache is per process and ignores the benchmark flag (aten/src/ATen/native/cudnn/Conv_v8.cpp;
+    # docs/measurement-notes.md, "GPU behaviours that bite"): the two
     # settings are only told apart in processes of their own (the suite's isolation record).
     pids = [(_extra(c).get("isolation") or {}).get("worker_pid") for c in (off, on)]
     modes = [(_extra(c).get("isolation") or {}).get("mode") for c in (off, on)]
