@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-SUITE = ("alexnet", "bench", "reports", "pyproject.toml")
+SUITE = ("alexnet", "bench", "reports", "runrecord", "pyproject.toml")
 DEFAULT_CASE = "inference-d2l-b32-96x96-fp32-cpu"
 
 
@@ -74,14 +74,15 @@ def cmd_aa(args: argparse.Namespace) -> None:
 
 def _sessions(store: Path) -> list[dict]:
     """Every saved session: base and head rounds and pace samples, in session order."""
+    from runrecord.store import RunStore, read_run
+
     by_session: dict[str, dict] = {}
-    for p in sorted(store.glob("*/*.json")):
-        d = json.loads(p.read_text())
-        [b] = d["benchmarks"]
-        duet = b["extra_info"]["duet"]
-        s = by_session.setdefault(duet["session"], {})
-        s[duet["side"]] = (b["stats"]["data"], b["extra_info"]["pace"]["samples"])
-        s["index"] = int(duet["session"].rsplit("-", 1)[1])
+    for p in RunStore(store).saved():
+        [case] = read_run(p).benchmarks
+        duet = case.duet
+        s = by_session.setdefault(duet.session, {})
+        s[duet.side] = (case.samples, case.extra_info["pace"]["samples"])
+        s["index"] = int(duet.session.rsplit("-", 1)[1])
     return [s for _, s in sorted(by_session.items(), key=lambda kv: kv[1]["index"]) if "base" in s and "head" in s]
 
 
