@@ -1,7 +1,7 @@
 """Every case in its own worker process (bench/suite/runner.py, bench/workers/launcher.py, bench/workers/worker.py).
 
 Real runs of the suite, as a user starts them, with the documented test-only fault hooks of
-`bench.workers.worker` to kill, hang, leak and slow real workers.
+`bench.workers.faults` to kill, hang, leak and slow real workers (enabled by `FAULTS_ON`).
 """
 
 from __future__ import annotations
@@ -23,6 +23,8 @@ from tests.conftest import REPO
 TINY_INFERENCE = "inference-d2l-b2-65x65-fp32-cpu"
 TINY_CL = "inference-d2l-b2-65x65-fp32-cl-cpu"
 TINY_TRAIN = "train-d2l-b2-65x65-fp32-cpu"
+# The fault hooks do nothing without it (bench/workers/faults.py).
+FAULTS_ON = {"ALEXNET_BENCH_TEST_FAULTS": "1"}
 
 
 def _bench(*args: str, storage: Path, env: dict | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
@@ -58,7 +60,7 @@ def leak_run(tmp_path_factory) -> tuple[subprocess.CompletedProcess, dict]:
     """The tiny preset, its first case leaking a global and 500 MB, and every reply delayed 1.5 s."""
     storage = tmp_path_factory.mktemp("leak")
     proc = _bench("--preset", "tiny", storage=storage,
-                  env={"ALEXNET_BENCH_TEST_FAULT": json.dumps({TINY_TRAIN: "leak"}),
+                  env={**FAULTS_ON, "ALEXNET_BENCH_TEST_FAULT": json.dumps({TINY_TRAIN: "leak"}),
                        "ALEXNET_BENCH_TEST_REPLY_DELAY_S": "1.5"})
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return proc, _run(storage)
@@ -120,7 +122,7 @@ def test_a_worker_killed_from_outside_costs_its_case_only(tmp_path: Path) -> Non
     t = threading.Thread(target=killer, daemon=True)
     t.start()
     proc = _bench("--preset", "tiny", storage=storage,
-                  env={"ALEXNET_BENCH_TEST_FAULT": json.dumps({TINY_INFERENCE: "hang"}),
+                  env={**FAULTS_ON, "ALEXNET_BENCH_TEST_FAULT": json.dumps({TINY_INFERENCE: "hang"}),
                        "ALEXNET_BENCH_TEST_PIDFILE": str(pidfile)})
     t.join(5)
     assert killed, "the worker never reached its rounds"
@@ -140,7 +142,7 @@ def test_a_hanging_worker_is_stopped_by_the_case_timeout(tmp_path: Path) -> None
     storage = tmp_path / "s"
     t0 = time.monotonic()
     proc = _bench("--preset", "tiny", "-k", TINY_INFERENCE + "]", "--case-timeout", "8", storage=storage,
-                  env={"ALEXNET_BENCH_TEST_FAULT": json.dumps({TINY_INFERENCE: "hang"})})
+                  env={**FAULTS_ON, "ALEXNET_BENCH_TEST_FAULT": json.dumps({TINY_INFERENCE: "hang"})})
     took = time.monotonic() - t0
     assert proc.returncode == 1, proc.stdout[-3000:]
     assert took < 120

@@ -269,5 +269,6 @@ def build_loop_cases(preset: str, overrides: dict[str, list[Any]] | None = None,
 
 def loop_case_id(cfg: RunConfig) -> str:
     """``loop-<step id>-<pipeline>[-wN]``: the step id does not name the input pipeline."""
-    workers = f"-w{cfg.workers}" if cfg.pipeline == "dataloader" else ""
-    return f"loop-{cfg.case_id()}-{cfg.pipeline}{workers}"
+    from bench.workloads.workload import LoopWorkload
+
+    return LoopWorkload.case_id(cfg)

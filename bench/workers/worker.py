@@ -2,206 +2,257 @@
 
 Requests are plain dicts (``{"op": ..., **args}``) and so are the replies
 (``{"ok": True, "result": ...}`` or ``{"ok": False, "kind": ..., "message": ..., "traceback":
-...}``); no tensor or module ever crosses. The ops:
+...}``); no tensor or module ever crosses. Each op has a typed request (a small dataclass below,
+parsed from the dict by `parse_request`: an unknown op, a missing, unknown or mistyped field is
+a one-line error reply) and a handler, in the table `OPS`:
 
-- ``probe``: the machine's description (`bench.instruments.envinfo.machine_info`) and the CUDA facts the
-  coordinator needs to skip unsupported cases without touching a device itself;
-- ``calibrate``: the fp32 GEMM of `bench.instruments.mfu.calibrate` on a device;
-- ``build``: build one case (`bench.workloads.measure.CaseSession`): model, batch, cold step, warm-up;
-- ``rounds``: ``n`` timed rounds, each with its pace sample; the durations are this
+- ``probe`` (`Probe`): the machine's description (`bench.instruments.envinfo.machine_info`) and
+  the CUDA facts the coordinator needs to skip unsupported cases without touching a device itself;
+- ``calibrate`` (`Calibrate`): the fp32 GEMM of `bench.instruments.mfu.calibrate` on a device;
+- ``build`` (`Build`): build one case (`bench.workloads.measure.CaseSession`): model, batch, cold
+  step, warm-up; its ``options`` are a `bench.workloads.workload.CaseOptions`, whose ``kind``
+  chooses the workload type;
+- ``rounds`` (`Rounds`): ``n`` timed rounds, each with its pace sample; the durations are this
   process's own clock readings around each round, so the round trip to the coordinator
   never enters them;
-- ``telemetry``: back-to-back steps for a window long enough for NVML (CUDA);
-- ``finish``: memory, telemetry, foreign load, profile, correctness: the case's extra_info;
+- ``telemetry`` (`Telemetry`): back-to-back steps for a window long enough for NVML (CUDA);
+- ``finish`` (`Finish`): memory, telemetry, foreign load, profile, correctness: the case's extra_info;
 - ``exit``.
 
-A duet side (`bench.duet.session`, ``alexnet-bench ab``) uses three more: ``side_probe`` (this
-interpreter's pytest-benchmark machine_info and machine id, the subject's location and API
-version), ``subject_build`` (``malloc="pinned"`` first fixes glibc's malloc thresholds,
-`bench.instruments.allocator`; then the ref's `alexnet.subject.build`, the cold step and the warm-up, with
-this tool's clock) and ``subject_rounds`` (timed rounds of it, each with its pace sample and
-``rewarm`` untimed steps just before it; ``pace_after`` closes the series). Only
-`alexnet.subject` comes from the ref.
+A duet side (`bench.duet.session`, ``alexnet-bench ab``) uses three more: ``side_probe``
+(`SideProbe`: this interpreter's pytest-benchmark machine_info and machine id, the subject's
+location and API version), ``subject_build`` (`SubjectBuild`: ``malloc="pinned"`` first fixes
+glibc's malloc thresholds, `bench.instruments.allocator`; then the ref's
+`alexnet.subject.build`, the cold step and the warm-up, with this tool's clock;
+`bench.workloads.subject`) and ``subject_rounds`` (`SubjectRounds`: timed rounds of it, each
+with its pace sample and ``rewarm`` untimed steps just before it; ``pace_after`` closes the
+series). Only `alexnet.subject` comes from the ref.
 
 `InProcessWorker` answers the same requests in the calling process (``--isolation none``,
 for debugging): same code, no isolation.
 
-Test-only fault hooks (documented in docs/bench.md): ``ALEXNET_BENCH_TEST_FAULT`` holds a JSON
-object mapping a substring of a case id to an action taken at the start of that case's
-rounds: ``"kill"`` (the worker SIGKILLs itself), ``"hang"`` (it sleeps forever, in a process
-group with a child that sleeps too; with ``ALEXNET_BENCH_TEST_PIDFILE`` set it first writes its
-pid there, so a test can kill it from outside), ``"exit"`` (``os._exit(3)``), ``"leak"`` (a
-module-level global is set and 500 MB allocated and kept). Every case of a run with the
-variable set reports ``isolation.test_leak_seen``: whether it saw such a global.
-``ALEXNET_BENCH_TEST_REPLY_DELAY_S`` makes the worker wait that long before replying to each
-``rounds`` request (the round trip must stay out of the saved rounds). The hooks exist so the tests can kill, hang and
-slow real workers; nothing sets them otherwise.
+The test-only fault hooks (kill, hang, exit, leak, a delayed reply) are in
+`bench.workers.faults`, and do nothing unless ``ALEXNET_BENCH_TEST_FAULTS=1`` is set.
 """
 
 from __future__ import annotations
 
-import json
+import dataclasses
 import os
+import sys
 import time
 import traceback
-from typing import Any
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any, Callable, Union
 
-__all__ = ["FAULT_ENV", "InProcessWorker", "handle", "serve"]
+from bench.workers import faults
+from bench.workloads.workload import CaseOptions
 
-FAULT_ENV = "ALEXNET_BENCH_TEST_FAULT"
-PIDFILE_ENV = "ALEXNET_BENCH_TEST_PIDFILE"
-REPLY_DELAY_ENV = "ALEXNET_BENCH_TEST_REPLY_DELAY_S"
+__all__ = ["OPS", "BadRequest", "InProcessWorker", "handle", "parse_request", "serve"]
+
 # What a case's worker reports of its environment at build time (bench.suite.runner.case_env sets them).
 CASE_ENV_KEYS = ("CUBLAS_WORKSPACE_CONFIG", "TORCHINDUCTOR_CACHE_DIR", "TRITON_CACHE_DIR", "CUDA_DEVICE_ORDER")
-LEAK_BYTES = 500 * 2**20
 
-# Set by the "leak" fault hook: a later case in the same process would see it.
-_TEST_LEAK: bytearray | None = None
+
+class BadRequest(ValueError):
+    """A request this worker cannot parse: an unknown op, or a missing, unknown or mistyped field."""
+
+
+# --- typed requests ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Probe:
+    pass
+
+
+@dataclass(frozen=True)
+class Calibrate:
+    device: str
+
+
+@dataclass(frozen=True)
+class Build:
+    config: dict[str, Any]
+    options: CaseOptions = field(default_factory=CaseOptions)
+
+
+@dataclass(frozen=True)
+class Rounds:
+    n: int
+    pace: bool = True
+
+    def __post_init__(self) -> None:
+        if self.n < 0:
+            raise ValueError(f"n {self.n} is not valid; it must be >= 0")
+
+
+@dataclass(frozen=True)
+class Telemetry:
+    seconds: float
+
+    def __post_init__(self) -> None:
+        if not self.seconds > 0:
+            raise ValueError(f"seconds {self.seconds} is not valid; it must be > 0")
+
+
+@dataclass(frozen=True)
+class Finish:
+    pass
+
+
+@dataclass(frozen=True)
+class SideProbe:
+    pass
+
+
+@dataclass(frozen=True)
+class SubjectBuild:
+    config: dict[str, Any]
+    warmup: int = 2
+    malloc: str = "default"
+
+    def __post_init__(self) -> None:
+        if self.malloc not in ("default", "pinned"):
+            raise ValueError(f"malloc {self.malloc!r} is not valid; use default or pinned")
+        if self.warmup < 0:
+            raise ValueError(f"warmup {self.warmup} is not valid; it must be >= 0")
+
+
+@dataclass(frozen=True)
+class SubjectRounds:
+    n: int
+    pace: bool = True
+    pace_after: bool = False
+    rewarm: int = 0
+
+    def __post_init__(self) -> None:
+        if self.n < 0 or self.rewarm < 0:
+            raise ValueError(f"n {self.n} / rewarm {self.rewarm} are not valid; both must be >= 0")
+
+
+def _fits(value: Any, tp: Any) -> bool:
+    """Whether ``value`` (plain data off the wire) has type ``tp`` (a field's resolved annotation)."""
+    if tp is Any:
+        return True
+    origin = typing.get_origin(tp)
+    if origin in (Union, types.UnionType):
+        return any(_fits(value, a) for a in typing.get_args(tp))
+    if tp is type(None):
+        return value is None
+    if dataclasses.is_dataclass(tp):
+        return isinstance(value, (dict, tp))
+    tp = origin or tp
+    if tp is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if tp is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, tp)
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _parse(cls: type, data: dict[str, Any], where: str) -> Any:
+    """``cls(**data)`` after checking every field; BadRequest (one line) otherwise."""
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise BadRequest(f"{where}: unknown field(s) {', '.join(map(repr, unknown))}; "
+                         f"valid: {', '.join(fields) or 'none'}")
+    kwargs = {}
+    for name, f in fields.items():
+        if name not in data:
+            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+                raise BadRequest(f"{where}: missing field {name!r}")
+            continue
+        value, tp = data[name], hints[name]
+        if not _fits(value, tp):
+            raise BadRequest(f"{where}: field {name!r} must be {_type_name(tp)}, got {type(value).__name__} {value!r:.60}")
+        if dataclasses.is_dataclass(tp) and isinstance(value, dict):
+            value = _parse(tp, value, f"{where}, {name}")
+        elif tp is float and isinstance(value, int):
+            value = float(value)
+        kwargs[name] = value
+    try:
+        return cls(**kwargs)
+    except (TypeError, ValueError) as exc:
+        raise BadRequest(f"{where}: {exc}") from None
+
+
+# --- handlers -----------------------------------------------------------------------------------
 
 
 class _State:
     session: Any = None
 
 
-class SubjectSession:
-    """A duet side's case: the ref's subject, timed by this tool's rounds and pace kernel."""
-
-    def __init__(self, config: dict[str, Any], *, warmup: int) -> None:
-        import alexnet.subject as subject_mod
-
-        from bench.instruments.timing import PaceKernel, cold_step_time, synchronize, warm_up
-
-        self.subject = subject_mod.build(config)
-        self.case_id = self.subject.case_id
-        device = self.subject.device
-
-        def round_() -> None:
-            self.subject.step()
-            synchronize(device)
-
-        self.round = round_
-        self.pace = PaceKernel(device)
-        self.cold_s = cold_step_time(round_, device=device)
-        warm_up(round_, rounds=warmup)
-        self.samples: list[float] = []
-        self.api_version = getattr(subject_mod, "API_VERSION", None)
-        self.subject_file = subject_mod.__file__
-
-    def rounds(self, n: int, *, pace: bool = True, pace_after: bool = True, rewarm: int = 0) -> dict[str, Any]:
-        from bench.instruments.timing import timed_rounds
-
-        before = len(self.pace.samples)
-        out = timed_rounds(self.round, n, pace=self.pace if pace else None, pace_after=pace_after, rewarm=rewarm)
-        self.samples.extend(out)
-        return {"samples": out, "pace": self.pace.samples[before:]}
+def _need_session(state: _State, op: str) -> Any:
+    if state.session is None:
+        raise BadRequest(f"worker request {op!r}: no case was built in this worker yet")
+    return state.session
 
 
-def _classify(exc: BaseException) -> str:
-    from bench.workers.proc import classify_failure
-    from bench.workloads.measure import UnsupportedCase
+def _probe(state: _State, req: Probe) -> dict[str, Any]:
+    from bench.instruments.envinfo import machine_info
+    from bench.workloads.measure import cuda_facts
 
-    if isinstance(exc, UnsupportedCase):
-        return "unsupported"
-    return classify_failure(exc)
+    return {"machine_info": machine_info(), "cuda": cuda_facts(), "pid": os.getpid()}
 
 
-def _fault(case_id: str) -> str | None:
-    spec = os.environ.get(FAULT_ENV)
-    if not spec:
-        return None
-    for needle, action in json.loads(spec).items():
-        if needle in case_id:
-            return action
-    return None
+def _calibrate(state: _State, req: Calibrate) -> dict[str, Any]:
+    from bench.instruments.mfu import calibrate
+
+    return calibrate(req.device)
 
 
-def _apply_fault(action: str) -> None:
-    global _TEST_LEAK
-    import signal
-    import subprocess
-    import sys
+def _build(state: _State, req: Build) -> dict[str, Any]:
+    import torch
 
-    if action == "kill":
-        os.kill(os.getpid(), signal.SIGKILL)
-    elif action == "exit":
-        os._exit(3)
-    elif action == "hang":
-        if os.environ.get(PIDFILE_ENV):
-            with open(os.environ[PIDFILE_ENV], "w") as fh:
-                fh.write(str(os.getpid()))
-        # A child in the same process group: the coordinator's kill must reach it too.
-        subprocess.Popen([sys.executable, "-c", "import time; time.sleep(3600)"])
-        while True:
-            time.sleep(3600)
-    elif action == "leak":
-        _TEST_LEAK = bytearray(LEAK_BYTES)
-        _TEST_LEAK[:: 4096] = b"x" * len(range(0, LEAK_BYTES, 4096))  # touch every page: real RSS
+    from alexnet.config import RunConfig
+    from bench.workloads.measure import CaseSession
+
+    # Evidence that the per-case settings were in place before torch touched a device.
+    seen: dict[str, Any] = {"env": {k: os.environ.get(k) for k in CASE_ENV_KEYS},
+                            "cuda_initialized_before_build": bool(torch.cuda.is_initialized())}
+    state.session = CaseSession(RunConfig.from_flat(req.config), req.options)
+    result = {**state.session.build(), **seen}
+    leak = faults.leak_seen()
+    if leak is not None:
+        result["test_leak_seen"] = leak
+    return result
 
 
-def handle(state: _State, op: str, args: dict[str, Any]) -> Any:
-    """Answer one request. Raises on failure; `serve` turns that into an error reply."""
-    if op == "probe":
-        from bench.instruments.envinfo import machine_info
-        from bench.workloads.measure import cuda_facts
-
-        return {"machine_info": machine_info(), "cuda": cuda_facts(), "pid": os.getpid()}
-    if op == "calibrate":
-        from bench.instruments.mfu import calibrate
-
-        return calibrate(args["device"])
-    if op == "build":
-        import torch
-
-        from alexnet.config import RunConfig
-        from bench.workloads.measure import CaseSession
-
-        # Evidence that the per-case settings were in place before torch touched a device.
-        seen = {"env": {k: os.environ.get(k) for k in CASE_ENV_KEYS},
-                "cuda_initialized_before_build": bool(torch.cuda.is_initialized())}
-        cfg = RunConfig.from_flat(args["config"])
-        state.session = CaseSession(cfg, **args["options"])
-        result = {**state.session.build(), **seen}
-        if os.environ.get(FAULT_ENV):
-            result["test_leak_seen"] = _TEST_LEAK is not None
-        return result
-    if op == "side_probe":
-        return _side_probe()
-    if op == "subject_build":
-        allocator: dict[str, Any] = {"policy": "default"}
-        if args.get("malloc", "default") == "pinned":  # before the subject allocates anything
-            from bench.instruments.allocator import pin_malloc
-
-            allocator = pin_malloc()
-        state.session = SubjectSession(args["config"], warmup=int(args.get("warmup", 2)))
-        return {"cold_step_s": state.session.cold_s, "worker_pid": os.getpid(), "allocator": allocator,
-                "subject_file": state.session.subject_file, "api_version": state.session.api_version,
-                "pace_kernel": state.session.pace.record()["kernel"]}
-    if op == "subject_rounds":
-        return state.session.rounds(int(args["n"]), pace=bool(args.get("pace", True)),
-                                    pace_after=bool(args.get("pace_after", False)), rewarm=int(args.get("rewarm", 0)))
-    if op == "rounds":
-        action = _fault(state.session.case_id)
-        if action and not state.session.samples:
-            _apply_fault(action)
-        return state.session.rounds(int(args["n"]), pace=bool(args.get("pace", True)))
-    if op == "telemetry":
-        return state.session.telemetry_window(float(args["seconds"]))
-    if op == "finish":
-        extra = state.session.finish()
-        return extra
-    raise ValueError(f"unknown worker op {op!r}")
+def _rounds(state: _State, req: Rounds) -> dict[str, Any]:
+    session = _need_session(state, "rounds")
+    action = faults.case_fault(session.case_id)
+    if action and not session.samples:
+        faults.apply_case_fault(action)
+    return session.rounds(req.n, pace=req.pace)
 
 
-def _side_probe() -> dict[str, Any]:
+def _telemetry(state: _State, req: Telemetry) -> dict[str, Any]:
+    return _need_session(state, "telemetry").telemetry_window(req.seconds)
+
+
+def _finish(state: _State, req: Finish) -> dict[str, Any]:
+    return _need_session(state, "finish").finish()
+
+
+def _side_probe(state: _State, req: SideProbe) -> dict[str, Any]:
     """This interpreter's machine description, as a saved run records it, and where the subject is."""
     from pytest_benchmark.plugin import pytest_benchmark_generate_machine_info
     from pytest_benchmark.utils import get_machine_id
 
     import alexnet
     from bench.instruments.envinfo import machine_info
-    from runrecord.schema import suite_machine_info
 
-    info = suite_machine_info(pytest_benchmark_generate_machine_info(), machine_info())
+    info = pytest_benchmark_generate_machine_info()
+    info.update(machine_info())
     try:
         import alexnet.subject as subject_mod
 
@@ -212,8 +263,66 @@ def _side_probe() -> dict[str, Any]:
             "subject_api": api, "pid": os.getpid()}
 
 
+def _subject_build(state: _State, req: SubjectBuild) -> dict[str, Any]:
+    from bench.workloads.subject import SubjectSession
+
+    allocator: dict[str, Any] = {"policy": "default"}
+    if req.malloc == "pinned":  # before the subject allocates anything
+        from bench.instruments.allocator import pin_malloc
+
+        allocator = pin_malloc()
+    state.session = SubjectSession(req.config, warmup=req.warmup)
+    return {"cold_step_s": state.session.cold_s, "worker_pid": os.getpid(), "allocator": allocator,
+            "subject_file": state.session.subject_file, "api_version": state.session.api_version,
+            "pace_kernel": state.session.pace.record()["kernel"]}
+
+
+def _subject_rounds(state: _State, req: SubjectRounds) -> dict[str, Any]:
+    return _need_session(state, "subject_rounds").rounds(req.n, pace=req.pace, pace_after=req.pace_after,
+                                                         rewarm=req.rewarm)
+
+
+# op -> (its request type, its handler).
+OPS: dict[str, tuple[type, Callable[[_State, Any], Any]]] = {
+    "probe": (Probe, _probe),
+    "calibrate": (Calibrate, _calibrate),
+    "build": (Build, _build),
+    "rounds": (Rounds, _rounds),
+    "telemetry": (Telemetry, _telemetry),
+    "finish": (Finish, _finish),
+    "side_probe": (SideProbe, _side_probe),
+    "subject_build": (SubjectBuild, _subject_build),
+    "subject_rounds": (SubjectRounds, _subject_rounds),
+}
+
+
+def parse_request(op: Any, args: dict[str, Any]) -> Any:
+    """The typed request for ``op`` with ``args``; BadRequest (one line) if it is not one."""
+    if op not in OPS:
+        raise BadRequest(f"unknown worker op {op!r}; valid: {', '.join(OPS)}, exit")
+    return _parse(OPS[op][0], args, f"worker request {op!r}")
+
+
+def handle(state: _State, op: str, args: dict[str, Any]) -> Any:
+    """Answer one request. Raises on failure; `serve` turns that into an error reply."""
+    req = parse_request(op, args)
+    return OPS[op][1](state, req)
+
+
+def _classify(exc: BaseException) -> str:
+    from bench.workers.proc import classify_failure
+
+    # Not imported here: a duet side must not import the tool's model (bench.workloads.subject),
+    # and where the module was never imported, exc cannot be one of its exceptions.
+    measure = sys.modules.get("bench.workloads.measure")
+    if measure is not None and isinstance(exc, measure.UnsupportedCase):
+        return "unsupported"
+    return classify_failure(exc)
+
+
 def _reply(state: _State, msg: dict[str, Any]) -> dict[str, Any]:
-    op = msg.pop("op")
+    msg = dict(msg)
+    op = msg.pop("op", None)
     try:
         return {"ok": True, "result": handle(state, op, msg)}
     except Exception as exc:  # noqa: BLE001 - every failure goes back to the coordinator, classified
@@ -231,12 +340,15 @@ def serve(conn: Any, *, tag: str = "", forked_at: float | None = None) -> int:
             msg = conn.recv()
         except EOFError:
             return 0
-        if msg.get("op") == "exit":
+        op = msg.get("op") if isinstance(msg, dict) else None
+        if op == "exit":
             return 0
-        op = msg.get("op")
-        reply = _reply(state, msg)
-        if op == "rounds" and os.environ.get(REPLY_DELAY_ENV):
-            time.sleep(float(os.environ[REPLY_DELAY_ENV]))
+        reply = _reply(state, msg) if isinstance(msg, dict) else {
+            "ok": False, "kind": "error", "message": f"BadRequest: a request is a dict, got {type(msg).__name__}",
+            "traceback": ""}
+        delay = faults.reply_delay_s(op)
+        if delay:
+            time.sleep(delay)
         conn.send(reply)
         if not reply["ok"] and reply["kind"] == "fatal":
             return 4  # the device state is lost: this worker must not be used again

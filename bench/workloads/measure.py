@@ -36,7 +36,8 @@ from alexnet.flops import flops_per_image
 from alexnet.model import build_model
 from alexnet.runtime import StepRunner, autocast_context, backend_switches, cpu_has_bf16, seed_everything, synchronize
 from bench.instruments.mfu import mfu_for
-from bench.instruments.timing import NOISY_REL_IQR, PaceKernel, cold_step_time, make_round, summarize, timed_rounds, warm_up
+from bench.instruments.timing import NOISY_REL_IQR, PaceKernel, cold_step_time, summarize, timed_rounds, warm_up
+from bench.workloads.workload import CaseOptions, Workload
 
 __all__ = ["CaseSession", "UnsupportedCase", "correctness_check", "cuda_facts", "rss_bytes"]
 
@@ -188,22 +189,24 @@ def _cold_compile(cfg: RunConfig) -> Iterator[None]:
 
 
 class CaseSession:
-    """One case in its worker: `build`, then `rounds` (any number of calls), then `finish`."""
+    """One case in its worker: `build`, then `rounds` (any number of calls), then `finish`.
 
-    def __init__(self, cfg: RunConfig, *, kind: str = "step", case_id: str | None = None, warmup: int = 1,
-                 telemetry_interval_s: float | None = 0.1, profile_layers: bool = False,
-                 allow_emulated_bf16: bool = False, cpu_calibration: dict[str, Any] | None = None,
-                 gpu_name: str | None = None, own_pids: list[int] | None = None) -> None:
+    What a round is comes from the workload type (`bench.workloads.workload`), chosen once from
+    ``options.kind``.
+    """
+
+    def __init__(self, cfg: RunConfig, options: CaseOptions | None = None) -> None:
+        options = options or CaseOptions()
         self.cfg = cfg
-        self.kind = kind
-        self.case_id = case_id or cfg.case_id()
-        self.warmup = warmup
-        self.telemetry_interval_s = telemetry_interval_s
-        self.profile_layers = profile_layers
-        self.allow_emulated_bf16 = allow_emulated_bf16
-        self.cpu_calibration = cpu_calibration
-        self.gpu_name = gpu_name
-        self.own_pids = set(own_pids or ())
+        self.workload: Workload = options.workload(cfg)
+        self.case_id = options.case_id or self.workload.case_id(cfg)
+        self.warmup = options.warmup
+        self.telemetry_interval_s = options.telemetry_interval_s
+        self.profile_layers = options.profile_layers and self.workload.profiles_layers
+        self.allow_emulated_bf16 = options.allow_emulated_bf16
+        self.cpu_calibration = options.cpu_calibration
+        self.gpu_name = options.gpu_name
+        self.own_pids = set(options.own_pids or ())
         self.samples: list[float] = []
         self.warnings: list[str] = []
         self._stack = contextlib.ExitStack()
@@ -230,16 +233,9 @@ class CaseSession:
         self._stack.enter_context(_fresh_compile_state(cfg))
         self.switches = self._stack.enter_context(backend_switches(cfg))
         seed_everything(cfg.seed)
-        if self.kind == "loop":
-            from bench.workloads.loop import LoopStepper
-
-            self.stepper = LoopStepper(cfg)
-            self.runner = self.stepper.runner
-            self.round = self.stepper
-        else:
-            self.runner = StepRunner.build(cfg)
-            self.x, self.y = self.runner.random_batch(seed=cfg.seed)
-            self.round = make_round(self.runner, self.x, self.y)
+        self.workload.build()
+        self.runner = self.workload.runner
+        self.round = self.workload.round
         # On the CPU, so the snapshot is not one more copy of the weights in the device's peak.
         self.weights = {k: v.detach().to("cpu", copy=True) for k, v in self.runner.eager_model.state_dict().items()}
         self.pace = PaceKernel(cfg.device)
@@ -254,8 +250,7 @@ class CaseSession:
         with _cold_compile(cfg):
             self.cold_s = cold_step_time(first, device=cfg.device)
         warm_up(self.round, rounds=self.warmup)
-        if self.kind == "loop":
-            self.stepper.reset()
+        self.workload.after_warmup()
         return {"build_s": build_s, "cold_step_s": self.cold_s, "idle_rss_bytes": self.idle_rss,
                 "step_pid": step_pid[0], "worker_pid": os.getpid()}
 
@@ -291,7 +286,7 @@ class CaseSession:
         from bench.instruments.telemetry import Sampler
 
         cfg = self.cfg
-        step = self.stepper if self.kind == "loop" else (lambda: self.runner.step(self.x, self.y))
+        step = self.workload.step
         steps = 0
         synchronize(cfg.device)
         with Sampler(cfg.device, interval_s=self.telemetry_interval_s or 0.1) as sampler:
@@ -351,21 +346,17 @@ class CaseSession:
         telemetry = self._telemetry or {"kind": "unavailable", "reason": "no telemetry window was run",
                                         "interval_s": None, "summary": {}, "series": []}
         extra: dict[str, Any] = {}
-        if self.profile_layers and self.kind == "step":
+        if self.profile_layers:
             from bench.instruments.profiling import profile_layers as run_profile
 
-            prof = run_profile(cfg, runner=self.runner, batch=(self.x, self.y))
+            prof = run_profile(cfg, runner=self.runner, batch=self.workload.batch())
             extra["layers"] = prof.to_records()
             extra["layers_coverage"] = prof.coverage
         if cfg.compile != "off":
             from torch._dynamo.utils import counters
 
             extra["compile_counters"] = {k: {kk: int(vv) for kk, vv in v.items()} for k, v in counters.items() if v}
-        if self.kind == "loop":
-            loop = self.stepper.result()
-            x, y = self.runner.random_batch(seed=cfg.seed)
-        else:
-            x, y = self.x, self.y
+        x, y = self.workload.batch()
         correctness = correctness_check(self.runner, self.weights, x, y)
         metrics = _step_metrics(cfg, list(self.samples), cold_s=self.cold_s, cpu_cal=self.cpu_calibration,
                                 gpu_name=self.gpu_name, warnings=self.warnings)
@@ -376,7 +367,7 @@ class CaseSession:
         out = {
             "config": cfg.flat(),
             "case_id": self.case_id,
-            "kind": self.kind,
+            "kind": self.workload.kind,
             **metrics,
             "warmup_rounds": self.warmup,
             "pace": self.pace.record(),
@@ -390,17 +381,7 @@ class CaseSession:
             "foreign_warnings": foreign_warn,
             **extra,
         }
-        if self.kind == "loop":
-            from bench.workloads.loop import INPUT_BOUND_FRACTION
-
-            if loop.input_bound:
-                self.warnings.append(f"input bound: waiting for data took {loop.data_wait_fraction:.0%} of the loop "
-                                     f"(> {INPUT_BOUND_FRACTION:.0%})")
-            out.update({
-                "pipeline": cfg.pipeline, "workers": cfg.workers, "data": loop.data_name,
-                "data_wait_fraction": loop.data_wait_fraction, "input_bound": loop.input_bound,
-                "median_wait_s": loop.summary()["median_wait_s"], "median_compute_s": loop.summary()["median_compute_s"],
-            })
+        out.update(self.workload.record(self.warnings))
         self.close()
         return _json_safe(out)
 
