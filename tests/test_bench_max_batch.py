@@ -5,10 +5,13 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import pytest
 
-from bench.cli.commands.max_batch import FAULT_ENV, Try, _run_try_in_child, parse_bytes, search_max_batch
+from bench.cli.commands.max_batch import Try, _run_try_in_child, parse_bytes, search_max_batch
+from bench.workers.faults import ENABLE_ENV, MAX_BATCH_FAULT_ENV as FAULT_ENV, PIDFILE_ENV
 from bench.workers.proc import is_fatal_device_error, is_oom
 from tests.conftest import REPO
 
@@ -102,6 +105,7 @@ def test_a_try_that_fails_other_than_oom_does_not_fit_with_its_reason(monkeypatc
     from alexnet.config import RunConfig
 
     monkeypatch.setenv("PYTHONPATH", str(REPO))
+    monkeypatch.setenv(ENABLE_ENV, "1")
     monkeypatch.setenv(FAULT_ENV, f"{action}:2")
     peak, why = _run_try_in_child(RunConfig(device="cpu", mode="inference", batch_size=4, resolution=(65, 65)), steps=1)
     assert peak is None and why.startswith(expected), why
@@ -110,13 +114,48 @@ def test_a_try_that_fails_other_than_oom_does_not_fit_with_its_reason(monkeypatc
 def test_the_search_goes_on_past_a_non_oom_error(cli) -> None:
     # Batches above 2 raise a non-OOM error in their (fresh) process; only batch 2 runs for real.
     r = cli("max-batch", "--device", "cpu", "--mode", "inference", "--resolution", "65", "--memory-limit", "64GiB",
-            "--start", "2", "--max-batch", "16", "--steps", "1", env={FAULT_ENV: "raise:2"})
+            "--start", "2", "--max-batch", "16", "--steps", "1", env={ENABLE_ENV: "1", FAULT_ENV: "raise:2"})
     assert r.returncode == 0, r.stderr
     lines = r.stdout.splitlines()
     assert [ln.split(":")[0].split()[1] for ln in lines if ln.startswith("batch ")] == ["2", "4", "3"]
     assert re.search(r"batch +4: does not fit .* error: RuntimeError: test fault at batch 4: .*canUse32BitIndexMath", r.stdout)
     assert "largest batch that fits: 2 for inference-d2l-b2-65x65-fp32-cpu" in r.stdout
     assert "note: batch 3 failed for a reason other than memory" in r.stdout
+
+
+def _gone(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] in ("Z", "X")
+    except OSError:
+        return True
+
+
+def test_a_try_that_overruns_is_killed_with_its_child_and_does_not_fit(monkeypatch, tmp_path: Path) -> None:
+    from alexnet.config import RunConfig
+
+    pidfile = tmp_path / "try.pid"
+    monkeypatch.setenv("PYTHONPATH", str(REPO))
+    monkeypatch.setenv(ENABLE_ENV, "1")
+    monkeypatch.setenv(FAULT_ENV, "hang:2")  # the try sleeps, with a child in its process group
+    monkeypatch.setenv(PIDFILE_ENV, str(pidfile))
+    cfg = RunConfig(device="cpu", mode="inference", batch_size=4, resolution=(65, 65))
+    t0 = time.monotonic()
+    peak, why = _run_try_in_child(cfg, steps=1, timeout_s=20)  # room for the child's torch import
+    assert 20 <= time.monotonic() - t0 < 20 + 15
+    assert peak is None and why.startswith("timed out: still running after --try-timeout 20 s"), why
+    pids = [int(pidfile.read_text()), int(Path(str(pidfile) + ".child").read_text())]
+    deadline = time.monotonic() + 5
+    while not all(map(_gone, pids)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert all(map(_gone, pids)), "a process of the overrun try outlived it"
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "nan", "100000"])
+def test_a_bad_try_timeout_is_one_line_exit_2(cli, value: str) -> None:
+    r = cli("max-batch", "--device", "cpu", "--memory-limit", "1GiB", "--try-timeout", value)
+    assert r.returncode == 2 and r.stdout == ""
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and f"--try-timeout {value}" in lines[0] and "it must be > 0 and at most 86400 seconds" in lines[0], lines
 
 
 @pytest.mark.gpu

@@ -24,7 +24,9 @@ out of memory; any other error (a huge batch meets limits that are not memory: c
 passes 2^31 elements near batch 7700 at 224x224, where kernels refuse 32-bit indexing or cuDNN
 answers CUDNN_STATUS_NOT_SUPPORTED); a sticky CUDA error, reported as such (its process is
 discarded, and the next try is a fresh process anyway); a process killed by a signal (e.g. the
-kernel's out-of-memory killer). The GPU path is untested on GPU.
+kernel's out-of-memory killer); a try still running after ``--try-timeout`` seconds (default
+600), whose process and everything it started are then killed (`bench.workers.proc`). The GPU
+path is untested on GPU.
 """
 
 from __future__ import annotations
@@ -38,6 +40,11 @@ NAME = "max-batch"
 HELP = "find the largest batch that fits on the GPU (on CPU: within --memory-limit) by search"
 
 DEFAULT_MAX_BATCH = 65536
+# A try is a fresh interpreter importing torch (seconds), building the case and running
+# --steps steps; a compiled case (max-autotune) can take minutes to compile. Longer than that,
+# a try is stuck, not slow.
+DEFAULT_TRY_TIMEOUT_S = 600.0
+MAX_TRY_TIMEOUT_S = 86400.0
 _UNITS = {"": 1, "b": 1, "k": 1000, "kb": 1000, "m": 1000**2, "mb": 1000**2, "g": 1000**3, "gb": 1000**3,
           "kib": 1024, "mib": 1024**2, "gib": 1024**3, "tib": 1024**4, "t": 1000**4, "tb": 1000**4}
 _BYTES_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*$")
@@ -96,37 +103,13 @@ def search_max_batch(fits: Callable[[int], Try], *, start: int = 1, upper: int =
     return ok, tries
 
 
-# Test-only fault hook: ``ALEXNET_BENCH_TEST_MAX_BATCH_FAULT="ACTION:N"`` makes every try at a
-# batch above N fail in its child process before it runs anything: ``raise`` raises the
-# RuntimeError PyTorch gives for an int32 index overflow, ``fatal`` raises a sticky CUDA
-# error's message, ``kill`` makes the child SIGKILL itself. It exists so that the tests can
-# show, on a CPU, how the search treats a non-OOM error and a dead try; nothing sets it otherwise.
-FAULT_ENV = "ALEXNET_BENCH_TEST_MAX_BATCH_FAULT"
 _RESULT_TAG = "MAX_BATCH_RESULT "
 
 
-def _test_fault(batch: int) -> None:
-    import os
-    import signal
-
-    spec = os.environ.get(FAULT_ENV)
-    if not spec:
-        return
-    action, _, above = spec.partition(":")
-    if batch <= int(above):
-        return
-    if action == "raise":
-        raise RuntimeError(f"test fault at batch {batch}: Expected canUse32BitIndexMath(input) to be true, but got false")
-    if action == "fatal":
-        raise RuntimeError("test fault: CUDA error: an illegal memory access was encountered")
-    if action == "kill":
-        os.kill(os.getpid(), signal.SIGKILL)
-    raise ValueError(f"{FAULT_ENV}={spec!r} is not valid; use raise:N, fatal:N or kill:N")
-
-
-def make_try(cfg_base, *, steps: int, memory_limit: int | None) -> Callable[[int], Try]:
+def make_try(cfg_base, *, steps: int, memory_limit: int | None,
+             try_timeout_s: float = DEFAULT_TRY_TIMEOUT_S) -> Callable[[int], Try]:
     """A ``fits(batch)`` that runs ``steps`` real steps of ``cfg_base`` at that batch size,
-    each try in a fresh process (`_run_try_in_child`)."""
+    each try in a fresh process (`_run_try_in_child`) with ``try_timeout_s`` to finish."""
     last_ok: list[tuple[int, int]] = []  # (batch, peak) of the largest fitting try so far
 
     def fits(batch: int) -> Try:
@@ -140,7 +123,7 @@ def make_try(cfg_base, *, steps: int, memory_limit: int | None) -> Callable[[int
             if predicted > available:
                 return Try(batch, False, None, f"not run: about {predicted / 2**30:.1f} GiB predicted, "
                                                f"{available / 2**30:.1f} GiB available")
-        peak, why = _run_try_in_child(cfg, steps=steps)
+        peak, why = _run_try_in_child(cfg, steps=steps, timeout_s=try_timeout_s)
         if why:
             return Try(batch, False, None, why)
         if memory_limit is not None and peak is not None and peak > memory_limit:
@@ -167,12 +150,13 @@ def _child_main() -> None:
     import resource
     import sys
 
+    from bench.workers.faults import max_batch_fault
     from bench.workers.proc import classify_failure
 
     job = json.load(sys.stdin)
     out: dict = {"peak_bytes": None, "kind": "ok", "message": ""}
     try:
-        _test_fault(int(job["config"]["batch_size"]))
+        max_batch_fault(int(job["config"]["batch_size"]))  # test-only; nothing unless enabled
         from alexnet.config import RunConfig
         from alexnet.runtime import StepRunner, backend_switches, synchronize
 
@@ -196,34 +180,37 @@ def _child_main() -> None:
     print(_RESULT_TAG + json.dumps(out), flush=True)
 
 
-def _run_try_in_child(cfg, *, steps: int) -> tuple[int | None, str | None]:
-    """(peak bytes, None) of a fresh process running the steps, or (None, why it did not fit)."""
+def _run_try_in_child(cfg, *, steps: int, timeout_s: float = DEFAULT_TRY_TIMEOUT_S) -> tuple[int | None, str | None]:
+    """(peak bytes, None) of a fresh process running the steps, or (None, why it did not fit).
+
+    The process gets ``timeout_s`` seconds; past them it and everything it started are killed
+    (`bench.workers.proc.run_limited`) and the try does not fit, with that reason.
+    """
     import json
-    import signal
-    import subprocess
     import sys
 
-    proc = subprocess.run(
+    from bench.workers.proc import looks_like_oom, run_limited
+
+    done = run_limited(
         [sys.executable, "-c", "from bench.cli.commands.max_batch import _child_main; _child_main()"],
-        input=json.dumps({"config": cfg.flat(), "steps": steps}), capture_output=True, text=True,
+        timeout_s=timeout_s, input=json.dumps({"config": cfg.flat(), "steps": steps}), capture=True,
     )
+    if done.timed_out:
+        return None, (f"timed out: still running after --try-timeout {timeout_s:g} s; "
+                      "killed with every process it started")
+    stdout, stderr = done.stdout or "", done.stderr or ""
     result = None
-    for line in reversed(proc.stdout.splitlines()):
+    for line in reversed(stdout.splitlines()):
         if line.startswith(_RESULT_TAG):
             result = json.loads(line[len(_RESULT_TAG):])
             break
-    if proc.returncode < 0:
-        try:
-            name = signal.Signals(-proc.returncode).name
-        except ValueError:
-            name = f"signal {-proc.returncode}"
-        hint = " (the kernel's out-of-memory killer?)" if -proc.returncode == signal.SIGKILL else ""
-        return None, f"killed by {name}{hint}"
+    if done.returncode < 0:
+        return None, done.describe(oom_note=True)
     if result is None:
-        err = (proc.stderr.strip().splitlines() or [f"exit status {proc.returncode}"])[-1]
-        if any(m in err.lower() for m in ("out of memory", "can't allocate", "memoryerror")):
+        err = (stderr.strip().splitlines() or [done.describe()])[-1]
+        if looks_like_oom(err):
             return None, f"out of memory: {err[:160]}"
-        return None, f"error: the try's process ended with exit status {proc.returncode}: {err[:160]}"
+        return None, f"error: the try's process {done.describe()}: {err[:160]}"
     if result["kind"] == "ok":
         return int(result["peak_bytes"]), None
     what = {"oom": "out of memory", "fatal": "fatal CUDA error (its process is discarded)", "error": "error"}
@@ -242,6 +229,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--max-batch", type=int, default=DEFAULT_MAX_BATCH,
                    help=f"largest batch size tried (default {DEFAULT_MAX_BATCH})")
     g.add_argument("--steps", type=int, default=2, help="steps run per try (default 2: the second has gradients allocated)")
+    g.add_argument("--try-timeout", type=float, default=DEFAULT_TRY_TIMEOUT_S, metavar="S",
+                   help=f"seconds a try may take; past them its processes are killed and the batch does not fit "
+                        f"(default {DEFAULT_TRY_TIMEOUT_S:g}; a compiled case can take minutes)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -257,7 +247,10 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError("on CPU, --memory-limit is required (e.g. --memory-limit 8GiB)")
     if args.steps < 1:
         raise ValueError(f"--steps {args.steps} is not valid; it must be >= 1")
-    fits = make_try(cfg, steps=args.steps, memory_limit=limit)
+    if not 0 < args.try_timeout <= MAX_TRY_TIMEOUT_S:  # also refuses nan
+        raise ValueError(f"--try-timeout {args.try_timeout:g} is not valid; it must be > 0 and at most "
+                         f"{MAX_TRY_TIMEOUT_S:g} seconds")
+    fits = make_try(cfg, steps=args.steps, memory_limit=limit, try_timeout_s=args.try_timeout)
 
     def fits_and_print(batch: int) -> Try:  # each try takes seconds: show it as soon as it is done
         t = fits(batch)
