@@ -7,7 +7,9 @@ and 65x65 so they stay short on the 2-core CPU machine.
 from __future__ import annotations
 
 import json
+import os
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -17,9 +19,10 @@ import pytest
 import torch
 
 from bench.cli.commands import ddp as ddp_cmd
+from bench.ddp import launch as ddp_launch
 from alexnet.config import RunConfig
 from bench.ddp.rank import FAIL_RANK_ENV, busy_time, combine_telemetry, summarise
-from tests.conftest import run_cli
+from tests.conftest import REPO, run_cli
 
 SMALL = ["--device", "cpu", "--batch-size", "2", "--resolution", "65", "--steps", "3", "--warmup", "1", "--threads", "1"]
 # Generous: torchrun and two torch imports take tens of seconds on the shared 2-core machine.
@@ -194,8 +197,8 @@ def test_a_launch_that_overruns_is_stopped_with_its_detached_children(tmp_path):
         "time.sleep(600)\n"
     )
     t0 = time.monotonic()
-    with pytest.raises(ddp_cmd.RunFailed, match=r"did not finish within --timeout 8 s"):
-        ddp_cmd._launch([sys.executable, "-c", script], what="the test launch", env={}, timeout_s=8,
+    with pytest.raises(ddp_launch.RunFailed, match=r"did not finish within --timeout 8 s"):
+        ddp_launch.launch([sys.executable, "-c", script], what="the test launch", env={}, timeout_s=8,
                         log=tmp_path / "log", error_dir=tmp_path / "err", grace_s=1)
     assert time.monotonic() - t0 < 40
     child = int((tmp_path / "child.pid").read_text())
@@ -225,6 +228,39 @@ def test_bad_input_is_one_line_exit_2(args, needle, tmp_path, capsys):
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and needle in lines[0], lines
     assert _saved(tmp_path) == []
+
+
+def test_the_rank_parses_its_own_flags_without_the_cli():
+    code = (
+        "import sys\n"
+        "from bench.ddp.rank import _config, _parse\n"
+        "cfg = _config(_parse(['--device', 'cpu', '--batch-size', '4', '--resolution', '96', '--amp', 'bf16', "
+        "'--channels-last', '--steps', '3']))\n"
+        "print(cfg.flat()['batch_size'], cfg.resolution, cfg.amp, cfg.channels_last, cfg.tf32, cfg.world_size)\n"
+        "print(sorted(m for m in sys.modules if m == 'bench.cli' or m.startswith('bench.cli.')))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "WORLD_SIZE"}
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120, env=env)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines() == ["4 (96, 96) bf16 True False 1", "[]"]
+    # A bad value is RunConfig's own error, naming the valid ones.
+    with pytest.raises(ValueError, match="amp 'fp8' is not valid"):
+        from bench.ddp.rank import _config, _parse
+
+        _config(_parse(["--device", "cpu", "--amp", "fp8"]))
+
+
+def test_the_launch_plan_runs_the_ranks_first_then_the_baseline(tmp_path):
+    base = RunConfig(device="cpu", resolution=65)
+    cfg = base.replace(world_size=2, dist_backend="gloo")
+    ddp, baseline = ddp_launch.plan(base, cfg)
+    assert (ddp.key, baseline.key) == ("ddp", "baseline")
+    cmd = ddp.command(["--steps", "3"])
+    assert cmd[1:3] == ["-m", "torch.distributed.run"] and cmd[cmd.index("--nproc-per-node") + 1] == "2"
+    assert cmd[-3:] == ["bench.ddp.rank", "--steps", "3"]
+    assert baseline.command(["--steps", "3"]) == [sys.executable, "-m", "bench.ddp.rank", "--steps", "3"]
+    env = ddp_launch.child_env(3, gloo=True)
+    assert env["OMP_NUM_THREADS"] == "3" and env["PYTHONPATH"].split(os.pathsep)[0] == str(REPO)
 
 
 def test_config_world_size_and_backend_are_validated_and_in_the_case_id():

@@ -3,7 +3,8 @@
 - `alexnet/` (the subject) imports nothing of ours;
 - `runrecord/` (the run record) imports no torch and nothing of ours but itself;
 - `reports/` (the readers) imports only the run record of ours, and no torch;
-- the instruments (`bench/instruments/`) never import the command line (`bench.cli`);
+- the instruments (`bench/instruments/`) never import the command line (`bench.cli`), nor does
+  the data-parallel launcher and rank worker (`bench/ddp/`);
 - the subcommands (`bench/cli/commands/`) never import the CLI's entry module (`bench.cli`),
   which imports them; their usage error is `bench.cli.errors.UsageError`;
 - the coordinator side of the worker machinery (`bench/workers/launcher.py`,
@@ -70,6 +71,8 @@ def layout_violations(repo: Path) -> list[str]:
           lambda m: _root(m) in {"torch", "torchvision", "alexnet", "bench"})
     check(py("bench/instruments"), "instruments never import the CLI", lambda m: m == "bench.cli" or m.startswith("bench.cli."))
     check(py("bench/cli/commands"), "commands never import the CLI's entry module", lambda m: m == "bench.cli")
+    check(py("bench/ddp"), "the data-parallel launcher and rank never import the CLI",
+          lambda m: m == "bench.cli" or m.startswith("bench.cli."))
     check([repo / f for f in COORDINATOR if (repo / f).exists()], "the coordinator side imports no torch",
           lambda m: _root(m) in {"torch", "torchvision", "alexnet"})
     for p in py("bench/workers"):
@@ -105,6 +108,8 @@ def _copy(tmp_path: Path) -> Path:
     ("reports/html.py", "import torch", "the readers import only the run record"),
     ("bench/instruments/timing.py", "from bench.cli import UsageError", "instruments never import the CLI"),
     ("bench/cli/commands/report.py", "def f():\n    from bench.cli import UsageError", "commands never import the CLI's entry module"),
+    ("bench/ddp/rank.py", "def f():\n    from bench.cli.commands.options import add_config_options",
+     "the data-parallel launcher and rank never import the CLI"),
     ("bench/workers/launcher.py", "def f():\n    import torch", "the coordinator side imports no torch"),
     ("bench/workers/worker.py", "import torch", "only the zygote preloads torch"),
 ])

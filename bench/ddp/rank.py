@@ -443,9 +443,37 @@ def format_summary(fig: dict[str, Any], *, batch_size: int) -> list[str]:
     return lines
 
 
-def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
-    from bench.cli.commands.options import add_config_options
+# The run-configuration flags a rank takes when started by hand (docs/ddp.md): `RunConfig`'s step
+# fields, as ``alexnet-bench`` spells them. Its own parser, so a rank imports nothing of the CLI.
+_CONFIG_VALUES = (("mode", str), ("variant", str), ("batch_size", int), ("resolution", str), ("device", str),
+                  ("amp", str), ("compile", str))
+_CONFIG_SWITCHES = ("channels_last", "cudnn_benchmark", "deterministic", "tf32")
 
+
+def _add_config_flags(p: argparse.ArgumentParser) -> None:
+    import dataclasses
+
+    from alexnet.config import AMP_MODES, COMPILE_MODES, MODES, VARIANTS
+
+    defaults = {f.name: f.default for f in dataclasses.fields(RunConfig)}
+    choices = {"mode": MODES, "variant": VARIANTS, "amp": AMP_MODES, "compile": COMPILE_MODES}
+    g = p.add_argument_group("run configuration (without --config; validated by RunConfig)")
+    for name, kind in _CONFIG_VALUES:
+        default = defaults[name]
+        shown = "x".join(map(str, default)) if isinstance(default, tuple) else default
+        what = " | ".join(choices[name]) + ", " if name in choices else ""
+        g.add_argument("--" + name.replace("_", "-"), type=kind, default=None, help=f"{what}default {shown}")
+    for name in _CONFIG_SWITCHES:
+        g.add_argument("--" + name.replace("_", "-"), action="store_true", default=None, help=f"RunConfig.{name} = True")
+
+
+def _config_from_flags(args: argparse.Namespace) -> RunConfig:
+    given = {name: getattr(args, name) for name, _ in _CONFIG_VALUES if getattr(args, name) is not None}
+    given.update({name: True for name in _CONFIG_SWITCHES if getattr(args, name)})
+    return RunConfig(**given)
+
+
+def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         prog="python -m bench.ddp.rank",
         description="One rank of the data-parallel benchmark; start it with torchrun (see docs/ddp.md). "
@@ -460,18 +488,16 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--timeout", type=float, default=600.0, help="process-group timeout in seconds (default 600)")
     p.add_argument("--result", default=None, help="JSON file rank 0 writes with every rank's raw timings")
     p.add_argument("--error-dir", default=None, help="folder where a failing rank writes rank<R>.error (one line)")
-    add_config_options(p)
+    _add_config_flags(p)
     return p.parse_args(argv)
 
 
 def _config(args: argparse.Namespace) -> RunConfig:
     if args.config is not None:
         return RunConfig.from_flat(json.loads(args.config))
-    from bench.cli.commands.options import config_from_args
-
+    cfg = _config_from_flags(args)
     if "WORLD_SIZE" not in os.environ:  # a plain process: the 1-process baseline
-        return config_from_args(args)
-    cfg = config_from_args(args)
+        return cfg
     return cfg.replace(world_size=int(os.environ["WORLD_SIZE"]), dist_backend="nccl" if cfg.is_cuda else "gloo")
 
 

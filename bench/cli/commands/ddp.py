@@ -9,24 +9,21 @@ the step, and saves both cases as one pytest-benchmark run (docs/saved-run-forma
 A rank that fails makes the command exit 1 with the failing rank's error; a run that does
 not finish within ``--timeout`` is stopped (torchrun first, then any worker left) and the
 command exits 1. torchrun and DDP do all the launching and communicating: nothing here
-replaces them.
+replaces them. This module parses, prints and saves; the launches and their stopping are
+`bench.ddp.launch`'s.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import re
-import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import time
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from bench.cli.commands.options import add_config_options, config_from_args
 from alexnet.config import RunConfig
@@ -34,7 +31,7 @@ from alexnet.config import RunConfig
 NAME = "ddp"
 HELP = "data-parallel scaling with torchrun + DistributedDataParallel (nccl on GPU, gloo on CPU)"
 
-__all__ = ["NAME", "HELP", "add_arguments", "run", "torchrun_command", "save_run"]
+__all__ = ["NAME", "HELP", "add_arguments", "run", "save_run"]
 
 DEFAULT_STEPS = 20
 DEFAULT_WARMUP = 2
@@ -44,13 +41,7 @@ MIN_ROUNDS = 10
 # IQR/median above this gets a warning instead of a falsely precise figure (the suite's
 # runrecord.samples.NOISY_REL_IQR).
 NOISY_IQR = 0.10
-# After SIGTERM, torchrun takes up to 30 s to stop its workers; then they are killed.
-TERMINATE_GRACE_S = 35.0
 _SAVE_NAME_RE = re.compile(r"^[A-Za-z0-9_.-]+$")
-
-
-class RunFailed(RuntimeError):
-    """A launched process failed or timed out; the message names which and why."""
 
 
 # --- arguments ------------------------------------------------------------------------------
@@ -115,116 +106,6 @@ def _validate(args: argparse.Namespace) -> tuple[RunConfig, RunConfig, int]:
             )
     backend = "nccl" if base.is_cuda else "gloo"
     return base, base.replace(world_size=args.nproc, dist_backend=backend), threads
-
-
-# --- launching ------------------------------------------------------------------------------
-
-
-def _free_port() -> int:
-    # Asked of the OS on loopback; torchrun's store binds it a moment later.
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _worker_args(cfg: RunConfig, *, steps: int, warmup: int, threads: int, timeout_s: float, result: Path, error_dir: Path) -> list[str]:
-    return [
-        "--config", json.dumps(cfg.flat()), "--steps", str(steps), "--warmup", str(warmup),
-        "--threads", str(threads), "--timeout", f"{timeout_s:g}", "--result", str(result), "--error-dir", str(error_dir),
-    ]
-
-
-def torchrun_command(nproc: int, worker_args: Sequence[str], *, port: int) -> list[str]:
-    """The single-node torchrun command line (loopback rendezvous) for the worker module."""
-    return [
-        sys.executable, "-m", "torch.distributed.run",
-        "--nnodes", "1", "--nproc-per-node", str(nproc),
-        "--master-addr", "127.0.0.1", "--master-port", str(port),
-        "-m", "bench.ddp.rank", *worker_args,
-    ]
-
-
-def _child_env(threads: int, *, gloo: bool) -> dict[str, str]:
-    env = dict(os.environ)
-    # torchrun sets OMP_NUM_THREADS=1 per rank when N > 1 unless it is already set: set it
-    # for both launches so the baseline gets exactly what each rank gets.
-    env["OMP_NUM_THREADS"] = str(threads)
-    # Every rank samples its own GPU with NVML: number GPUs the same way in torch and NVML
-    # (docs/measurement-notes.md, "NVML"), unless the user chose an order (the sampler matches GPUs by UUID anyway).
-    env.setdefault("CUDA_DEVICE_ORDER", "PCI_BUS_ID")
-    package_root = str(Path(__file__).resolve().parents[3])
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
-    if gloo and "GLOO_SOCKET_IFNAME" not in env and Path("/sys/class/net/lo").exists():
-        env["GLOO_SOCKET_IFNAME"] = "lo"  # single machine: keep gloo's traffic on loopback
-    return env
-
-
-def _stop(proc: subprocess.Popen, *, grace_s: float = TERMINATE_GRACE_S) -> None:
-    """Stop a launch that overran: SIGTERM torchrun (it stops its workers), then SIGKILL what is left.
-
-    torchrun starts each worker in a session of its own, so killing torchrun's process group
-    would miss them; they are found as its child processes instead and killed by pid.
-    """
-    import psutil
-
-    def family() -> list[psutil.Process]:
-        try:
-            root = psutil.Process(proc.pid)
-            return [root, *root.children(recursive=True)]
-        except psutil.NoSuchProcess:
-            return []
-
-    started = family()
-    proc.send_signal(signal.SIGTERM)
-    _, alive = psutil.wait_procs(started, timeout=grace_s)
-    # Look again: a worker may have started during the grace period.
-    left = {p.pid: p for p in [*alive, *family()] if p.is_running()}
-    for p in left.values():  # by pid: only the processes this launch started
-        try:
-            p.kill()
-        except psutil.NoSuchProcess:
-            pass
-    proc.wait()
-    psutil.wait_procs(list(left.values()), timeout=grace_s)
-
-
-def _launch(
-    cmd: list[str], *, what: str, env: dict[str, str], timeout_s: float, log: Path, error_dir: Path,
-    grace_s: float = TERMINATE_GRACE_S,
-) -> None:
-    """Run one launch to completion; RunFailed (naming the failing rank when known) otherwise."""
-    error_dir.mkdir(parents=True, exist_ok=True)
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-        try:
-            rc = proc.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            _stop(proc, grace_s=grace_s)
-            raise RunFailed(f"{what} did not finish within --timeout {timeout_s:g} s and was stopped") from None
-        except BaseException:  # Ctrl-C: leave no rank behind
-            _stop(proc, grace_s=grace_s)
-            raise
-    if rc != 0:
-        raise RunFailed(f"{what} failed (exit status {rc}): {_root_cause(error_dir, log)}")
-
-
-def _root_cause(error_dir: Path, log: Path) -> str:
-    """The first rank's error line (by time written), else the log's last line."""
-    errors = sorted(error_dir.glob("rank*.error"), key=lambda p: p.stat().st_mtime)
-    if errors:
-        first = errors[0]
-        line = f"{first.stem.replace('rank', 'rank ')}: {first.read_text().strip()}"
-        others = [e.stem.replace("rank", "") for e in errors[1:]]
-        return line + (f" (rank(s) {', '.join(others)} failed too)" if others else "")
-    tail = [ln for ln in log.read_text(errors="replace").splitlines() if ln.strip()]
-    return tail[-1].strip() if tail else "no output"
-
-
-def _log_tail(log: Path, lines: int = 15) -> str:
-    try:
-        return "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return ""
 
 
 # --- figures --------------------------------------------------------------------------------
@@ -403,32 +284,21 @@ def run(args: argparse.Namespace) -> int:
     steps, warmup, timeout = args.steps, args.warmup, args.timeout
     from alexnet.flops import flops_per_image
 
+    from bench.ddp.launch import RunFailed, plan, run_launch
+
     with tempfile.TemporaryDirectory(prefix="alexnet-ddp-") as tmp:
-        tmpdir = Path(tmp)
         results = {}
-        # The N-process run first: a failing rank then fails the command without a wasted baseline.
-        launches = [
-            ("ddp", f"the {cfg.world_size}-process torchrun run", cfg,
-             lambda wa: torchrun_command(cfg.world_size, wa, port=_free_port())),
-            ("baseline", "the 1-process baseline", base_cfg,
-             lambda wa: [sys.executable, "-m", "bench.ddp.rank", *wa]),
-        ]
-        for key, what, run_cfg, make_cmd in launches:
-            print(f"running {what} ...", flush=True)
-            result_path, error_dir, log = tmpdir / f"{key}.json", tmpdir / f"{key}-errors", tmpdir / f"{key}.log"
-            wa = _worker_args(run_cfg, steps=steps, warmup=warmup, threads=threads, timeout_s=timeout,
-                              result=result_path, error_dir=error_dir)
+        for launch in plan(base_cfg, cfg):
+            print(f"running {launch.what} ...", flush=True)
             t0 = time.perf_counter()
             try:
-                _launch(make_cmd(wa), what=what, env=_child_env(threads, gloo=run_cfg.dist_backend == "gloo"),
-                        timeout_s=timeout, log=log, error_dir=error_dir)
+                results[launch.key] = run_launch(launch, steps=steps, warmup=warmup, threads=threads, timeout_s=timeout,
+                                                 workdir=Path(tmp))
             except RunFailed as exc:
-                tail = _log_tail(log)
-                if tail:
-                    print(f"--- last lines of {what}'s output ---\n{tail}\n---", file=sys.stderr)
+                if exc.log_tail:
+                    print(f"--- last lines of {launch.what}'s output ---\n{exc.log_tail}\n---", file=sys.stderr)
                 print(f"alexnet-bench ddp: error: {exc}", file=sys.stderr)
                 return 1
-            results[key] = json.loads(result_path.read_text())
             print(f"  done in {time.perf_counter() - t0:.1f} s", flush=True)
 
     from bench.ddp.rank import summarise
