@@ -12,12 +12,11 @@ from __future__ import annotations
 import pytest
 
 from alexnet.config import RunConfig
-from bench.suite.presets import loop_case_id
 from bench.suite.runner import replay_clock, run_case
+from bench.workloads.workload import LoopWorkload
 
 
 @pytest.mark.benchmark(timer=replay_clock)
 def test_loop(benchmark, loop_case: RunConfig, bench_session, request) -> None:
     benchmark.group = f"loop-{loop_case.device}"
-    run_case(benchmark, loop_case, case_id=loop_case_id(loop_case), kind="loop", bench_session=bench_session,
-             node=request.node)
+    run_case(benchmark, loop_case, workload=LoopWorkload, bench_session=bench_session, node=request.node)

@@ -12,9 +12,10 @@ import pytest
 
 from alexnet.config import RunConfig
 from bench.suite.runner import replay_clock, run_case
+from bench.workloads.workload import StepWorkload
 
 
 @pytest.mark.benchmark(timer=replay_clock)
 def test_step(benchmark, case: RunConfig, bench_session, request) -> None:
     benchmark.group = f"{case.mode}-{case.device}"
-    run_case(benchmark, case, case_id=case.case_id(), kind="step", bench_session=bench_session, node=request.node)
+    run_case(benchmark, case, workload=StepWorkload, bench_session=bench_session, node=request.node)

@@ -214,6 +214,7 @@ def save_side_run(*, storage: Path, name: str, side: DuetSide, config: dict[str,
 
     from runrecord.samples import benchmark_stats, summarize
     from runrecord.schema import SCHEMA_VERSION, Case, Duet, Isolation, RunRecord, Section
+    from bench.workloads.workload import SubjectWorkload
     from runrecord.store import RunStore
 
     data = session.samples[side.name]
@@ -240,7 +241,7 @@ def save_side_run(*, storage: Path, name: str, side: DuetSide, config: dict[str,
         extra_info={
             "config": config,
             "case_id": case_id,
-            "kind": "step",
+            "kind": SubjectWorkload.kind,
             "step_time_s": summarize(data).median,
             "rounds": len(data),
             "cold_step_s": session.cold_s[side.name],

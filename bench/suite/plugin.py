@@ -27,6 +27,7 @@ import pytest
 from alexnet.config import RunConfig
 from bench.suite.presets import (AXES, PIPELINE_VALUES, PRESETS, build_cases, build_loop_cases, default_preset,
                            loop_case_id, parse_axis)
+from bench.workloads.workload import LoopWorkload, StepWorkload
 from runrecord.schema import SCHEMA_VERSION, SECTION, Failure, Section, Skip, suite_machine_info
 DEFAULT_TELEMETRY_INTERVAL_S = 0.1
 
@@ -220,9 +221,9 @@ def pytest_collection_finish(session: pytest.Session) -> None:
         cfg = params.get("case") or params.get("loop_case")
         if cfg is None:
             continue
-        kind = "step" if "case" in params else "loop"
-        case_id = cfg.case_id() if kind == "step" else loop_case_id(cfg)
-        rows.append({"nodeid": item.nodeid, "case_id": case_id, "kind": kind, "config": cfg.flat()})
+        workload = StepWorkload if "case" in params else LoopWorkload
+        rows.append({"nodeid": item.nodeid, "case_id": workload.case_id(cfg), "kind": workload.kind,
+                     "config": cfg.flat()})
     with open(path, "w", encoding="utf-8") as fh:
         json.dump(rows, fh)
 

@@ -37,6 +37,7 @@ import pytest
 
 from alexnet.config import RunConfig
 from bench.workers.launcher import WorkerDied, WorkerError, ZygotePool
+from bench.workloads.workload import Workload
 from runrecord.schema import Failure
 
 __all__ = ["MAX_CONSECUTIVE_DEATHS", "CaseRunner", "replay_clock", "replay_rounds"]
@@ -177,7 +178,8 @@ class CaseRunner:
         return self._calibrations
 
     # --- one case -----------------------------------------------------------------------
-    def measure(self, cfg: RunConfig, *, case_id: str, kind: str, options: dict[str, Any], rounds: int) -> dict[str, Any]:
+    def measure(self, cfg: RunConfig, *, case_id: str, workload: type[Workload], options: dict[str, Any],
+                rounds: int) -> dict[str, Any]:
         """Build, time and finish one case in a fresh worker; returns samples, extra_info, isolation.
 
         Raises `WorkerError` (the worker reported an exception: oom, unsupported, fatal, error)
@@ -186,7 +188,7 @@ class CaseRunner:
         cache_root = tempfile.mkdtemp(prefix="case-", dir=self._tmp)
         w = self.worker(tag=case_id, env=case_env(cfg, cache_root))
         try:
-            built = w.request("build", config=cfg.flat(), options={**options, "case_id": case_id, "kind": kind,
+            built = w.request("build", config=cfg.flat(), options={**options, "case_id": case_id, "kind": workload.kind,
                                                                    "own_pids": self.own_pids()})
             timed = w.request("rounds", n=rounds, pace=True)
             window = None
@@ -235,7 +237,8 @@ class CaseRunner:
         shutil.rmtree(self._tmp, ignore_errors=True)
 
 
-def run_case(benchmark: Any, cfg: RunConfig, *, case_id: str, kind: str, bench_session: Any, node: Any) -> None:
+def run_case(benchmark: Any, cfg: RunConfig, *, workload: type[Workload], bench_session: Any, node: Any,
+             case_id: str | None = None) -> None:
     """One case of the matrix, the way the sweep needs it (test_matrix.py, test_loop.py).
 
     - unsupported here: skipped with its reason, recorded in ``alexnet.skipped``;
@@ -244,9 +247,12 @@ def run_case(benchmark: Any, cfg: RunConfig, *, case_id: str, kind: str, bench_s
       ``alexnet.failed``, the case fails, the sweep goes on with a fresh worker, and stops
       after `MAX_CONSECUTIVE_DEATHS` in a row;
     - any other exception in the worker: the case fails with the worker's traceback.
+
+    ``workload`` is what the case times (`bench.workloads.workload`); ``case_id`` defaults to its id.
     """
     from alexnet.runtime import unsupported_reason
 
+    case_id = case_id or workload.case_id(cfg)
     runner: CaseRunner = bench_session.runner
     facts = runner.probe()["cuda"] if cfg.is_cuda else None
     reason = unsupported_reason(cfg, allow_emulated_bf16=bench_session.allow_emulated_bf16, cuda_facts=facts)
@@ -260,11 +266,11 @@ def run_case(benchmark: Any, cfg: RunConfig, *, case_id: str, kind: str, bench_s
         runner.calibration(cfg.device)  # run-level record of the device's speed today
     cpu_cal = runner.calibration("cpu") if not cfg.is_cuda else None
     options = {"warmup": bench_session.warmup, "telemetry_interval_s": bench_session.telemetry_interval_s,
-               "profile_layers": bench_session.profile_layers and kind == "step",
+               "profile_layers": bench_session.profile_layers and workload.profiles_layers,
                "allow_emulated_bf16": bench_session.allow_emulated_bf16, "cpu_calibration": cpu_cal,
                "gpu_name": gpu_name}
     try:
-        out = runner.measure(cfg, case_id=case_id, kind=kind, options=options, rounds=bench_session.rounds)
+        out = runner.measure(cfg, case_id=case_id, workload=workload, options=options, rounds=bench_session.rounds)
     except WorkerDied as exc:
         benchmark.has_error = True
         runner.consecutive_deaths += 1

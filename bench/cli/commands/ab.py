@@ -300,8 +300,11 @@ def _duet_flow(args: argparse.Namespace, *, trees: dict[str, Path], refs: dict[s
     notes: list[str] = []
     base_runs: list[Path] = []
     head_runs: list[Path] = []
-    step_cases = [c for c in cases if c["kind"] == "step"]
-    loop_cases = [c for c in cases if c["kind"] == "loop"]
+    # The dumped kind strings (bench.suite.plugin), as types, once.
+    from bench.workloads.workload import LoopWorkload, StepWorkload, workload_for
+
+    step_cases = [c for c in cases if workload_for(c["kind"]) is StepWorkload]
+    loop_cases = [c for c in cases if workload_for(c["kind"]) is LoopWorkload]
     t_all = time.monotonic()
     launchers = Launchers(sides, tmp, sessions_per_launcher=SESSIONS_PER_LAUNCHER)
     for k, case in enumerate(step_cases, 1):
