@@ -120,7 +120,7 @@ def test_run_limited_kills_a_child_that_overruns_with_its_tree(tmp_path: Path, b
     done = P.run_limited([PY, "-c", _family_script(pidfile)], timeout_s=3, capture=True)
     took = time.monotonic() - t0
     assert done.timed_out and 3 <= took < 3 + 10, took
-    assert done.returncode == -signal.SIGKILL
+    assert done.returncode == -signal.SIGKILL and done.signal == signal.SIGKILL
     assert "ran past its time limit" in done.describe()
     for pid in map(int, pidfile.read_text().split()):
         assert _wait_gone(pid), f"process {pid} outlived its time limit ({backend})"
@@ -129,7 +129,7 @@ def test_run_limited_kills_a_child_that_overruns_with_its_tree(tmp_path: Path, b
 def test_run_limited_returns_output_and_status_within_the_limit(tmp_path: Path) -> None:
     code = "import sys; data = sys.stdin.read(); print(data.upper()); print('err', file=sys.stderr); sys.exit(4)"
     done = P.run_limited([PY, "-c", code], timeout_s=60, input="hello", capture=True)
-    assert not done.timed_out and done.returncode == 4
+    assert not done.timed_out and done.returncode == 4 and done.signal is None
     assert done.stdout.strip() == "HELLO" and done.stderr.strip() == "err"
     assert done.describe() == "ended with exit status 4"
     with open(tmp_path / "log", "w") as fh:

@@ -302,6 +302,11 @@ class Finished:
     stdout: str | None = None
     stderr: str | None = None
 
+    @property
+    def signal(self) -> int | None:
+        """The signal that ended the child (``returncode`` -N), or None."""
+        return -self.returncode if self.returncode < 0 else None
+
     def describe(self, *, oom_note: bool = False) -> str:
         if self.timed_out:
             return f"ran past its time limit and was killed after {self.seconds:.0f} s"

@@ -204,7 +204,7 @@ def _run_try_in_child(cfg, *, steps: int, timeout_s: float = DEFAULT_TRY_TIMEOUT
         if line.startswith(_RESULT_TAG):
             result = json.loads(line[len(_RESULT_TAG):])
             break
-    if done.returncode < 0:
+    if done.signal:
         return None, done.describe(oom_note=True)
     if result is None:
         err = (stderr.strip().splitlines() or [done.describe()])[-1]
