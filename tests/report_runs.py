@@ -1,8 +1,7 @@
-"""Saved runs for the report tests: one small REAL run, and hand-built synthetic ones.
+"""Saved runs for the report tests: hand-built synthetic ones.
 
-The real run is made once per test process (both report test files share it): it runs the
-suite's ``tiny`` preset through pytest-benchmark exactly as a user would, into a private
-storage folder.
+The real run the report and history tests read is the session's shared run of the suite's
+``tiny`` preset (``shared_tiny_run`` in tests/conftest.py), made exactly as a user runs it.
 Synthetic runs are labelled as such (machine_info.hostname = "synthetic") and are used only
 to test the logic that a tiny run cannot reach (compile x AMP sweeps, per-layer rows, loops).
 """
@@ -10,30 +9,9 @@ to test the logic that a tiny run cannot reach (compile x AMP sweeps, per-layer 
 from __future__ import annotations
 
 import copy
-import functools
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
-
-from tests.conftest import REPO
-
-TINY_TIMEOUT_S = 300  # the preset takes well under 30 s idle; the shared 2-core machine is slower
-
-
-@functools.lru_cache(maxsize=None)
-def tiny_run(base: Path) -> Path:
-    """Run ``pytest bench/ --preset tiny`` once into ``base/storage``; return the saved JSON file."""
-    storage = base / "storage"
-    cmd = [sys.executable, "-m", "pytest", "bench/", "-q", "-p", "no:cacheprovider", "--preset", "tiny",
-           "--benchmark-save=tiny", f"--benchmark-storage=file://{storage}"]
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    r = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=TINY_TIMEOUT_S, env=env)
-    saved = sorted(storage.glob("*/*.json"))
-    assert r.returncode == 0 and len(saved) == 1, f"tiny run failed ({r.returncode}): {r.stdout[-2000:]}{r.stderr[-2000:]}"
-    return saved[0]
 
 
 def _case(cfg: dict[str, Any], images_per_s: float, *, rounds: int = 10, extra: dict | None = None) -> dict:

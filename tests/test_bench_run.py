@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import statistics
 import os
 import subprocess
@@ -32,14 +31,13 @@ def _pytest_bench(*args: str, storage: Path) -> subprocess.CompletedProcess:
 
 
 @pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[subprocess.CompletedProcess, Path, dict]:
-    storage = tmp_path_factory.mktemp("benchmarks")
-    # fp16 on CPU is unsupported: those 3 cases must be skipped with a reason and recorded.
-    proc = _pytest_bench("--preset", "tiny", "--amp", "off,fp16", "--benchmark-save=smoke", storage=storage)
-    files = sorted(storage.glob("*/0001_smoke.json"))
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    assert len(files) == 1, f"expected STORAGE/<machine>/0001_smoke.json, found {list(storage.rglob('*'))}"
-    return proc, storage, json.loads(files[0].read_text())
+def tiny_run(shared_tiny_run) -> tuple[subprocess.CompletedProcess, Path, dict]:
+    """The session's shared run (tests/conftest.py): ``--preset tiny --amp off,fp16``, saved as ``tiny``.
+
+    fp16 on CPU is unsupported: those 3 cases must be skipped with a reason and recorded."""
+    files = sorted(shared_tiny_run.storage.glob("*/0001_tiny.json"))
+    assert files == [shared_tiny_run.path], f"expected STORAGE/<machine>/0001_tiny.json, found {list(shared_tiny_run.storage.rglob('*'))}"
+    return shared_tiny_run.proc, shared_tiny_run.storage, shared_tiny_run.doc()
 
 
 def test_run_saves_samples_and_documented_extra_info(tiny_run) -> None:
@@ -92,7 +90,7 @@ def test_pytest_benchmark_reads_the_saved_run(tiny_run) -> None:
     _, storage, _ = tiny_run
     cli = Path(sys.executable).with_name("pytest-benchmark")
     listed = subprocess.run([str(cli), "--storage", f"file://{storage}", "list"], capture_output=True, text=True)
-    assert listed.returncode == 0 and "0001_smoke.json" in listed.stdout
+    assert listed.returncode == 0 and "0001_tiny.json" in listed.stdout
     compared = subprocess.run([str(cli), "--storage", f"file://{storage}", "compare", "0001"],
                               capture_output=True, text=True)
     assert compared.returncode == 0, compared.stderr

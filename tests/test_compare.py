@@ -1,7 +1,8 @@
 """`alexnet-bench compare` as CI meets it: exit 0/1/2, the case named, outputs, env refusal.
 
-Two real runs of the suite's `tiny` preset are made once for this module (real noise from this
-machine); planted slowdowns multiply their real samples. Pure-statistics tests on made-up
+Two real runs of the suite's `tiny` preset (real noise from this machine): the session's shared
+run (tests/conftest.py) and one more made the same way for this module; planted slowdowns
+multiply their real samples. Pure-statistics tests on made-up
 numbers say so in their names (``synthetic``).
 """
 
@@ -10,7 +11,6 @@ from __future__ import annotations
 import json
 import math
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +20,7 @@ from bench.cli import main
 from runrecord.samples import paced_samples
 from reports.compare import DUET_THRESHOLD, QUIET_DRIFT_SD, compare_runs, round_spread, paired_estimate, runs_estimate, single_run_estimate
 from reports.load import load_run
-from tests.conftest import REPO, run_cli
+from tests.conftest import SHARED_RUN_ARGS, run_cli, save_run
 
 # IQR/median of a run's rounds up to which one run pair can resolve a 15% change against a
 # quiet machine's drift floor (QUIET_DRIFT_SD 4.5%): with 10 rounds at 5% the combined sd is
@@ -30,23 +30,11 @@ from tests.conftest import REPO, run_cli
 MAX_SPREAD = 0.05
 
 
-def save_tiny_run(storage: Path, name: str) -> Path:
-    """One real run of the tiny preset (its two inference cases) into ``storage``; returns the saved file."""
-    before = set(storage.glob("*/*.json"))
-    proc = subprocess.run(
-        [sys.executable, "-m", "pytest", "bench/", "-p", "no:cacheprovider", "-q", "--preset", "tiny", "-k", "inference",
-         f"--benchmark-save={name}", f"--benchmark-storage=file://{storage}"],
-        cwd=REPO, capture_output=True, text=True, timeout=300,
-    )
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    (new,) = set(storage.glob("*/*.json")) - before
-    return new
-
-
 @pytest.fixture(scope="module")
-def real_runs(tmp_path_factory) -> tuple[Path, Path]:
-    storage = tmp_path_factory.mktemp("storage")
-    return save_tiny_run(storage, "aa1"), save_tiny_run(storage, "aa2")
+def real_runs(shared_tiny_run, tmp_path_factory) -> tuple[Path, Path]:
+    """Two real runs of the same code with the same cases: the shared run, and a second one."""
+    second = save_run(tmp_path_factory.mktemp("storage"), "aa2", *SHARED_RUN_ARGS)
+    return shared_tiny_run.path, second.path
 
 
 def planted(src: Path, dst: Path, *, factor: float, case: int | None = 0, memory: float = 1.0) -> str:

@@ -1,7 +1,7 @@
 """`alexnet-bench history`: series across commits, change points, the page, and nightly-CI behaviour.
 
-The acceptance tests build a series from a REAL saved run of the tiny preset (made once per test
-process, shared with the report tests, tests/report_runs.py): each point is a copy of it with a
+The acceptance tests build a series from a REAL saved run of the tiny preset (the session's shared
+run, ``shared_tiny_run`` in tests/conftest.py): each point is a copy of it with a
 fake commit (``commit_info`` id and time), its rounds multiplied by a per-run factor from a fixed
 seed (heavy-tailed: Student t with 3 degrees of freedom, log sd about 0.03), and a planted x1.3
 in the later points' rounds. The pace samples are left as saved, so paced rounds carry the step.
@@ -32,7 +32,6 @@ from reports.history_accept import read_acceptances
 from reports.history_detect import (MIN_SEGMENT, RowL1Cost, bootstrap_ratio, detect, fails, find_creep, noise_sigma,
                                     segment)
 from tests.conftest import REPO, run_cli
-from tests.report_runs import tiny_run
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 HOSTILE = "<script>alert(1)</script>"
@@ -48,8 +47,8 @@ T0 = 1_780_000_000  # commit times: one day apart from here (2026-05-28)
 
 
 @pytest.fixture(scope="session")
-def real_run(tmp_path_factory) -> Path:
-    return tiny_run(tmp_path_factory.getbasetemp() / "tiny-run")
+def real_run(shared_tiny_run) -> Path:
+    return shared_tiny_run.path
 
 
 def fake_commit(i: int, salt: str = "") -> str:

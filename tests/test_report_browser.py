@@ -21,7 +21,6 @@ import pytest
 
 from reports.html import build_report
 from reports.load import load_run
-from tests.report_runs import tiny_run
 
 pytestmark = pytest.mark.browser
 
@@ -141,8 +140,8 @@ def screenshot_and_check_offline(browser, session, tmp_path: Path, name: str) ->
     return screenshot
 
 
-def test_report_renders_in_chromium_with_every_image_and_no_errors(browser, tmp_path, tmp_path_factory):
-    run = load_run(tiny_run(tmp_path_factory.getbasetemp() / "tiny-run"))
+def test_report_renders_in_chromium_with_every_image_and_no_errors(browser, tmp_path, shared_tiny_run):
+    run = load_run(shared_tiny_run.path)
     out = tmp_path / "report"
     out.mkdir()
     index = build_report([run], out_dir=out)
