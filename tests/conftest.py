@@ -69,6 +69,24 @@ def run_bench(*args: str, storage: Path, env: dict | None = None, timeout: float
     )
 
 
+@pytest.fixture
+def bench_inline(capsys, monkeypatch):
+    """``pytest bench/ ARGS`` run in this process, as a CompletedProcess (returncode, stdout, stderr).
+
+    For what ends before any worker starts: usage errors (exit 4) and ``--collect-only``. It is
+    the same entry point a user's ``pytest bench/`` goes through, without the cost of a fresh
+    interpreter; anything that measures a case runs in a process of its own (`run_bench`)."""
+    monkeypatch.chdir(REPO)
+
+    def call(*args: str) -> subprocess.CompletedProcess:
+        capsys.readouterr()
+        rc = pytest.main(["bench/", "-p", "no:cacheprovider", "-q", *args])
+        out = capsys.readouterr()
+        return subprocess.CompletedProcess(list(args), int(rc), out.out, out.err)
+
+    return call
+
+
 @dataclass(frozen=True)
 class SavedRun:
     """A real run of the suite: the pytest process, its storage folder and the one file it saved."""

@@ -47,8 +47,7 @@ def test_loop_cases_save_the_data_wait_split(tmp_path):
             assert key in e, key
 
 
-def test_bad_pipeline_is_a_usage_error():
-    r = subprocess.run([sys.executable, "-m", "pytest", "bench/", "-p", "no:cacheprovider", "-q", "--collect-only",
-                        "--pipelines", "gpu"], cwd=REPO, capture_output=True, text=True, timeout=300)
+def test_bad_pipeline_is_a_usage_error(bench_inline):
+    r = bench_inline("--collect-only", "--pipelines", "gpu")
     assert r.returncode == 4
     assert "--pipelines 'gpu' is not valid; choose from dataloader, device" in r.stderr

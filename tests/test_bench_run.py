@@ -97,17 +97,18 @@ def test_pytest_benchmark_reads_the_saved_run(tiny_run) -> None:
     assert "train-d2l-b2-65x65-fp32-cpu" in compared.stdout
 
 
-def test_bad_preset_and_axis_value_are_usage_errors(tmp_path: Path) -> None:
-    proc = _pytest_bench("--preset", "huge", storage=tmp_path)
+def test_bad_preset_and_axis_value_are_usage_errors(tmp_path: Path, bench_inline) -> None:
+    proc = bench_inline("--preset", "huge", f"--benchmark-storage=file://{tmp_path}")
     assert proc.returncode == pytest.ExitCode.USAGE_ERROR
     assert "--preset 'huge' is not valid; choose from tiny, quick, standard, full" in proc.stderr
-    proc = _pytest_bench("--preset", "tiny", "--compile", "fast", storage=tmp_path)
+    proc = bench_inline("--preset", "tiny", "--compile", "fast", f"--benchmark-storage=file://{tmp_path}")
     assert proc.returncode == pytest.ExitCode.USAGE_ERROR
     assert "compile 'fast' is not valid; choose from off, default, reduce-overhead, max-autotune" in proc.stderr
 
 
-def test_standard_preset_collects_gpu_cases_and_skips_them_on_cpu(tmp_path: Path) -> None:
-    proc = _pytest_bench("--preset", "standard", "--collect-only", storage=tmp_path)
+@pytest.mark.slow
+def test_standard_preset_collects_gpu_cases_and_skips_them_on_cpu(tmp_path: Path, bench_inline) -> None:
+    proc = bench_inline("--preset", "standard", "--collect-only")
     assert proc.returncode == 0
     assert "test_step[train-d2l-b256-224x224-fp32-cudnnbench-tf32-cuda]" in proc.stdout
     assert "test_step[train-d2l-b256-224x224-bf16-compile_max-autotune-cl-cudnnbench-tf32-cuda]" in proc.stdout

@@ -161,11 +161,11 @@ def test_isolation_none_runs_in_process_and_says_so(tmp_path: Path) -> None:
     assert b["extra_info"]["isolation"]["mode"] == "none"
 
 
-def test_bad_isolation_options_are_usage_errors(tmp_path: Path) -> None:
+def test_bad_isolation_options_are_usage_errors(tmp_path: Path, bench_inline) -> None:
     for args, needle in ((["--isolation", "thread"], "choose from process, none"),
                          (["--case-timeout", "0"], "--case-timeout"),
                          (["--telemetry-seconds", "-1"], "--telemetry-seconds")):
-        proc = _bench("--preset", "tiny", *args, storage=tmp_path / "s")
+        proc = bench_inline("--preset", "tiny", *args, f"--benchmark-storage=file://{tmp_path / 's'}")
         assert proc.returncode == 4, proc.stdout + proc.stderr  # pytest's usage error
         assert needle in proc.stderr
 
