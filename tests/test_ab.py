@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from bench.cli import main
 from bench.cli.commands.ab import DEFAULT_ESTIMATOR, DEFAULT_REWARM, DEFAULT_ROUNDS
 from reports.compare import DUET_THRESHOLD, compare_runs, duet_session_log_ratio
 from reports.load import Run, load_run
@@ -82,35 +83,54 @@ def ab(repo: Path, *args: str, cwd: Path) -> subprocess.CompletedProcess:
     return run_cli("ab", *args, "--repo", str(repo), cwd=cwd, timeout=1200, env={"GITHUB_STEP_SUMMARY": ""})
 
 
-def test_bad_ref_exits_2_with_one_line(repo, tmp_path):
-    r = ab(repo, "no-such-ref", "HEAD", cwd=tmp_path)
+@pytest.fixture
+def ab_main(capsys, monkeypatch):
+    """`ab` through the same `bench.cli.main`, in this process: for what exits 2 before any run
+    (a CLI process costs an interpreter start)."""
+
+    def call(repo: Path, *args: str, cwd: Path) -> subprocess.CompletedProcess:
+        monkeypatch.chdir(cwd)
+        monkeypatch.setenv("GITHUB_STEP_SUMMARY", "")  # as `ab` above: never the CI job's own summary
+        capsys.readouterr()
+        try:
+            rc = main(["ab", *args, "--repo", str(repo)])
+        except SystemExit as exc:
+            rc = exc.code
+        out = capsys.readouterr()
+        return subprocess.CompletedProcess(args, rc, out.out, out.err)
+
+    return call
+
+
+def test_bad_ref_exits_2_with_one_line(repo, tmp_path, ab_main):
+    r = ab_main(repo, "no-such-ref", "HEAD", cwd=tmp_path)
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1
     assert "no-such-ref" in r.stderr
     assert _git(repo, "worktree", "list").count("\n") == 0  # nothing was checked out
 
 
-def test_bad_options_and_existing_output_exit_2_before_any_run(repo, tmp_path):
+def test_bad_options_and_existing_output_exit_2_before_any_run(repo, tmp_path, ab_main):
     for args, needle in ((["--repeats", "1"], "--repeats 1"), (["--rounds", "2"], "--rounds 2"),
                          (["--estimator", "mean"], "choose from raw, paced, adjacent"),
                          (["--rewarm", "-1"], "--rewarm -1"), (["--malloc", "tcmalloc"], "choose from pinned, default"),
                          (["--head-python", "/no/such/python"], "--head-python")):
-        r = ab(repo, "HEAD~1", "HEAD", *args, cwd=tmp_path)
+        r = ab_main(repo, "HEAD~1", "HEAD", *args, cwd=tmp_path)
         assert r.returncode == 2 and needle in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
     earlier = tmp_path / "earlier.json"
     earlier.write_text("{}")
-    r = ab(repo, "HEAD~1", "HEAD", "--json", str(earlier), "--storage", str(tmp_path / "s"), cwd=tmp_path)
+    r = ab_main(repo, "HEAD~1", "HEAD", "--json", str(earlier), "--storage", str(tmp_path / "s"), cwd=tmp_path)
     assert r.returncode == 2 and "already exists" in r.stderr
     assert earlier.read_text() == "{}" and not (tmp_path / "s").exists()
 
 
-def test_a_ref_without_bench_exits_2(tmp_path):
+def test_a_ref_without_bench_exits_2(tmp_path, ab_main):
     root = tmp_path / "r"
     root.mkdir()
     (root / "README").write_text("no suite here\n")
     _git(root, "init", "-q", "-b", "main")
     _git(root, "add", "-A")
     _git(root, "commit", "-q", "-m", "empty")
-    r = ab(root, "HEAD", "HEAD", cwd=tmp_path)
+    r = ab_main(root, "HEAD", "HEAD", cwd=tmp_path)
     assert r.returncode == 2 and "has no bench/ directory" in r.stderr and len(r.stderr.strip().splitlines()) == 1
 
 
