@@ -51,6 +51,28 @@ def cli():
     return run_cli
 
 
+@pytest.fixture
+def cli_main(capsys, monkeypatch):
+    """``alexnet-bench ARGS`` through the same `bench.cli.main`, in this process, as a
+    CompletedProcess: for input refused before any work (exit 2), where a fresh interpreter
+    would cost most of the test (the commands import torch before they validate)."""
+
+    def call(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+        from bench.cli import main
+
+        if cwd is not None:
+            monkeypatch.chdir(cwd)
+        capsys.readouterr()
+        try:
+            rc = main([str(a) for a in args])
+        except SystemExit as exc:
+            rc = exc.code
+        out = capsys.readouterr()
+        return subprocess.CompletedProcess(list(args), rc, out.out, out.err)
+
+    return call
+
+
 # --- real runs of the suite ------------------------------------------------------------------
 
 # The shared run: the tiny preset (3 d2l CPU cases at batch 2, 65x65), with fp16 asked for too:

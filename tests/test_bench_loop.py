@@ -6,6 +6,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from bench.suite.presets import build_loop_cases, loop_case_id
 from tests.conftest import REPO
 
@@ -28,6 +30,7 @@ def test_loop_cases_follow_overrides_and_filters(tmp_path):
     assert ids == {"loop-train-d2l-b32-96x96-fp32-cpu-device", "loop-train-d2l-b32-96x96-fp32-cpu-dataloader-w1"}
 
 
+@pytest.mark.slow
 def test_loop_cases_save_the_data_wait_split(tmp_path):
     cmd = [sys.executable, "-m", "pytest", "bench/", "-p", "no:cacheprovider", "-q", "-k", "test_loop",
            "--preset", "quick", "--batch-sizes", "4", "--resolutions", "65",

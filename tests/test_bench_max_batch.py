@@ -44,6 +44,7 @@ def test_parse_bytes() -> None:
         parse_bytes("8XB")
 
 
+@pytest.mark.slow
 def test_cpu_max_batch_within_memory_limit(cli) -> None:
     # A generous limit: every try fits, so the answer is the cap, and the peak is reported.
     r = cli("max-batch", "--device", "cpu", "--mode", "inference", "--resolution", "65",
@@ -130,6 +131,7 @@ def _gone(pid: int) -> bool:
         return True
 
 
+@pytest.mark.slow
 def test_a_try_that_overruns_is_killed_with_its_child_and_does_not_fit(monkeypatch, tmp_path: Path) -> None:
     from alexnet.config import RunConfig
 
@@ -151,8 +153,8 @@ def test_a_try_that_overruns_is_killed_with_its_child_and_does_not_fit(monkeypat
 
 
 @pytest.mark.parametrize("value", ["0", "-1", "nan", "100000"])
-def test_a_bad_try_timeout_is_one_line_exit_2(cli, value: str) -> None:
-    r = cli("max-batch", "--device", "cpu", "--memory-limit", "1GiB", "--try-timeout", value)
+def test_a_bad_try_timeout_is_one_line_exit_2(cli_main, value: str) -> None:
+    r = cli_main("max-batch", "--device", "cpu", "--memory-limit", "1GiB", "--try-timeout", value)
     assert r.returncode == 2 and r.stdout == ""
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and f"--try-timeout {value}" in lines[0] and "it must be > 0 and at most 86400 seconds" in lines[0], lines

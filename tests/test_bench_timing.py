@@ -84,6 +84,7 @@ def test_paired_agreement_cancels_drift() -> None:
     assert paired == pytest.approx(1.1)  # a real 10% disagreement is not cancelled
 
 
+@pytest.mark.slow
 def test_suite_median_agrees_with_torch_utils_benchmark(benchmark, one_thread) -> None:
     """pytest-benchmark's pedantic rounds of the suite's round function vs Timer.blocked_autorange.
 

@@ -10,6 +10,7 @@ from tests.conftest import run_cli
 GOLDEN = __import__("pathlib").Path(__file__).parent / "golden" / "summary_d2l_224x244.txt"
 
 
+@pytest.mark.slow
 def test_summary_prints_the_seed_table_then_params_and_flops():
     r = run_cli("summary", "--resolution", "224x244")
     assert r.returncode == 0, r.stderr
@@ -35,12 +36,21 @@ def test_summary_prints_the_seed_table_then_params_and_flops():
         (["nosuchcommand"], "invalid choice"),
     ],
 )
-def test_bad_input_one_line_exit_2(args, needle):
-    r = run_cli(*args)
+def test_bad_input_one_line_exit_2(args, needle, cli_main):
+    r = cli_main(*args)
     assert r.returncode == 2, (r.stdout, r.stderr)
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1, r.stderr
     assert needle in lines[0]
+    assert "Traceback" not in r.stderr
+
+
+def test_bad_input_from_a_real_process_is_one_line_exit_2():
+    """The cases above run `bench.cli.main` in this process; one goes through ``python -m bench``."""
+    r = run_cli("summary", "--resolution", "64")
+    assert r.returncode == 2, (r.stdout, r.stderr)
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and "65x65" in lines[0], r.stderr
     assert "Traceback" not in r.stderr
 
 
@@ -50,6 +60,7 @@ def test_every_subcommand_has_help():
         assert r.returncode == 0 and "usage:" in r.stdout, name
 
 
+@pytest.mark.slow
 def test_python_m_alexnet_and_console_script_agree():
     import shutil
     import subprocess

@@ -41,6 +41,7 @@ def _saved(storage: Path) -> list[Path]:
     return sorted(storage.glob("*/*.json"))
 
 
+@pytest.mark.slow
 def test_two_gloo_ranks_finish_and_print_the_figures(two_rank_run):
     r, _ = two_rank_run
     assert r.returncode == 0, r.stderr
@@ -50,6 +51,7 @@ def test_two_gloo_ranks_finish_and_print_the_figures(two_rank_run):
     assert "parameters identical on all ranks after the last step: yes" in out
 
 
+@pytest.mark.slow
 def test_saved_run_has_world_size_backend_and_efficiency_from_its_own_samples(two_rank_run):
     from reports.load import load_run, runs_to_frame
 
@@ -84,6 +86,7 @@ def test_saved_run_has_world_size_backend_and_efficiency_from_its_own_samples(tw
     assert frame.loc[frame["world_size"] == 2, "scaling_efficiency"].item() == pytest.approx(e["scaling_efficiency"])
 
 
+@pytest.mark.slow
 def test_saved_run_records_failed_isolation_and_rounds_like_the_suites(two_rank_run):
     from runrecord.schema import SCHEMA_VERSION
     from runrecord.store import read_run
@@ -103,6 +106,7 @@ def test_saved_run_records_failed_isolation_and_rounds_like_the_suites(two_rank_
     assert ddp.stats["rounds"] == 3 and ddp.stats["median"] == pytest.approx(statistics.median(ddp.samples))
 
 
+@pytest.mark.slow
 def test_report_draws_the_scaling_curve_from_a_saved_ddp_run(two_rank_run, tmp_path):
     r, storage = two_rank_run
     assert r.returncode == 0, r.stderr
@@ -113,6 +117,7 @@ def test_report_draws_the_scaling_curve_from_a_saved_ddp_run(two_rank_run, tmp_p
     assert "scaling.png" in (tmp_path / "rep" / "index.html").read_text()
 
 
+@pytest.mark.slow
 def test_every_rank_samples_its_own_process_and_the_run_combines_them(two_rank_run):
     r, storage = two_rank_run
     assert r.returncode == 0, r.stderr
@@ -165,6 +170,7 @@ def test_a_rank_without_telemetry_leaves_no_short_sum():
     assert none["kind"] == "unavailable" and none["reason"] == "no NVML here"
 
 
+@pytest.mark.slow
 def test_parameters_identical_across_ranks_after_stepping_on_different_batches(two_rank_run):
     r, storage = two_rank_run
     assert r.returncode == 0, r.stderr
@@ -175,6 +181,7 @@ def test_parameters_identical_across_ranks_after_stepping_on_different_batches(t
     assert e["params_identical"] is True
 
 
+@pytest.mark.slow
 def test_failing_rank_exits_nonzero_with_its_error_and_saves_nothing(tmp_path):
     t0 = time.monotonic()
     r = run_cli("ddp", "--nproc", "2", *SMALL, "--storage", str(tmp_path), "--timeout", str(LAUNCH_TIMEOUT_S),
@@ -187,6 +194,7 @@ def test_failing_rank_exits_nonzero_with_its_error_and_saves_nothing(tmp_path):
     assert time.monotonic() - t0 < 2 * LAUNCH_TIMEOUT_S
 
 
+@pytest.mark.slow
 def test_a_launch_that_overruns_is_stopped_with_its_detached_children(tmp_path):
     # Mimic torchrun: a parent that ignores SIGTERM, with a worker in its own session.
     script = (

@@ -66,6 +66,7 @@ def leak_run(tmp_path_factory) -> tuple[subprocess.CompletedProcess, dict]:
     return proc, _run(storage)
 
 
+@pytest.mark.slow
 def test_every_case_runs_in_its_own_worker_and_the_step_sees_that_pid(leak_run) -> None:
     _, run = leak_run
     benches = run["benchmarks"]
@@ -79,6 +80,7 @@ def test_every_case_runs_in_its_own_worker_and_the_step_sees_that_pid(leak_run) 
     assert all(i["cuda_initialized_before_build"] is False for i in iso)
 
 
+@pytest.mark.slow
 def test_a_case_leaves_nothing_behind_for_the_next(leak_run) -> None:
     """The first case sets a module-level global and keeps 500 MB; the next cases see neither."""
     _, run = leak_run
@@ -94,6 +96,7 @@ def test_a_case_leaves_nothing_behind_for_the_next(leak_run) -> None:
         assert e["memory_rise_bytes"] < 200 * 2**20
 
 
+@pytest.mark.slow
 def test_the_round_trip_stays_out_of_the_saved_rounds(leak_run) -> None:
     """Every worker reply was delayed 1.5 s; the saved rounds are the worker's own timings."""
     _, run = leak_run
@@ -105,6 +108,7 @@ def test_the_round_trip_stays_out_of_the_saved_rounds(leak_run) -> None:
         assert b["options"]["timer"] == "replay_clock"
 
 
+@pytest.mark.slow
 def test_a_worker_killed_from_outside_costs_its_case_only(tmp_path: Path) -> None:
     storage = tmp_path / "s"
     pidfile = tmp_path / "worker.pid"
@@ -138,6 +142,7 @@ def test_a_worker_killed_from_outside_costs_its_case_only(tmp_path: Path) -> Non
     assert not _group_members(killed[0]), "the hung worker's child must not outlive it"
 
 
+@pytest.mark.slow
 def test_a_hanging_worker_is_stopped_by_the_case_timeout(tmp_path: Path) -> None:
     storage = tmp_path / "s"
     t0 = time.monotonic()
@@ -153,6 +158,7 @@ def test_a_hanging_worker_is_stopped_by_the_case_timeout(tmp_path: Path) -> None
     assert not _group_members(pid), "no process of the killed worker's group is left"
 
 
+@pytest.mark.slow
 def test_isolation_none_runs_in_process_and_says_so(tmp_path: Path) -> None:
     storage = tmp_path / "s"
     proc = _bench("--preset", "tiny", "-k", TINY_INFERENCE + "]", "--isolation", "none", storage=storage)
@@ -170,6 +176,7 @@ def test_bad_isolation_options_are_usage_errors(tmp_path: Path, bench_inline) ->
         assert needle in proc.stderr
 
 
+@pytest.mark.slow
 def test_deterministic_case_env_is_set_in_the_worker_before_torch_touches_a_device(tmp_path: Path) -> None:
     """CUBLAS_WORKSPACE_CONFIG and fresh compile cache dirs are in the worker's environment
     at build time, before any device work (cuBLAS reads the variable once, at the first GEMM)."""
@@ -232,6 +239,7 @@ def test_cuda_skips_are_decided_from_worker_facts_without_touching_the_device() 
     assert not torch.cuda.is_initialized()
 
 
+@pytest.mark.slow
 def test_import_time_settings_belong_to_the_zygote_and_a_change_starts_a_fresh_one(tmp_path: Path) -> None:
     """OMP_NUM_THREADS is read when torch starts its thread pool: a worker inherits its zygote's
     value, so a case that needs another value gets a fresh zygote (bench.workers.launcher.ZygotePool)."""

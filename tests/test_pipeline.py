@@ -61,6 +61,7 @@ def test_loop_cycles_past_one_epoch():
 
 
 @pytest.mark.parametrize("extra", [["--pipeline", "device"], ["--pipeline", "dataloader", "--workers", "1"]])
+@pytest.mark.slow
 def test_train_cli_prints_data_wait_share(tmp_path, extra):
     r = run_cli("train", "--data", "synthetic", "--epochs", "1", "--batch-size", "16", "--resolution", "65",
                 "--device", "cpu", "--synthetic-size", "48", "--out", str(tmp_path / "o"), *extra)

@@ -182,6 +182,7 @@ def test_bad_arguments_are_rejected():
         profile_layers(cfg, runner=runner)
 
 
+@pytest.mark.slow
 def test_cli_writes_table_csv_trace_and_png(cli, tmp_path):
     out = tmp_path / "p"
     args = ["profile", "--mode", "train", "--batch-size", "4", "--resolution", "65", "--device", "cpu",
