@@ -10,9 +10,15 @@ from tests.conftest import run_cli
 GOLDEN = __import__("pathlib").Path(__file__).parent / "golden" / "summary_d2l_224x244.txt"
 
 
+@pytest.fixture(scope="module")
+def summary_224x244():
+    """``python -m bench summary --resolution 224x244``, once for the tests that read it."""
+    return run_cli("summary", "--resolution", "224x244")
+
+
 @pytest.mark.slow
-def test_summary_prints_the_seed_table_then_params_and_flops():
-    r = run_cli("summary", "--resolution", "224x244")
+def test_summary_prints_the_seed_table_then_params_and_flops(summary_224x244):
+    r = summary_224x244
     assert r.returncode == 0, r.stderr
     out = r.stdout.splitlines()
     assert out[:21] == GOLDEN.read_text().splitlines()
@@ -61,13 +67,13 @@ def test_every_subcommand_has_help():
 
 
 @pytest.mark.slow
-def test_python_m_alexnet_and_console_script_agree():
+def test_python_m_alexnet_and_console_script_agree(summary_224x244):
     import shutil
     import subprocess
 
     exe = shutil.which("alexnet-bench")
     if exe is None:
         pytest.skip("alexnet-bench console script not installed in this environment (pip install -e .)")
-    a = subprocess.run([exe, "summary", "--resolution", "96"], capture_output=True, text=True)
-    b = run_cli("summary", "--resolution", "96")
+    a = subprocess.run([exe, "summary", "--resolution", "224x244"], capture_output=True, text=True)
+    b = summary_224x244
     assert a.returncode == b.returncode == 0 and a.stdout == b.stdout
