@@ -59,8 +59,8 @@ def test_cpu_max_batch_within_memory_limit(cli) -> None:
     assert r.returncode == 1 and "largest batch that fits: 0" in r.stdout and "over the memory limit" in r.stdout
 
 
-def test_cpu_max_batch_needs_a_memory_limit(cli) -> None:
-    r = cli("max-batch", "--device", "cpu")
+def test_cpu_max_batch_needs_a_memory_limit(cli_main) -> None:
+    r = cli_main("max-batch", "--device", "cpu")
     assert r.returncode == 2 and "--memory-limit is required" in r.stderr
 
 
@@ -112,6 +112,7 @@ def test_a_try_that_fails_other_than_oom_does_not_fit_with_its_reason(monkeypatc
     assert peak is None and why.startswith(expected), why
 
 
+@pytest.mark.slow
 def test_the_search_goes_on_past_a_non_oom_error(cli) -> None:
     # Batches above 2 raise a non-OOM error in their (fresh) process; only batch 2 runs for real.
     r = cli("max-batch", "--device", "cpu", "--mode", "inference", "--resolution", "65", "--memory-limit", "64GiB",
