@@ -1,6 +1,6 @@
 """Duet sessions: one case, two live workers (base and head), rounds alternated A B B A ...
 
-Why (docs/compare.md, "Duet"; REFERENCE.md, "Two live processes, rounds alternated"): on a
+Why (docs/compare.md, "Duet"; docs/measurement-notes.md): on a
 shared machine the noise is a drift in speed over seconds, shared by everything running at
 that moment. Two processes that alternate single rounds see the same drift, so the ratio of
 their rounds cancels it; a pair of fresh runs one after the other does not. What is left is a
