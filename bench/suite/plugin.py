@@ -108,7 +108,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def _session_from_options(config: pytest.Config) -> BenchSession:
-    from bench.instruments.timing import MIN_ROUNDS
+    from runrecord.samples import MIN_ROUNDS  # torch-free (bench.instruments.timing imports torch)
 
     preset = config.getoption("preset") or default_preset()
     if preset not in PRESETS:
