@@ -16,6 +16,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from alexnet.arch import check_resolution
+
 __all__ = [
     "AMP_MODES",
     "COMPILE_MODES",
@@ -161,8 +163,6 @@ class RunConfig:
             raise ValueError(f"weight decay {self.weight_decay!r} is not valid; it must be >= 0")
         object.__setattr__(self, "resolution", parse_resolution(self.resolution))
         object.__setattr__(self, "device", parse_device(self.device))
-        from alexnet.model import check_resolution  # local: model imports torch
-
         check_resolution(self.variant, self.resolution)
         if self.dist_backend == "nccl" and not self.is_cuda:
             raise ValueError(f"dist_backend 'nccl' is not valid on device {self.device!r}; use gloo on CPU")

@@ -12,10 +12,10 @@ Initialisation, and why the default is PyTorch's own:
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import nn
+
+from alexnet import arch
 
 __all__ = [
     "D2LAlexNet",
@@ -64,17 +64,11 @@ class D2LAlexNet(nn.Module):
 
 
 def torchvision_missing() -> str | None:
-    """Why the torchvision variant cannot be built here (torchvision not importable), or None.
+    """Why the torchvision variant cannot be built here (torchvision not importable), or None
+    (`alexnet.support.torchvision_missing`)."""
+    from alexnet.support import torchvision_missing as missing
 
-    torchvision is imported only when its variant is used: a machine with torch alone (such as
-    a GPU box with a preinstalled torch and ``pip install --no-deps -e .``) runs the d2l net,
-    and skips the torchvision variant with this reason (`alexnet.runtime.unsupported_reason`).
-    """
-    try:
-        import torchvision.models  # noqa: F401
-    except ImportError as exc:
-        return f"the torchvision variant needs torchvision, which is not importable here ({exc})"
-    return None
+    return missing()
 
 
 def torchvision_alexnet(num_classes: int = 1000) -> nn.Module:
@@ -156,64 +150,12 @@ def layer_summary(model: nn.Module, x_shape: tuple[int, ...]) -> list[str]:
     return lines
 
 
-def _out(size: int, k: int, s: int, p: int) -> int:
-    return math.floor((size + 2 * p - k) / s) + 1
-
-
-def _spatial_ops(variant: str) -> list[tuple[int, int, int]]:
-    """(kernel, stride, padding) of each size-changing layer, read off the real modules."""
-    from alexnet.config import VARIANTS
-
-    if variant not in VARIANTS:
-        raise ValueError(f"variant {variant!r} is not valid; choose from {', '.join(VARIANTS)}")
-    layers = list(d2l_alexnet()) if variant == "d2l" else list(torchvision_alexnet().features)
-    ops = []
-    for m in layers:
-        if isinstance(m, (nn.Conv2d, nn.LazyConv2d, nn.MaxPool2d)):
-            k, s, p = (m.kernel_size, m.stride, m.padding)
-            as1 = lambda v: v[0] if isinstance(v, tuple) else v  # noqa: E731 - square kernels only
-            ops.append((as1(k), as1(s), as1(p)))
-    return ops
-
-
-_MIN_RES_CACHE: dict[str, int] = {}
+def check_resolution(variant: str, resolution: tuple[int, int]) -> None:
+    """Raise ValueError when ``resolution`` is too small for ``variant`` (`alexnet.arch`, torch-free;
+    tests/test_model.py checks its layer table against these modules)."""
+    arch.check_resolution(variant, resolution)
 
 
 def min_resolution(variant: str) -> int:
-    """Smallest side length every layer accepts (d2l: 65; torchvision: 63).
-
-    Worked from the layer arithmetic: each conv/pool needs an output of at least 1.
-    For d2l, the last 3/2 pool needs >= 3 in, so the second pool needs >= 7 in, the first
-    pool >= 15 in, and conv1 (11/4, pad 1) gives 15 only from floor((H - 9) / 4) + 1 >= 15,
-    i.e. H >= 65. The same search runs over the real module list, so it cannot drift from it.
-    """
-    if variant not in _MIN_RES_CACHE:
-        ops = _spatial_ops(variant)
-        size = 1
-        while True:
-            s = size
-            ok = True
-            for k, st, p in ops:
-                s = _out(s, k, st, p)
-                if s < 1:
-                    ok = False
-                    break
-            if ok:
-                break
-            size += 1
-        _MIN_RES_CACHE[variant] = size
-    return _MIN_RES_CACHE[variant]
-
-
-def check_resolution(variant: str, resolution: tuple[int, int]) -> None:
-    if variant == "torchvision" and torchvision_missing():
-        # The module list to check against is torchvision's; without it the config stays valid
-        # as data (a case can still be listed, saved and skipped with its reason).
-        return
-    lo = min_resolution(variant)
-    h, w = resolution
-    if h < lo or w < lo:
-        raise ValueError(
-            f"resolution {h}x{w} is too small for the {variant} net; "
-            f"the smallest valid input is {lo}x{lo} (each side >= {lo})"
-        )
+    """Smallest side length every layer accepts (d2l: 65; torchvision: 63); `alexnet.arch`."""
+    return arch.min_resolution(variant)

@@ -24,12 +24,14 @@ from torch import nn
 
 from alexnet.config import RunConfig
 from alexnet.model import build_model
+from alexnet.support import cpu_has_bf16, unsupported_reason
 
 __all__ = [
     "StepRunner",
     "amp_dtype",
     "autocast_context",
     "backend_switches",
+    "cpu_has_bf16",
     "make_scaler",
     "seed_everything",
     "synchronize",
@@ -54,76 +56,6 @@ def make_scaler(cfg: RunConfig) -> "torch.amp.GradScaler":
     """A GradScaler that is a no-op unless training in fp16 (fp16 gradients underflow)."""
     enabled = cfg.amp == "fp16" and cfg.mode == "train"
     return torch.amp.GradScaler(torch.device(cfg.device).type, enabled=enabled)
-
-
-def cpu_has_bf16() -> bool:
-    """True when the CPU has native bf16 arithmetic (AVX512-BF16 or AMX).
-
-    On AVX2-only CPUs bf16 is emulated: our 2-core machine ran a bf16 GEMM at about
-    0.3 GFLOP/s against about 170 GFLOP/s in fp32 (docs/measurement-notes.md, "bf16 on the CPU").
-    """
-    try:
-        with open("/proc/cpuinfo") as f:
-            flags = f.read()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
-
-
-def unsupported_reason(cfg: RunConfig, *, allow_emulated_bf16: bool = False,
-                       cuda_facts: dict[str, Any] | None = None) -> str | None:
-    """Why this config cannot run as asked on this machine, or None if it can.
-
-    Unsupported combinations are skipped with this reason, never run as something else.
-    ``cuda_facts`` (``{"count": N, "devices": [{"name": ..., "bf16": ...}, ...]}``, gathered by
-    a process that may touch the device) lets a caller that must never initialise CUDA, such
-    as the benchmark suite's coordinator, decide without asking the device itself.
-    """
-    if cfg.variant == "torchvision":
-        from alexnet.model import torchvision_missing
-
-        missing = torchvision_missing()
-        if missing:
-            return missing
-    if cfg.is_cuda:
-        if cfg.variant == "torchvision" and cfg.deterministic and cfg.mode == "train":
-            # torchvision's AlexNet ends its features with AdaptiveAvgPool2d, and
-            # adaptive_avg_pool2d_backward_cuda has no deterministic implementation: under
-            # use_deterministic_algorithms(True) it raises. warn_only would run it, but then
-            # the case would not be deterministic, which is what it claims to measure.
-            return ("torchvision + deterministic + train on CUDA: adaptive_avg_pool2d_backward_cuda has no "
-                    "deterministic implementation")
-        if cuda_facts is None:
-            count = torch.cuda.device_count() if torch.cuda.is_available() else 0
-            devices = None
-        else:
-            count = int(cuda_facts.get("count") or 0)
-            devices = cuda_facts.get("devices") or []
-        if count == 0:
-            return f"device {cfg.device} requested but CUDA is not available on this machine"
-        idx = torch.device(cfg.device).index or 0
-        if idx >= count:
-            return f"device {cfg.device} requested but only {count} GPU(s) visible"
-        if cfg.amp == "bf16":
-            if devices is None:
-                bf16, name = torch.cuda.is_bf16_supported(), torch.cuda.get_device_name(idx)
-            else:
-                bf16, name = bool(devices[idx].get("bf16")), devices[idx].get("name")
-            if not bf16:
-                return f"bf16 autocast requested but {name} has no bf16 support"
-        return None
-    # CPU
-    if cfg.cudnn_benchmark:
-        return "cudnn_benchmark is a cuDNN switch; it has no effect on CPU"
-    if cfg.tf32:
-        return "tf32 is a CUDA matmul/cuDNN switch; it has no effect on CPU"
-    if cfg.amp == "fp16":
-        return "fp16 autocast is not supported on CPU by this suite (use bf16, or a GPU)"
-    if cfg.compile == "reduce-overhead":
-        return "compile mode reduce-overhead uses CUDA graphs; it does nothing extra on CPU"
-    if cfg.amp == "bf16" and not cpu_has_bf16() and not allow_emulated_bf16:
-        return "bf16 on this CPU is emulated (no AVX512-BF16/AMX); ask for it explicitly to run it anyway"
-    return None
 
 
 @contextlib.contextmanager

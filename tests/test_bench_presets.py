@@ -17,12 +17,12 @@ def test_tiny_preset_is_small_d2l_cpu_cases() -> None:
 
 
 def test_quick_preset_fits_ci_and_leaves_out_bf16_without_hardware(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("alexnet.runtime.cpu_has_bf16", lambda: False)
+    monkeypatch.setattr("alexnet.support.cpu_has_bf16", lambda: False)
     cases = build_cases("quick")
     assert len(cases) + len(build_loop_cases("quick")) <= 12  # step cases + training-loop cases
     assert all(c.device == "cpu" for c in cases)
     assert not any(c.amp == "bf16" for c in cases)
-    monkeypatch.setattr("alexnet.runtime.cpu_has_bf16", lambda: True)
+    monkeypatch.setattr("alexnet.support.cpu_has_bf16", lambda: True)
     assert any(c.amp == "bf16" for c in build_cases("quick"))
 
 

@@ -121,17 +121,45 @@ def test_a_planted_violation_is_found(tmp_path, path, line, rule):
     assert any(v.startswith(path) and rule in v for v in found), found
 
 
+def _torch_after(code: str) -> bool:
+    """Run ``code`` in a fresh interpreter; whether torch was imported by the end."""
+    out = subprocess.run([sys.executable, "-c", f"{code}\nimport sys\nprint('torch' in sys.modules)\n"],
+                         cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    return out.stdout.strip().splitlines()[-1] == "True"
+
+
 def test_reading_commands_start_without_torch():
     """`compare`, `report` and `history` parse and run their paths without importing torch: a
     CLI start used to cost a torch import (about 3 s here)."""
-    code = (
-        "import sys\n"
+    assert not _torch_after(
         "from bench.cli import build_parser\n"
         "build_parser()\n"
         "import bench.cli.commands.compare, bench.cli.commands.report, bench.cli.commands.history, reports.compare\n"
         "import reports.html, reports.history, reports.history_page, runrecord\n"
-        "print('torch' in sys.modules)\n"
-    )
-    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.strip() == "False", "the CLI parser or a reading command imported torch"
+    ), "the CLI parser or a reading command imported torch"
+
+
+def test_the_suite_coordinator_decides_a_case_without_torch():
+    """What the suite's coordinator asks of a case before a worker runs it (a valid resolution,
+    its FLOPs, whether it can run here) is answered without importing torch (about 1.2 s a run)."""
+    assert not _torch_after(
+        "import bench.suite.plugin, bench.suite.runner\n"
+        "from bench.suite.presets import build_cases\n"
+        "from alexnet.config import RunConfig\n"
+        "from alexnet.arch import flops_per_image\n"
+        "from alexnet.support import unsupported_reason\n"
+        "cfg = build_cases('tiny')[0]\n"
+        "assert flops_per_image(cfg.variant, cfg.resolution, train=True) > 0\n"
+        "assert 'fp16' in unsupported_reason(cfg.replace(amp='fp16'))\n"
+        "tv = cfg.replace(variant='torchvision')\n"
+        "assert unsupported_reason(tv, import_torchvision=False) in (None, "
+        "'the torchvision variant needs torchvision, which is not installed here')\n"
+        "facts = {'count': 1, 'devices': [{'name': 'H200', 'bf16': True}]}\n"
+        "assert 'only 1 GPU' in unsupported_reason(cfg.replace(device='cuda:1'), cuda_facts=facts)\n"
+        "try:\n"
+        "    RunConfig(device='cpu', resolution=(64, 64))\n"
+        "    raise AssertionError('64x64 accepted')\n"
+        "except ValueError as exc:\n"
+        "    assert '65x65' in str(exc), exc\n"
+    ), "deciding a case imported torch"

@@ -6,8 +6,18 @@ import pytest
 import torch
 from torch import nn
 
-from alexnet.flops import flops_per_image
-from alexnet.model import D2LAlexNet, build_model, d2l_alexnet, layer_summary, min_resolution, param_count
+from alexnet import arch
+from alexnet.config import VARIANT_CHANNELS, VARIANT_CLASSES, VARIANTS
+from alexnet.flops import count_flops, counted_flops_per_image
+from alexnet.model import (
+    D2LAlexNet,
+    build_model,
+    d2l_alexnet,
+    layer_summary,
+    min_resolution,
+    param_count,
+    summary_layers,
+)
 
 GOLDEN = __import__("pathlib").Path(__file__).parent / "golden" / "summary_d2l_224x244.txt"
 REFRESH = "python -m bench summary --resolution 224x244 | head -21 > tests/golden/summary_d2l_224x244.txt"
@@ -82,7 +92,48 @@ def test_torchvision_variant_shapes():
 
 def test_flops_match_reference_figures():
     # Counted with FlopCounterMode (docs/measurement-notes.md, "AlexNet arithmetic"): 1.876 / 5.561 / 1.428 GFLOP.
-    assert flops_per_image("d2l", (224, 224)) / 1e9 == pytest.approx(1.876, abs=1e-3)
-    assert flops_per_image("d2l", (224, 224), train=True) / 1e9 == pytest.approx(5.561, abs=1e-3)
-    assert flops_per_image("torchvision", (224, 224)) / 1e9 == pytest.approx(1.428, abs=1e-3)
+    assert counted_flops_per_image("d2l", (224, 224)) / 1e9 == pytest.approx(1.876, abs=1e-3)
+    assert counted_flops_per_image("d2l", (224, 224), train=True) / 1e9 == pytest.approx(5.561, abs=1e-3)
+    assert counted_flops_per_image("torchvision", (224, 224)) / 1e9 == pytest.approx(1.428, abs=1e-3)
     assert param_count(build_model("d2l")) == pytest.approx(46.8e6, rel=0.01)
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_the_torch_free_layer_table_is_the_real_modules(variant):
+    """`alexnet.arch` describes the nets without torch; it must be the modules, layer for layer."""
+    model = build_model(variant, resolution=(224, 224))
+    real = []
+    for m in summary_layers(model):
+        as1 = lambda v: v[0] if isinstance(v, tuple) else v  # noqa: E731
+        if isinstance(m, nn.Conv2d):
+            real.append(arch.Layer("Conv2d", m.out_channels, as1(m.kernel_size), as1(m.stride), as1(m.padding)))
+        elif isinstance(m, nn.MaxPool2d):
+            real.append(arch.Layer("MaxPool2d", 0, as1(m.kernel_size), as1(m.stride), as1(m.padding)))
+        elif isinstance(m, nn.AdaptiveAvgPool2d):
+            real.append(arch.Layer("AdaptiveAvgPool2d", as1(m.output_size)))
+        elif isinstance(m, nn.Linear):
+            real.append(arch.Layer("Linear", 0 if m is summary_layers(model)[-1] else m.out_features))
+        else:
+            real.append(arch.Layer(type(m).__name__))
+    assert list(arch.LAYERS[variant]) == real
+    assert arch._CHANNELS == VARIANT_CHANNELS and arch._NUM_CLASSES == VARIANT_CLASSES
+
+
+@pytest.mark.parametrize(("variant", "resolution"), [
+    ("d2l", (65, 65)), ("d2l", (224, 224)), ("d2l", (97, 131)), ("d2l", (224, 244)),
+    ("torchvision", (63, 63)), ("torchvision", (224, 224)), ("torchvision", (100, 70)),
+])
+def test_the_arithmetic_matches_flop_counter_mode_and_the_built_net(variant, resolution):
+    model = build_model(variant, resolution=resolution)
+    x = torch.zeros(1, VARIANT_CHANNELS[variant], *resolution)
+    assert arch.flops_per_image(variant, resolution) == count_flops(model, x)
+    assert arch.flops_per_image(variant, resolution, train=True) == count_flops(model, x, train=True)
+    assert arch.param_count(variant, resolution) == param_count(model)
+    model.eval()
+    shapes = []
+    with torch.no_grad():
+        for layer in summary_layers(model):
+            x = layer(x)
+            shapes.append(tuple(x.shape))
+    assert arch.output_shapes(variant, resolution) == shapes
+

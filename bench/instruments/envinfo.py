@@ -8,6 +8,7 @@ raises for a missing GPU or NVML: absent facts are ``None``.
 
 from __future__ import annotations
 
+import importlib.metadata
 import os
 import platform
 import socket
@@ -101,13 +102,14 @@ def gpu_info(index: int = 0) -> dict[str, Any]:
 
 def machine_info() -> dict[str, Any]:
     """The suite's additions to pytest-benchmark's ``machine_info``."""
-    try:
-        import torchvision
+    from alexnet.support import cpu_has_bf16, torchvision_missing
 
-        tv_version = torchvision.__version__
-    except ImportError:
+    # The installed distribution's version, read without importing it: importing torchvision
+    # imports torch._dynamo (about 1.8 s here, in every run's probe worker).
+    try:
+        tv_version = importlib.metadata.version("torchvision") if torchvision_missing(import_it=False) is None else None
+    except importlib.metadata.PackageNotFoundError:
         tv_version = None
-    from alexnet.runtime import cpu_has_bf16
 
     cudnn = torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None
     info: dict[str, Any] = {

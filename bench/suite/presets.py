@@ -122,7 +122,7 @@ def _tiny() -> list[RunConfig]:
 
 
 def _quick() -> list[RunConfig]:
-    from alexnet.runtime import cpu_has_bf16
+    from alexnet.support import cpu_has_bf16
 
     # Batch 32 at 96x96: one d2l train step is ~0.2-0.5 s on the 2-core CPU, so 12 cases of
     # 10 rounds plus two cold compiles (~25 s each: docs/measurement-notes.md, "torch.compile on the CPU") fit well inside 5 minutes.

@@ -250,12 +250,13 @@ def run_case(benchmark: Any, cfg: RunConfig, *, workload: type[Workload], bench_
 
     ``workload`` is what the case times (`bench.workloads.workload`); ``case_id`` defaults to its id.
     """
-    from alexnet.runtime import unsupported_reason
+    from alexnet.support import unsupported_reason  # torch-free: the coordinator never imports torch
 
     case_id = case_id or workload.case_id(cfg)
     runner: CaseRunner = bench_session.runner
     facts = runner.probe()["cuda"] if cfg.is_cuda else None
-    reason = unsupported_reason(cfg, allow_emulated_bf16=bench_session.allow_emulated_bf16, cuda_facts=facts)
+    reason = unsupported_reason(cfg, allow_emulated_bf16=bench_session.allow_emulated_bf16, cuda_facts=facts,
+                                import_torchvision=False)
     if reason:
         bench_session.record_skip(node, cfg, reason)
         pytest.skip(reason)

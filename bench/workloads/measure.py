@@ -32,7 +32,7 @@ from typing import Any, Iterator
 import torch
 
 from alexnet.config import RunConfig
-from alexnet.flops import flops_per_image
+from alexnet.arch import flops_per_image
 from alexnet.model import build_model
 from alexnet.runtime import StepRunner, autocast_context, backend_switches, cpu_has_bf16, seed_everything, synchronize
 from bench.instruments.mfu import mfu_for

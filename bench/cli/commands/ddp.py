@@ -282,7 +282,7 @@ def _calibrate(cfg: RunConfig, *, threads: int) -> tuple[dict[str, Any] | None, 
 def run(args: argparse.Namespace) -> int:
     base_cfg, cfg, threads = _validate(args)
     steps, warmup, timeout = args.steps, args.warmup, args.timeout
-    from alexnet.flops import flops_per_image
+    from alexnet.arch import flops_per_image
 
     from bench.ddp.launch import RunFailed, plan, run_launch
 
