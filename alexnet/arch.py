@@ -17,6 +17,7 @@ input needs no gradient.
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import NamedTuple
 
@@ -104,6 +105,7 @@ def output_shapes(variant: str, resolution: tuple[int, int], *, num_classes: int
     return shapes
 
 
+@functools.cache  # every RunConfig asks (the full preset builds 11,520)
 def min_resolution(variant: str) -> int:
     """Smallest side length every layer accepts (d2l: 65; torchvision: 63).
 

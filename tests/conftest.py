@@ -17,7 +17,32 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests import machine
+
 REPO = Path(__file__).resolve().parents[1]
+# Set by pytest-xdist in each of its workers; a child `pytest bench/` that inherited them would
+# take itself for an xdist worker, and pytest-benchmark disables benchmarks there.
+XDIST_ENV = ("PYTEST_XDIST_WORKER", "PYTEST_XDIST_WORKER_COUNT", "PYTEST_XDIST_TESTRUNUID")
+
+
+def pytest_configure(config):
+    worker = getattr(config, "workerinput", None)  # only in an xdist worker
+    machine.setup(worker["testrunuid"] if worker else None)
+    for name in XDIST_ENV:  # what this worker starts (CLI processes, `pytest bench/`) is no xdist worker
+        os.environ.pop(name, None)
+    if worker and "OMP_NUM_THREADS" not in os.environ:
+        # Two workers, each with torch's default of one thread per core, oversubscribe the cores:
+        # OpenMP's waiting threads spin, and the same tests cost about 30% more CPU time in all.
+        # One intra-op thread per process here and in what it starts (tests/machine.py).
+        os.environ["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 2) // int(worker["workercount"])))
+        torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item, nextitem):
+    """Every test holds the machine shared; `tests.machine.exclusive` sections wait for the rest."""
+    with machine.hold_shared():
+        yield
 
 
 @pytest.hookimpl(tryfirst=True)  # before -m deselects: the marks below must be on the items by then
@@ -134,5 +159,8 @@ def save_run(storage: Path, name: str, *args: str) -> SavedRun:
 @pytest.fixture(scope="session")
 def shared_tiny_run(tmp_path_factory) -> SavedRun:
     """One real run (``SHARED_RUN_ARGS``) for every test that only reads a saved run, made once per
-    session on first use. Readers copy it before changing anything; nothing writes into its storage."""
-    return save_run(tmp_path_factory.mktemp("shared-tiny-run"), "tiny", *SHARED_RUN_ARGS)
+    session (per xdist worker) on first use. Readers copy it before changing anything; nothing
+    writes into its storage. It is made with the machine to itself: `compare` judges it against a
+    second run of the same code."""
+    with machine.exclusive():
+        return save_run(tmp_path_factory.mktemp("shared-tiny-run"), "tiny", *SHARED_RUN_ARGS)

@@ -20,6 +20,7 @@ from bench.cli import main
 from runrecord.samples import paced_samples
 from reports.compare import DUET_THRESHOLD, QUIET_DRIFT_SD, compare_runs, round_spread, paired_estimate, runs_estimate, single_run_estimate
 from reports.load import load_run
+from tests import machine
 from tests.conftest import SHARED_RUN_ARGS, run_cli, save_run
 
 # IQR/median of a run's rounds up to which one run pair can resolve a 15% change against a
@@ -33,7 +34,8 @@ MAX_SPREAD = 0.05
 @pytest.fixture(scope="module")
 def real_runs(shared_tiny_run, tmp_path_factory) -> tuple[Path, Path]:
     """Two real runs of the same code with the same cases: the shared run, and a second one."""
-    second = save_run(tmp_path_factory.mktemp("storage"), "aa2", *SHARED_RUN_ARGS)
+    with machine.exclusive():  # judged against the shared run: neither may measure another test's work
+        second = save_run(tmp_path_factory.mktemp("storage"), "aa2", *SHARED_RUN_ARGS)
     return shared_tiny_run.path, second.path
 
 
