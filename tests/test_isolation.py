@@ -143,6 +143,55 @@ def test_a_worker_killed_from_outside_costs_its_case_only(tmp_path: Path) -> Non
 
 
 @pytest.mark.slow
+def test_a_zygote_killed_while_starting_during_a_case_or_while_forking_loses_no_case(tmp_path: Path) -> None:
+    """The zygote is killed three ways in one tiny run; every selected case is accounted for.
+
+    1. The first zygote is killed from outside while it starts (importing torch): the first
+       case (train) gets no worker and is recorded as failed, with the zygote's pid and signal.
+    2. The second zygote is killed by the inference case's own worker during its rounds: that
+       case still finishes and is saved; the next case finds the zygote dead between cases.
+    3. The third zygote dies when asked to fork the channels_last case's worker: recorded.
+    The run-level probe then gets a fourth zygote, and the run is saved.
+    """
+    storage = tmp_path / "s"
+    zpids = tmp_path / "zygotes"
+    killed: list[int] = []
+
+    def killer() -> None:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not (zpids.exists() and zpids.read_text().strip()):
+            time.sleep(0.02)
+        pid = int(zpids.read_text().split()[0])
+        os.kill(pid, signal.SIGKILL)  # mid-import: it has not reported ready yet
+        killed.append(pid)
+
+    t = threading.Thread(target=killer, daemon=True)
+    t.start()
+    proc = _bench("--preset", "tiny", storage=storage,
+                  env={**FAULTS_ON, "ALEXNET_BENCH_TEST_ZYGOTE_PIDFILE": str(zpids),
+                       "ALEXNET_BENCH_TEST_FAULT": json.dumps({TINY_INFERENCE: "killzygote"}),
+                       "ALEXNET_BENCH_TEST_ZYGOTE_DIE_ON_FORK": TINY_CL})
+    t.join(5)
+    assert killed, "the first zygote never started"
+    assert proc.returncode == 1, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "2 failed, 1 passed" in proc.stdout, proc.stdout[-3000:]
+    zygotes = [int(x) for x in zpids.read_text().split()]
+    assert len(zygotes) == 4 and len(set(zygotes)) == 4, zygotes
+    run = _run(storage)
+    assert [b["extra_info"]["case_id"] for b in run["benchmarks"]] == [TINY_INFERENCE]
+    failed = {f["case_id"]: f for f in run["alexnet"]["failed"]}
+    assert sorted(failed) == sorted([TINY_TRAIN, TINY_CL])
+    assert all(f["extra"] == {"process": "zygote"} for f in failed.values())
+    first = failed[TINY_TRAIN]
+    assert first["worker_pid"] == killed[0] and first["signal_name"] == "SIGKILL", first
+    assert "did not start" in first["reason"]
+    third = failed[TINY_CL]
+    assert third["worker_pid"] == zygotes[2] and "while forking a worker" in third["reason"], third
+    assert "probe_failed" not in run["machine_info"] and run["machine_info"]["torch_version"]
+    assert not any(_group_members(pid) for pid in zygotes), "no zygote's process group outlives the run"
+
+
+@pytest.mark.slow
 def test_a_hanging_worker_is_stopped_by_the_case_timeout(tmp_path: Path) -> None:
     storage = tmp_path / "s"
     t0 = time.monotonic()

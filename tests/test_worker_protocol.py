@@ -5,6 +5,7 @@ enabled; the workload types (bench/workloads/workload.py), chosen once from a re
 from __future__ import annotations
 
 import dataclasses
+import os
 
 import pytest
 
@@ -63,15 +64,20 @@ def test_a_forked_worker_survives_bad_requests(tmp_path) -> None:
             with pytest.raises(WorkerError) as exc:
                 w.request(op, timeout=60, **args)
             assert message in str(exc.value) and "\n" not in str(exc.value)
+        # Its stdin is /dev/null, not a pipe of the zygote's nor its own socket: what it starts
+        # (inductor's compile workers) inherits nothing on fd 0.
+        assert os.readlink(f"/proc/{w.pid}/fd/0") == os.devnull
         w.close()
         assert z.exit_status(w.pid) == {"exit": w.pid, "code": 0, "signal": None}
 
 
-def test_the_fault_hooks_do_nothing_unless_enabled(monkeypatch) -> None:
+def test_the_fault_hooks_do_nothing_unless_enabled(monkeypatch, tmp_path) -> None:
     monkeypatch.delenv(faults.ENABLE_ENV, raising=False)
     monkeypatch.setenv(faults.CASE_FAULT_ENV, '{"cpu": "exit"}')
     monkeypatch.setenv(faults.REPLY_DELAY_ENV, "3")
     monkeypatch.setenv(faults.MAX_BATCH_FAULT_ENV, "raise:1")
+    monkeypatch.setenv(faults.ZYGOTE_DIE_ON_FORK_ENV, "train")
+    monkeypatch.setenv(faults.ZYGOTE_PIDFILE_ENV, str(tmp_path / "zygotes"))
     for value in (None, "0", "yes"):
         if value is not None:
             monkeypatch.setenv(faults.ENABLE_ENV, value)
@@ -81,7 +87,13 @@ def test_the_fault_hooks_do_nothing_unless_enabled(monkeypatch) -> None:
         assert faults.reply_delay_s("rounds") == 0.0
         faults.max_batch_fault(8)  # would raise if enabled
         faults.apply_case_fault("exit")  # would end this process if enabled
+        faults.apply_case_fault("killzygote")  # would kill this process's parent if enabled
+        faults.zygote_fork_fault("train")  # would kill this process if enabled
+        faults.zygote_started()  # would write the pid file if enabled
+    assert not (tmp_path / "zygotes").exists()
     monkeypatch.setenv(faults.ENABLE_ENV, "1")
+    faults.zygote_started()
+    assert (tmp_path / "zygotes").read_text() == f"{os.getpid()}\n"
     assert faults.case_fault("train-d2l-b2-65x65-fp32-cpu") == "exit"
     assert faults.case_fault("train-d2l-b2-65x65-fp32-cuda") is None
     assert faults.leak_seen() is False

@@ -243,8 +243,16 @@ def pytest_sessionstart(session: pytest.Session) -> None:
 
 
 def pytest_benchmark_update_machine_info(config: pytest.Config, machine_info: dict[str, Any]) -> None:
-    # Gathered in a worker (it may touch the GPU); this process never initialises CUDA.
-    machine_info.update(suite_machine_info(machine_info, config.stash[_SESSION].runner.probe()["machine_info"]))
+    # Gathered in a worker (it may touch the GPU); this process never initialises CUDA. If no
+    # worker can be had even from a fresh zygote, the run is still saved, saying why its
+    # machine facts are missing: what was measured is never lost for them.
+    from bench.workers.launcher import WorkerDied
+
+    try:
+        facts = config.stash[_SESSION].runner.probe(tries=2)["machine_info"]
+    except WorkerDied as exc:
+        facts = {"probe_failed": exc.reason}
+    machine_info.update(suite_machine_info(machine_info, facts))
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:

@@ -36,7 +36,7 @@ from typing import Any
 import pytest
 
 from alexnet.config import RunConfig
-from bench.workers.launcher import WorkerDied, WorkerError, ZygotePool
+from bench.workers.launcher import WorkerDied, WorkerError, ZygoteDied, ZygotePool
 from bench.workloads.workload import Workload
 from runrecord.schema import Failure
 
@@ -153,8 +153,15 @@ class CaseRunner:
         return pids
 
     # --- machine facts and calibration, each gathered in a worker ------------------------
-    def probe(self) -> dict[str, Any]:
-        """machine_info and CUDA facts, from a worker: this process never initialises CUDA."""
+    def probe(self, *, tries: int = 1) -> dict[str, Any]:
+        """machine_info and CUDA facts, from a worker: this process never initialises CUDA.
+
+        ``tries`` > 1 asks again, from a fresh zygote, after a `WorkerDied`."""
+        for attempt in range(tries - 1):
+            try:
+                return self.probe()
+            except WorkerDied:
+                continue
         if self._probe is None:
             w = self.worker(tag="probe", env={"CUDA_DEVICE_ORDER": "PCI_BUS_ID"})
             try:
@@ -254,32 +261,35 @@ def run_case(benchmark: Any, cfg: RunConfig, *, workload: type[Workload], bench_
 
     case_id = case_id or workload.case_id(cfg)
     runner: CaseRunner = bench_session.runner
-    facts = runner.probe()["cuda"] if cfg.is_cuda else None
-    reason = unsupported_reason(cfg, allow_emulated_bf16=bench_session.allow_emulated_bf16, cuda_facts=facts,
-                                import_torchvision=False)
-    if reason:
-        bench_session.record_skip(node, cfg, reason)
-        pytest.skip(reason)
-    gpu_name = None
-    if cfg.is_cuda:
-        idx = int(cfg.device.split(":")[1]) if ":" in cfg.device else 0
-        gpu_name = facts["devices"][idx]["name"]
-        runner.calibration(cfg.device)  # run-level record of the device's speed today
-    cpu_cal = runner.calibration("cpu") if not cfg.is_cuda else None
-    options = {"warmup": bench_session.warmup, "telemetry_interval_s": bench_session.telemetry_interval_s,
-               "profile_layers": bench_session.profile_layers and workload.profiles_layers,
-               "allow_emulated_bf16": bench_session.allow_emulated_bf16, "cpu_calibration": cpu_cal,
-               "gpu_name": gpu_name}
     try:
+        # The probe and the calibration run in workers too: a zygote that cannot start, or dies,
+        # costs this case (recorded below as a failure), never the run.
+        facts = runner.probe()["cuda"] if cfg.is_cuda else None
+        reason = unsupported_reason(cfg, allow_emulated_bf16=bench_session.allow_emulated_bf16, cuda_facts=facts,
+                                    import_torchvision=False)
+        if reason:
+            bench_session.record_skip(node, cfg, reason)
+            pytest.skip(reason)
+        gpu_name = None
+        if cfg.is_cuda:
+            idx = int(cfg.device.split(":")[1]) if ":" in cfg.device else 0
+            gpu_name = facts["devices"][idx]["name"]
+            runner.calibration(cfg.device)  # run-level record of the device's speed today
+        cpu_cal = runner.calibration("cpu") if not cfg.is_cuda else None
+        options = {"warmup": bench_session.warmup, "telemetry_interval_s": bench_session.telemetry_interval_s,
+                   "profile_layers": bench_session.profile_layers and workload.profiles_layers,
+                   "allow_emulated_bf16": bench_session.allow_emulated_bf16, "cpu_calibration": cpu_cal,
+                   "gpu_name": gpu_name}
         out = runner.measure(cfg, case_id=case_id, workload=workload, options=options, rounds=bench_session.rounds)
-    except WorkerDied as exc:
+    except WorkerDied as exc:  # the case's worker, or the zygote that forks it (ZygoteDied)
         benchmark.has_error = True
         runner.consecutive_deaths += 1
         runner.record_failure(node=node, cfg=cfg, case_id=case_id, exc=exc)
         if runner.consecutive_deaths >= MAX_CONSECUTIVE_DEATHS:
             pytest.exit(f"{runner.consecutive_deaths} case workers died in a row (last: {case_id}: {exc.reason}); "
                         "stopping the sweep, the cases measured so far are saved", returncode=1)
-        pytest.fail(f"{case_id}: {exc.reason} (worker_pid={exc.pid})\n--- worker log (tail) ---\n{exc.log_tail}",
+        which = "zygote" if isinstance(exc, ZygoteDied) else "worker"
+        pytest.fail(f"{case_id}: {exc.reason} ({which}_pid={exc.pid})\n--- {which} log (tail) ---\n{exc.log_tail}",
                     pytrace=False)
     except WorkerError as exc:
         benchmark.has_error = True

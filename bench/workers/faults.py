@@ -16,6 +16,12 @@ fault hooks"):
   test can kill it from outside, then its child's pid to the same path with ``.child`` added.
 - ``ALEXNET_BENCH_TEST_REPLY_DELAY_S``: the worker waits that long before replying to each
   ``rounds`` request (the round trip must stay out of the saved rounds).
+- ``ALEXNET_BENCH_TEST_ZYGOTE_PIDFILE``: every zygote appends its pid to that file as it starts,
+  before it imports anything, so that a test can kill one from outside while it starts.
+- ``ALEXNET_BENCH_TEST_ZYGOTE_DIE_ON_FORK``: a zygote asked to fork a worker whose tag contains
+  this string SIGKILLs itself instead (a zygote that dies during a fork).
+- The case action ``"killzygote"`` (in ``ALEXNET_BENCH_TEST_FAULT``): the case's worker
+  SIGKILLs the zygote that forked it, then carries on with its case.
 - ``ALEXNET_BENCH_TEST_MAX_BATCH_FAULT="ACTION:N"``: every max-batch try at a batch above N fails
   in its child process before it runs anything: ``raise`` raises the RuntimeError PyTorch gives
   for an int32 index overflow, ``fatal`` a sticky CUDA error's message, ``kill`` makes the child
@@ -35,8 +41,9 @@ import sys
 import time
 
 __all__ = [
-    "CASE_FAULT_ENV", "ENABLE_ENV", "MAX_BATCH_FAULT_ENV", "PIDFILE_ENV", "REPLY_DELAY_ENV",
-    "apply_case_fault", "case_fault", "enabled", "leak_seen", "max_batch_fault", "reply_delay_s",
+    "CASE_FAULT_ENV", "ENABLE_ENV", "MAX_BATCH_FAULT_ENV", "PIDFILE_ENV", "REPLY_DELAY_ENV", "ZYGOTE_DIE_ON_FORK_ENV",
+    "ZYGOTE_PIDFILE_ENV", "apply_case_fault", "case_fault", "enabled", "leak_seen", "max_batch_fault", "reply_delay_s",
+    "zygote_fork_fault", "zygote_started",
 ]
 
 ENABLE_ENV = "ALEXNET_BENCH_TEST_FAULTS"
@@ -44,8 +51,10 @@ CASE_FAULT_ENV = "ALEXNET_BENCH_TEST_FAULT"
 PIDFILE_ENV = "ALEXNET_BENCH_TEST_PIDFILE"
 REPLY_DELAY_ENV = "ALEXNET_BENCH_TEST_REPLY_DELAY_S"
 MAX_BATCH_FAULT_ENV = "ALEXNET_BENCH_TEST_MAX_BATCH_FAULT"
+ZYGOTE_PIDFILE_ENV = "ALEXNET_BENCH_TEST_ZYGOTE_PIDFILE"
+ZYGOTE_DIE_ON_FORK_ENV = "ALEXNET_BENCH_TEST_ZYGOTE_DIE_ON_FORK"
 LEAK_BYTES = 500 * 2**20
-CASE_ACTIONS = ("kill", "hang", "exit", "leak")
+CASE_ACTIONS = ("kill", "hang", "exit", "leak", "killzygote")
 MAX_BATCH_ACTIONS = ("raise", "fatal", "kill", "hang")
 
 # Set by the "leak" action: a later case in the same process would see it.
@@ -95,6 +104,8 @@ def apply_case_fault(action: str) -> None:
         os._exit(3)
     elif action == "hang":
         _hang()
+    elif action == "killzygote":
+        os.kill(os.getppid(), signal.SIGKILL)
     elif action == "leak":
         _TEST_LEAK = bytearray(LEAK_BYTES)
         _TEST_LEAK[:: 4096] = b"x" * len(range(0, LEAK_BYTES, 4096))  # touch every page: real RSS
@@ -133,3 +144,18 @@ def max_batch_fault(batch: int) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
     if action == "hang":
         _hang()
+
+
+def zygote_started() -> None:
+    """In a zygote, first thing: append its pid to ``ALEXNET_BENCH_TEST_ZYGOTE_PIDFILE``."""
+    path = os.environ.get(ZYGOTE_PIDFILE_ENV) if enabled() else None
+    if path:
+        with open(path, "a") as fh:
+            fh.write(f"{os.getpid()}\n")
+
+
+def zygote_fork_fault(tag: str) -> None:
+    """In a zygote asked to fork a worker tagged ``tag``: die if ``ALEXNET_BENCH_TEST_ZYGOTE_DIE_ON_FORK`` says so."""
+    needle = os.environ.get(ZYGOTE_DIE_ON_FORK_ENV) if enabled() else None
+    if needle and needle in tag:
+        os.kill(os.getpid(), signal.SIGKILL)

@@ -38,7 +38,7 @@ from typing import Any, Mapping, Sequence
 
 from bench.workers.proc import describe_exit, group_alive, kill_tree, signal_name
 
-__all__ = ["Worker", "WorkerDied", "WorkerError", "WorkerTimeout", "Zygote", "ZygotePool", "IMPORT_TIME_SETTINGS"]
+__all__ = ["Worker", "WorkerDied", "WorkerError", "WorkerTimeout", "Zygote", "ZygoteDied", "ZygotePool", "IMPORT_TIME_SETTINGS"]
 
 # Read when torch is imported, so they belong to the zygote (per process), not to a case:
 # OpenMP/MKL thread pools are sized from these at first use by libraries loaded at import,
@@ -78,6 +78,26 @@ class WorkerDied(RuntimeError):
 
 class WorkerTimeout(WorkerDied):
     """The worker exceeded its deadline and was killed with its process group."""
+
+
+class ZygoteDied(WorkerDied):
+    """No worker could be had: the zygote did not start, or died before (or while) forking one.
+
+    It is a `WorkerDied` so that whoever runs a case records it as one (the case id, the reason,
+    the zygote's log tail) and goes on; ``pid`` is the zygote's (-1 when it never reported one)."""
+
+    def record(self) -> dict[str, Any]:
+        return {**super().record(), "extra": {"process": "zygote"}}
+
+
+def _zygote_died(zygote: "Zygote", what: str) -> ZygoteDied:
+    """Describe the zygote's end (or failure to start) for `ZygoteDied`."""
+    rc = zygote.proc.poll()
+    code, sig = (None, -rc) if rc is not None and rc < 0 else (rc, None)
+    how = f"the worker zygote (pid {zygote.proc.pid}) {what}"
+    if rc is not None:
+        how += ": " + describe_exit(code, sig)
+    return ZygoteDied(how, pid=zygote.proc.pid, code=code, signal_=sig, log_tail=_tail(zygote.dir / "zygote.log", 1500))
 
 
 def _describe(code: int | None, sig: int | None) -> str:
@@ -131,8 +151,12 @@ class Zygote:
             return self
         ready = self._read_line(ZYGOTE_START_TIMEOUT_S)
         if not ready or "ready" not in ready:
+            if self.proc.poll() is None:
+                self.proc.kill()
+            self.proc.wait()
+            died = _zygote_died(self, "did not start")
             self.close()
-            raise RuntimeError(f"the worker zygote did not start: {_tail(self.dir / 'zygote.log', 1500).strip()}")
+            raise died
         self.pid = int(ready["ready"])
         self.start_s = time.perf_counter() - self._t0
         self._reader = threading.Thread(target=self._read_loop, name="zygote-reader", daemon=True)
@@ -181,19 +205,34 @@ class Zygote:
         """A new worker, connected and ready for its first request."""
         self.wait_ready()
         if self.proc.poll() is not None:
-            raise RuntimeError(f"the worker zygote has exited ({self.proc.returncode})")
+            raise _zygote_died(self, "had exited before this worker was asked for")
         self._counter += 1
         log = self.dir / f"worker-{self._counter:04d}.log"
         t0 = time.perf_counter()
         req = {"op": "fork", "tag": tag, "address": self.address, "env": dict(env or {}), "log": str(log),
                "t_request": time.time()}
         assert self.proc.stdin is not None
-        self.proc.stdin.write((json.dumps(req) + "\n").encode())
-        self.proc.stdin.flush()
         try:
-            forked = self._forks.get(timeout=timeout)
-        except queue.Empty:
-            raise RuntimeError(f"the worker zygote did not fork within {timeout:.0f} s") from None
+            self.proc.stdin.write((json.dumps(req) + "\n").encode())
+            self.proc.stdin.flush()
+        except OSError:  # a broken pipe: it died after the check above
+            self.proc.wait(timeout=5)
+            raise _zygote_died(self, "died before it could be asked for a worker") from None
+        deadline = time.monotonic() + timeout
+        while True:  # in short waits, so that a zygote that dies meanwhile is seen at once
+            try:
+                forked = self._forks.get(timeout=0.1)
+                break
+            except queue.Empty:
+                if self.proc.poll() is not None:
+                    self._reader.join(timeout=1.0)  # what it wrote before dying is read to the end
+                    if self._forks.empty():
+                        raise _zygote_died(self, "died while forking a worker") from None
+                    continue
+                if time.monotonic() > deadline:
+                    self.proc.kill()
+                    self.proc.wait()
+                    raise _zygote_died(self, f"did not fork a worker within {timeout:.0f} s (killed)") from None
         pid = int(forked["forked"])
         self._sock.settimeout(timeout)
         try:

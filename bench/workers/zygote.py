@@ -88,10 +88,18 @@ def _child(req: dict, ctl_fds: tuple[int, ...]) -> None:
                 os.close(fd)
             except OSError:
                 pass
+        # fd 0 was the zygote's stdin (closed above): /dev/null takes its place, so that nothing
+        # the worker opens later (its log, its socket) lands on fd 0 and is inherited as stdin
+        # by what the worker starts (inductor's compile workers, DataLoader workers).
+        null = os.open(os.devnull, os.O_RDONLY)
+        if null != 0:
+            os.dup2(null, 0)
+            os.close(null)
         log_fd = os.open(req["log"], os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         os.dup2(log_fd, 1)
         os.dup2(log_fd, 2)
-        os.close(log_fd)
+        if log_fd > 2:  # it may itself be fd 1 (the zygote's stdout was closed above)
+            os.close(log_fd)
         sys.stdout = os.fdopen(1, "w", buffering=1)
         sys.stderr = os.fdopen(2, "w", buffering=1)
         try:
@@ -143,6 +151,9 @@ def _reap(children: set[int]) -> None:
 
 def main() -> int:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the coordinator, which stops us
+    from bench.workers import faults  # torch-free; inert unless the test hooks are enabled
+
+    faults.zygote_started()
     t0 = time.perf_counter()
     preload(sys.argv[1] if len(sys.argv) > 1 else "suite")
     _emit({"ready": os.getpid(), "preload_s": time.perf_counter() - t0})
@@ -166,6 +177,7 @@ def main() -> int:
             if req.get("op") != "fork":
                 _emit({"error": f"unknown op {req.get('op')!r}"})
                 continue
+            faults.zygote_fork_fault(req.get("tag", ""))
             sys.stdout.flush()
             pid = os.fork()
             if pid == 0:
