@@ -310,13 +310,24 @@ def draw_mfu(frame: pd.DataFrame, axes: Sequence[str], runs: Sequence[Run]) -> t
     colors = ["tab:blue" if m == "train" else "tab:orange" for m in rows["mode"]]
     ax.barh(range(len(rows)), rows["mfu"] * 100, color=colors)
     ax.set_yticks(range(len(rows)), labels, fontsize="x-small")
-    ax.set_xlabel("MFU, % of peak (blue: train, orange: inference)")
+    ax.set_xlabel("MFU, % of the hardware's peak (blue: train, orange: inference)")
+    ax.axvline(100, color="black", linewidth=1, linestyle="--")  # the peak itself: nothing should pass it
+    above = [(i, m) for i, m in enumerate(rows["mfu"]) if m > 1]
+    for i, m in above:
+        ax.annotate(f"{m * 100:.0f}%: above the peak, see the case's warning", (m * 100, i), xytext=(4, 0),
+                    textcoords="offset points", va="center", fontsize="x-small")
+    if above:
+        ax.set_xlim(0, max(m for _, m in above) * 100 * 1.6)
     ax.grid(True, axis="x", alpha=0.3)
     sources = sorted({str(s) for s in rows.get("mfu_peak_source", pd.Series(dtype=str)).dropna()})
     peaks = sorted({float(p) for p in rows.get("mfu_peak_tflops", pd.Series(dtype=float)).dropna()})
-    return fig, ("Model FLOPs utilisation: achieved TFLOP/s (torch.utils.flop_counter FLOPs x median images/s) over "
-                 f"the peak ({', '.join(f'{p:g} TFLOP/s' for p in peaks) or 'unknown'}; source: "
-                 f"{', '.join(sources) or 'unknown'})." + (f" Top {MAX_BARS} of {total} cases." if total > MAX_BARS else ""))
+    return fig, ("Model FLOPs utilisation: achieved TFLOP/s (FLOPs per image from alexnet/arch.py, equal to "
+                 "torch.utils.flop_counter's count, x median images/s) over the hardware's peak for the case's dtype "
+                 f"({', '.join(f'{p * 1e3:.0f} GFLOP/s' for p in peaks) or 'unknown'}; the dashed line is 100%). "
+                 f"The peak: {'; '.join(sources) or 'unknown'}."
+                 + (f" {len(above)} case(s) above 100%: fp32 Winograd/FFT convolutions do fewer operations than "
+                    "counted (each says so in its warnings)." if above else "")
+                 + (f" Top {MAX_BARS} of {total} cases." if total > MAX_BARS else ""))
 
 
 def draw_layers(frame: pd.DataFrame, axes: Sequence[str], runs: Sequence[Run]) -> tuple[Figure, str] | None:

@@ -104,7 +104,19 @@ def _environment(run: Run) -> dict[str, str]:
         "host": _fmt(info.get("hostname") or info.get("node")),
         "preset": _fmt(run.suite.get("preset")),
         "fp32 GEMM calibration": f"{gflops:.1f} GFLOP/s" if isinstance(gflops, (int, float)) else "—",
+        "CPU peak (MFU's denominator)": _cpu_peak_text(calibration.get("peak")),
     }
+
+
+def _cpu_peak_text(peak: Any) -> str:
+    """The CPU's peak per dtype and its inputs, from the run's calibration (bench/instruments/cpu_peak.py)."""
+    if not isinstance(peak, dict) or not isinstance(peak.get("tflops"), dict):
+        return "—"
+    inputs = peak.get("inputs") or {}
+    rates = ", ".join(f"{d} {t * 1e3:.0f} GFLOP/s" for d, t in peak["tflops"].items() if isinstance(t, (int, float)))
+    clock = inputs.get("clock_ghz")
+    return (f"{rates or 'none'} ({inputs.get('cores')} cores x "
+            f"{f'{clock:.2f} GHz' if isinstance(clock, (int, float)) else '? GHz'}; clock: {inputs.get('clock_source')})")
 
 
 def _best(entries: list[dict[str, Any]]) -> list[dict[str, str]]:

@@ -45,7 +45,7 @@ __all__ = [
 # 1: the first format. 2: every case in its own worker (extra_info.isolation, alexnet.failed,
 # alexnet.isolation); on a CPU peak_memory_bytes is the case's worker's own peak RSS
 # (docs/saved-run-format.md, "Schema versions").
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 # The key of our run-level section in pytest-benchmark's document.
 SECTION = "alexnet"
 

@@ -74,7 +74,7 @@ def test_run_saves_samples_and_documented_extra_info(tiny_run) -> None:
 def test_run_records_skips_machine_and_calibration(tiny_run) -> None:
     proc, _, run = tiny_run
     section = run["alexnet"]
-    assert section["schema_version"] == 2 and section["preset"] == "tiny"
+    assert section["schema_version"] == 3 and section["preset"] == "tiny"
     assert section["failed"] == [] and section["isolation"] == "process"
     assert len(section["skipped"]) == 3
     for s in section["skipped"]:
@@ -82,7 +82,7 @@ def test_run_records_skips_machine_and_calibration(tiny_run) -> None:
         assert s["fullname"].startswith("bench/test_matrix.py::test_step[")
     assert section["calibration"]["gflops"] > 0 and section["calibration"]["samples_s"]
     mi = run["machine_info"]
-    assert mi["suite_schema_version"] == 2 and mi["torch_version"] and "cpu_model" in mi
+    assert mi["suite_schema_version"] == 3 and mi["torch_version"] and "cpu_model" in mi
     assert "3 skipped" in proc.stdout
 
 

@@ -1,9 +1,15 @@
 """Model FLOPs utilisation: achieved FLOP/s against a peak.
 
-On a GPU the peak comes from a datasheet table keyed by the GPU name torch/NVML report and
-by the dtype the case computes in; an unknown GPU gets no MFU rather than a guess. On the
-CPU the peak is an fp32 GEMM measured once per run on the same machine (`calibrate`), which
-also serves as the run's calibration kernel: a record of how fast the machine was that day.
+MFU's denominator is always an upper bound from the hardware, never a moment's speed. On a GPU
+it comes from a datasheet table keyed by the GPU name torch/NVML report and by the dtype the
+case computes in; an unknown GPU, or a MIG slice (a fraction of the GPU's units under the full
+GPU's name), gets no MFU rather than a guess. On a CPU it is FLOP per cycle per core x physical
+cores in use x the maximum clock (`bench.instruments.cpu_peak`), per dtype; a CPU nothing
+describes gets none.
+
+An fp32 GEMM is still timed once per run (`calibrate`): the run's calibration kernel, a record
+of how fast the machine was that day. A case's achieved rate over it is saved as its own figure,
+``gemm_rate_fraction``, which can pass 1 and is not MFU.
 
 Datasheet figures are dense (no sparsity) tensor-core peaks in TFLOPS, from NVIDIA's product
 pages (listed in docs/measurement-notes.md, "GPU peaks for MFU"; the datasheets print sparsity
@@ -18,12 +24,15 @@ from typing import Any
 import torch
 
 from alexnet.config import RunConfig
+from bench.instruments.cpu_peak import cpu_peak
 
 __all__ = [
     "GPU_PEAK_TFLOPS",
     "calibrate",
     "compute_dtype",
+    "gemm_rate_fraction",
     "gpu_peak_tflops",
+    "is_mig",
     "mfu_for",
 ]
 
@@ -32,6 +41,10 @@ GPU_PEAK_TFLOPS: dict[str, dict[str, float | None]] = {
     "H100 SXM": {"fp32": 67.0, "tf32": 495.0, "bf16": 989.0, "fp16": 989.0},
     "H100 PCIe": {"fp32": 51.0, "tf32": 378.0, "bf16": 756.0, "fp16": 756.0},
     "H200": {"fp32": 67.0, "tf32": 495.0, "bf16": 989.0, "fp16": 989.0},
+    # The NVL (PCIe) parts run lower clocks and power: the datasheets print FP32 60 TFLOPS and,
+    # with sparsity, TF32 835, BF16/FP16 1,671; dense is half of those.
+    "H100 NVL": {"fp32": 60.0, "tf32": 417.5, "bf16": 835.5, "fp16": 835.5},
+    "H200 NVL": {"fp32": 60.0, "tf32": 417.5, "bf16": 835.5, "fp16": 835.5},
     "A100": {"fp32": 19.5, "tf32": 156.0, "bf16": 312.0, "fp16": 312.0},
     "L4": {"fp32": 30.3, "tf32": 60.0, "bf16": 121.0, "fp16": 121.0},
     "V100 SXM2": {"fp32": 15.7, "tf32": None, "bf16": None, "fp16": 125.0},
@@ -39,13 +52,17 @@ GPU_PEAK_TFLOPS: dict[str, dict[str, float | None]] = {
 
 # How device names map onto the table (first match wins). Examples of reported names:
 # "NVIDIA H100 80GB HBM3" (SXM), "NVIDIA H100 PCIe", "NVIDIA H200", "NVIDIA A100-SXM4-80GB",
-# "NVIDIA A100-PCIE-40GB", "NVIDIA L4", "Tesla V100-SXM2-16GB". NVL parts, the Grace Hopper
-# superchip ("NVIDIA GH200 480GB", "NVIDIA GH200 144G HBM3e": its own clocks and power, and
-# no tabled peak) and other variants are left unknown on purpose. Model numbers are
-# matched as whole words, so "GH200" is not read as "H200".
+# "NVIDIA A100-PCIE-40GB", "NVIDIA L4", "Tesla V100-SXM2-16GB", "NVIDIA H100 NVL",
+# "NVIDIA H200 NVL". The Grace Hopper superchip ("NVIDIA GH200 480GB", "NVIDIA GH200 144G
+# HBM3e": its own clocks and power, and no tabled peak), other variants and MIG slices ("...
+# MIG 1g.18gb", `is_mig`) are left unknown on purpose. Model numbers are matched as whole
+# words, so "GH200" is not read as "H200".
 _NAME_RULES: list[tuple[re.Pattern[str], str]] = [
-    (re.compile(r"\bNVL\b", re.I), ""),  # H100 NVL / H200 NVL: different peaks, not tabled
+    (re.compile(r"\bMIG\b"), ""),  # a MIG slice: a fraction of the units, under the full GPU's name
     (re.compile(r"\bGH\d+", re.I), ""),  # Grace Hopper (GH100 / GH200 superchips): not tabled
+    (re.compile(r"\bH100\b.*\bNVL\b", re.I), "H100 NVL"),
+    (re.compile(r"\bH200\b.*\bNVL\b", re.I), "H200 NVL"),
+    (re.compile(r"\bNVL\b", re.I), ""),  # other NVL parts: not tabled
     (re.compile(r"\bH100\b.*PCI", re.I), "H100 PCIe"),
     (re.compile(r"\bH100\b.*(SXM|HBM3)", re.I), "H100 SXM"),
     (re.compile(r"\bH200\b", re.I), "H200"),
@@ -65,6 +82,11 @@ def _table_key(gpu_name: str) -> str | None:
         if pattern.search(gpu_name.strip()):
             return key or None
     return None
+
+
+def is_mig(gpu_name: str) -> bool:
+    """Whether torch names a MIG slice (CUDA reports e.g. "NVIDIA H100 80GB HBM3 MIG 1g.10gb")."""
+    return re.search(r"\bMIG\b", gpu_name) is not None
 
 
 def compute_dtype(cfg: RunConfig) -> str:
@@ -110,7 +132,14 @@ def calibrate(device: str = "cpu") -> dict[str, Any]:
         "gflops": flop / med / 1e9,
         "samples_s": samples,
         "threads": torch.get_num_threads(),
+        **({"peak": cpu_peak(torch.get_num_threads())} if dev_type == "cpu" else {}),
     }
+
+
+# Why an MFU above 1 can still be a real measurement (the FLOPs are FlopCounterMode's: 2 per
+# multiply-add of a direct convolution). Never "the machine's load changed": the peak is a bound.
+ABOVE_ONE_REASON = ("fp32 convolutions may run as Winograd or FFT algorithms (cuDNN, oneDNN), which do fewer "
+                    "multiply-adds than the direct convolution FlopCounterMode counts")
 
 
 def mfu_for(
@@ -121,19 +150,26 @@ def mfu_for(
     if cfg.is_cuda:
         if not gpu_name:
             return None, None, None
+        if is_mig(gpu_name):
+            return None, None, None  # a slice: its share of the units is not its name's peak
         peak = gpu_peak_tflops(gpu_name, dtype)
         if peak is None:
             return None, None, None
         source = f"datasheet dense {dtype} peak of {_table_key(gpu_name)} ({peak:g} TFLOPS)"
-        if dtype == "fp32":
-            # cuDNN may pick Winograd/FFT convolutions that do fewer real operations than
-            # FlopCounterMode counts, so fp32 "MFU" can pass 100%.
-            source += "; fp32: Winograd/FFT convolutions can push this past 100%"
         return achieved_tflops / peak, peak, source
-    if not cpu_calibration:
+    peak_info = (cpu_calibration or {}).get("peak") or {}
+    peak = (peak_info.get("tflops") or {}).get(dtype)
+    if not peak:
         return None, None, None
-    peak = cpu_calibration["gflops"] / 1e3
-    source = f"measured {cpu_calibration['kernel']}: {cpu_calibration['gflops']:.1f} GFLOP/s"
-    if dtype != "fp32":
-        source += f"; the case computes in {dtype}, the peak is fp32"
+    inputs = peak_info["inputs"]
+    source = (f"CPU {dtype} peak {peak * 1e3:.0f} GFLOP/s = {inputs[f'{dtype}_flop_per_cycle']} FLOP/cycle/core "
+              f"({peak_info['sources'][dtype]}) x {inputs['cores']} cores x {inputs['clock_ghz']:.2f} GHz "
+              f"({inputs['clock_source']})")
     return achieved_tflops / peak, peak, source
+
+
+def gemm_rate_fraction(achieved_tflops: float, cpu_calibration: dict[str, Any] | None) -> float | None:
+    """The case's rate over the run's fp32 calibration GEMM (CPU runs): not MFU, can pass 1."""
+    if not cpu_calibration or not cpu_calibration.get("gflops"):
+        return None
+    return achieved_tflops * 1e3 / cpu_calibration["gflops"]
