@@ -156,6 +156,16 @@ def test_machine_info_has_the_documented_fields_without_a_gpu() -> None:
         assert info["gpu_name"] is None and info["gpu_uuid"] is None and info["cuda_available"] is False
 
 
+def test_nvml_spells_a_mig_slice_uuid_with_its_own_prefix() -> None:
+    from bench.instruments.envinfo import nvml_uuid
+
+    raw = "3f2b9c1e-0000-4000-8000-1234567890ab"
+    assert nvml_uuid(raw, "NVIDIA H200") == f"GPU-{raw}"
+    assert nvml_uuid(raw, "NVIDIA H100 80GB HBM3 MIG 1g.10gb") == f"MIG-{raw}"
+    assert nvml_uuid(f"MIG-{raw}", "NVIDIA H200") == f"MIG-{raw}"  # already spelled: kept
+    assert nvml_uuid(None, "NVIDIA H200") is None
+
+
 @pytest.mark.gpu
 def test_machine_info_names_the_gpu() -> None:
     info = machine_info()

@@ -17,6 +17,7 @@ from typing import Any
 import torch
 
 # The saved run's schema version lives with the schema (runrecord/schema.py).
+from bench.instruments.mfu import is_mig
 from runrecord.schema import SCHEMA_VERSION as SUITE_SCHEMA_VERSION
 
 __all__ = ["SUITE_SCHEMA_VERSION", "cpu_model", "gpu_info", "machine_info"]
@@ -73,25 +74,34 @@ def _nvml_info(uuid: str | None) -> dict[str, Any]:
     return out
 
 
+def nvml_uuid(uuid: Any, name: str) -> str | None:
+    """The UUID as NVML spells it, for `nvmlDeviceGetHandleByUUID`: "GPU-..." for a whole GPU,
+    "MIG-..." for a MIG slice (NVML's format for MIG devices since driver R470; the NVML API
+    reference, "nvmlDeviceGetHandleByUUID"). torch prints the CUDA UUID without a prefix.
+    Untested on GPU."""
+    if uuid is None:
+        return None
+    text = str(uuid)
+    if text.startswith(("GPU-", "MIG-")):
+        return text
+    return f"{'MIG' if is_mig(name) else 'GPU'}-{text}"
+
+
 def gpu_info(index: int = 0) -> dict[str, Any]:
     """GPU facts via torch (name, UUID, memory) and NVML (driver, power limit, clocks)."""
     info: dict[str, Any] = {
         "gpu_name": None, "gpu_uuid": None, "gpu_count": 0, "gpu_memory_total_bytes": None,
         "gpu_compute_capability": None, "gpu_driver": None, "gpu_power_limit_w": None,
-        "gpu_max_sm_clock_mhz": None, "gpu_max_mem_clock_mhz": None,
+        "gpu_max_sm_clock_mhz": None, "gpu_max_mem_clock_mhz": None, "gpu_mig_slice": None,
     }
     if not torch.cuda.is_available():
         return info
     props = torch.cuda.get_device_properties(index)
-    uuid = getattr(props, "uuid", None)
-    uuid_str = None
-    if uuid is not None:
-        uuid_str = str(uuid)
-        if not uuid_str.startswith("GPU-"):
-            uuid_str = f"GPU-{uuid_str}"  # NVML's spelling
+    uuid_str = nvml_uuid(getattr(props, "uuid", None), props.name)
     info.update(
         gpu_name=props.name,
         gpu_uuid=uuid_str,
+        gpu_mig_slice=is_mig(props.name),
         gpu_count=torch.cuda.device_count(),
         gpu_memory_total_bytes=int(props.total_memory),
         gpu_compute_capability=f"{props.major}.{props.minor}",

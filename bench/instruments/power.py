@@ -28,12 +28,13 @@ def power_probe() -> None:
     import torch
     import pynvml
 
+    from bench.instruments.envinfo import nvml_uuid
+
     props = torch.cuda.get_device_properties(0)
-    uuid = str(getattr(props, "uuid", "") or "")
+    uuid = nvml_uuid(getattr(props, "uuid", None) or None, props.name)  # "MIG-..." for a MIG slice
     pynvml.nvmlInit()
     try:
-        h = pynvml.nvmlDeviceGetHandleByUUID(uuid if uuid.startswith("GPU-") else f"GPU-{uuid}") if uuid \
-            else pynvml.nvmlDeviceGetHandleByIndex(0)
+        h = pynvml.nvmlDeviceGetHandleByUUID(uuid) if uuid else pynvml.nvmlDeviceGetHandleByIndex(0)
         n = 8192
         a = torch.randn(n, n, device="cuda", dtype=torch.bfloat16)
         b = torch.randn(n, n, device="cuda", dtype=torch.bfloat16)

@@ -183,12 +183,12 @@ def open_nvml(device: str) -> tuple[Any, Any]:
 
 
 def _find_handle(nvml: Any, props: Any, index: int) -> Any:
-    uuid = str(getattr(props, "uuid", "") or "")
+    from bench.instruments.envinfo import nvml_uuid as spell
+
+    uuid = spell(getattr(props, "uuid", None) or None, props.name)  # "GPU-..." or, for a MIG slice, "MIG-..."
     if uuid:
-        # torch prints the UUID without NVML's "GPU-" prefix.
-        nvml_uuid = uuid if uuid.startswith(("GPU-", "MIG-")) else f"GPU-{uuid}"
         try:
-            return nvml.nvmlDeviceGetHandleByUUID(nvml_uuid)
+            return nvml.nvmlDeviceGetHandleByUUID(uuid)
         except nvml.NVMLError:
             pass  # fall back to the index, made consistent by CUDA_DEVICE_ORDER
     return nvml.nvmlDeviceGetHandleByIndex(index)
