@@ -502,10 +502,13 @@ def build_history(
             if m is None:
                 skipped.append(SkippedFile(str(run.path), f"case {case_id!r} has no timed rounds or median"))
                 continue
-            skey = _key(fp, threads, case_id, config)
+            # Samples are per step of a round of k back-to-back steps (schema 3; absent: 1): a
+            # different k is a different quantity on a GPU, so it is a series of its own.
+            k = int(extra.get("steps_per_round") or 1)
+            skey = _key(fp, threads, case_id, config, *([k] if k != 1 else []))
             if skey not in series:
-                series[skey] = Series(key=f"s-{skey}", case_id=case_id, kind=extra.get("kind"), config=config,
-                                      machine=_machine_label(fp), threads=threads)
+                series[skey] = Series(key=f"s-{skey}", case_id=case_id if k == 1 else f"{case_id} ({k} steps/round)",
+                                      kind=extra.get("kind"), config=config, machine=_machine_label(fp), threads=threads)
                 points[skey] = {}
             pkey = json.dumps([commit, software], sort_keys=True, default=str)
             point = points[skey].get(pkey)

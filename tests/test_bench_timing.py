@@ -102,6 +102,48 @@ def test_suite_median_agrees_with_torch_utils_benchmark(benchmark, one_thread) -
     )
 
 
+def test_blocked_rounds_of_a_tiny_case_agree_with_torch_utils_benchmark_per_step(one_thread) -> None:
+    """A tiny CPU case at 4 steps per round, through the suite's own case session (build, a
+    single cold step, warm-up, rounds divided by k): each round's per-step time against a
+    Timer.blocked_autorange of the same step run just before it, within 5%."""
+    from bench.workloads.measure import CaseSession
+    from bench.workloads.workload import CaseOptions
+
+    cfg = RunConfig(mode="inference", batch_size=2, resolution=(65, 65), device="cpu")
+    session = CaseSession(cfg, CaseOptions(steps_per_round=4, warmup=3, telemetry_interval_s=None))
+    try:
+        with machine.exclusive():
+            session.build()
+            runner, x, y = session.runner, session.workload.x, session.workload.y
+            ratios = []
+            for _ in range(15):
+                reference = timer_samples(lambda: runner.step(x, y), min_run_time=0.05)
+                [per_step] = session.rounds(1)["samples"]
+                ratios.append(per_step / float(np.mean(reference)))
+        extra = session.finish()
+    finally:
+        session.close()
+    assert extra["steps_per_round"] == 4 and extra["rounds"] == 15
+    assert extra["telemetry_window"] is None or extra["telemetry_window"]["steps"] == 60
+    paired = float(np.median(ratios))
+    assert abs(paired - 1) < AGREEMENT_TOLERANCE, f"suite per step / Timer: median pair ratio {paired:.3f}, {ratios}"
+
+
+def test_steps_per_round_come_from_the_config_never_from_a_timing() -> None:
+    from bench.workloads.workload import MAX_STEPS_PER_ROUND, steps_per_round
+
+    cpu = RunConfig(mode="inference", batch_size=2, resolution=(65, 65), device="cpu")
+    assert steps_per_round(cpu) == 1  # a CPU runs its ops synchronously: nothing to overlap
+    gpu = RunConfig(mode="train", batch_size=256, resolution=(224, 224), device="cuda")
+    assert steps_per_round(gpu) == 1  # 1.4 TFLOP a step: a block already
+    assert steps_per_round(gpu.replace(mode="inference", batch_size=32)) == 17  # 1e12 / (1.876e9 x 32)
+    assert steps_per_round(gpu.replace(mode="inference", batch_size=1)) == MAX_STEPS_PER_ROUND
+    assert steps_per_round(gpu, 5) == 5 and steps_per_round(cpu, 3) == 3  # --steps-per-round wins
+    assert steps_per_round(gpu, 5, kind="loop") == 1  # a loop step's data wait is per step
+    with pytest.raises(ValueError, match="--steps-per-round 0 is not valid"):
+        steps_per_round(cpu, 0)
+
+
 def test_round_synchronises_cuda_work(monkeypatch: pytest.MonkeyPatch) -> None:
     """Every round ends with a device sync (a no-op on CPU), so the clock covers GPU work."""
     calls: list[str] = []

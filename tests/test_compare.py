@@ -96,6 +96,19 @@ def test_two_saved_runs_of_the_same_code_exit_0(real_runs, tmp_path):
     assert "regression " not in r.stdout.replace("no regression", "")
 
 
+def test_runs_with_other_steps_per_round_are_refused_with_one_line(shared_tiny_run, tmp_path, compare_main):
+    """Per-step times from blocks of 4 steps and from single steps are not one quantity (on a GPU):
+    `compare` refuses them before judging, exit 2."""
+    blocked = tmp_path / "0002_blocked.json"
+    data = json.loads(shared_tiny_run.path.read_text())
+    for b in data["benchmarks"]:
+        b["extra_info"]["steps_per_round"] = 4
+    blocked.write_text(json.dumps(data))
+    r = compare_main(shared_tiny_run.path, blocked)
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert "steps per round differ" in r.stderr and "(1, 4)" in r.stderr and r.stdout == ""
+
+
 def test_15_percent_slower_candidate_exits_1_and_is_named(real_runs, tmp_path):
     busy = precise(real_runs[0])
     slow = tmp_path / "0099_slow.json"

@@ -271,6 +271,21 @@ def test_different_hardware_is_never_one_line_and_software_changes_are_marked(re
         assert s.points[changes[0]["index"]].software["torch_version"] == "9.9.9"
 
 
+def test_a_change_of_steps_per_round_starts_a_series_of_its_own(real_run, tmp_path):
+    """Per-step times of k-step blocks and of single steps are never joined into one line."""
+    def edit(i: int, doc: dict) -> None:
+        if i >= 6:
+            for bench in doc["benchmarks"]:
+                bench["extra_info"]["steps_per_round"] = 4
+
+    write_series(real_run, tmp_path / "runs", n=12, step_at=None, edit=edit)
+    history = build_history([str(tmp_path / "runs")], repo=None)
+    n_cases = len(json.loads(real_run.read_text())["benchmarks"])
+    assert len(history.series) == 2 * n_cases
+    blocked = [s for s in history.series if s.case_id.endswith("(4 steps/round)")]
+    assert len(blocked) == n_cases and all(len(s.points) == 6 for s in history.series)
+
+
 @pytest.mark.slow
 def test_a_torch_upgrade_on_the_same_commit_is_a_new_point(real_run, tmp_path):
     def edit(i: int, doc: dict) -> None:

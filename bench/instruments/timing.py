@@ -48,20 +48,27 @@ __all__ = [
     "warm_up",
 ]
 
-def make_round(runner: "StepRunner", x: torch.Tensor, y: torch.Tensor) -> Callable[[], None]:
-    """One timed round: a step, then a device sync so the clock covers the GPU work."""
+def make_round(runner: "StepRunner", x: torch.Tensor, y: torch.Tensor, *, steps: int = 1) -> Callable[[], None]:
+    """One timed round: ``steps`` back-to-back steps, then a device sync so the clock covers the
+    GPU work. With more than one, each step after the first is launched while the one before
+    runs, as in a training loop (timm's benchmark and `torch.utils.benchmark` time blocks of
+    back-to-back iterations for this reason); the caller divides the round by ``steps``."""
     device = runner.cfg.device
+    if steps < 1:
+        raise ValueError(f"steps per round {steps} is not valid; it must be >= 1")
 
     def round_() -> None:
-        runner.step(x, y)
+        for _ in range(steps):
+            runner.step(x, y)
         synchronize(device)
 
     return round_
 
 
 def timed_rounds(round_: Callable[[], None], n: int, *, pace: "PaceKernel | None", pace_after: bool = True,
-                 rewarm: int = 0) -> list[float]:
-    """``n`` timed rounds, each preceded by a pace sample (and one more after the last).
+                 rewarm: int = 0, steps_per_round: int = 1) -> list[float]:
+    """``n`` timed rounds, each preceded by a pace sample (and one more after the last); each
+    sample is the round's time divided by ``steps_per_round`` (seconds per step).
 
     Each duration is this process's ``perf_counter`` around one ``round_`` (which ends
     synchronised), so whatever happens between requests, in this process or between processes,
@@ -83,7 +90,7 @@ def timed_rounds(round_: Callable[[], None], n: int, *, pace: "PaceKernel | None
             round_()
         t0 = time.perf_counter()
         round_()
-        out.append(time.perf_counter() - t0)
+        out.append((time.perf_counter() - t0) / steps_per_round)
     if pace is not None and pace_after:
         pace()
     return out
@@ -97,10 +104,19 @@ def cold_step_time(round_: Callable[[], None], *, device: str) -> float:
     return time.perf_counter() - t0
 
 
-def warm_up(round_: Callable[[], None], *, rounds: int) -> None:
-    """Untimed rounds: cuDNN autotuning, allocator growth, CUDA-graph recording, caches."""
-    for _ in range(rounds):
+def warm_up(round_: Callable[[], None], *, rounds: int, min_seconds: float = 0.0) -> dict[str, float]:
+    """Untimed rounds: cuDNN autotuning, allocator growth, CUDA-graph recording, caches.
+
+    At least ``rounds`` of them, and on until ``min_seconds`` have passed: a GPU's clocks and
+    cuDNN's autotuning settle over seconds, not over a count of steps. Returns what was done:
+    ``{"rounds": n, "seconds": s}``.
+    """
+    t0 = time.perf_counter()
+    done = 0
+    while done < rounds or time.perf_counter() - t0 < min_seconds:
         round_()
+        done += 1
+    return {"rounds": done, "seconds": time.perf_counter() - t0}
 
 
 class PaceKernel:

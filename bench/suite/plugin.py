@@ -48,6 +48,7 @@ class BenchSession:
     case_timeout_s: float = 900.0
     telemetry_seconds: float | None = None
     strict_isolation: bool = False
+    steps_per_round: int | None = None  # None: the default per device (bench.workloads.workload.steps_per_round)
     skipped: list[dict[str, Any]] = field(default_factory=list)
     _runner: Any = None
 
@@ -84,6 +85,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help=f"override the {axis.field} axis of every case ({axis.valid})")
     g.addoption("--rounds", type=int, default=None, help="timed rounds per case (>= 10; default: the preset's)")
     g.addoption("--warmup-rounds", type=int, default=None, help="untimed warm-up rounds per case (default: the preset's)")
+    g.addoption("--steps-per-round", default="auto", metavar="N|auto",
+                help="back-to-back steps per timed round, saved per step (auto: 1 on a CPU; on CUDA enough for "
+                     "1 TFLOP a round, at most 64; loop cases always 1)")
     g.addoption("--telemetry-interval", type=float, default=DEFAULT_TELEMETRY_INTERVAL_S,
                 help=f"seconds between telemetry samples (default {DEFAULT_TELEMETRY_INTERVAL_S})")
     g.addoption("--profile-layers", action="store_true",
@@ -153,6 +157,13 @@ def _session_from_options(config: pytest.Config) -> BenchSession:
     if warmup < 1:
         # The first step is always the cold one (compile, lazy init); it is never timed.
         raise pytest.UsageError(f"--warmup-rounds {warmup} is not valid; it must be >= 1")
+    spr_text = str(config.getoption("steps_per_round")).strip()
+    if spr_text == "auto":
+        spr = None
+    elif spr_text.isdigit() and int(spr_text) >= 1:
+        spr = int(spr_text)
+    else:
+        raise pytest.UsageError(f"--steps-per-round {spr_text!r} is not valid; use auto or an integer >= 1")
     interval = config.getoption("telemetry_interval")
     if not interval > 0:
         raise pytest.UsageError(f"--telemetry-interval {interval} is not valid; it must be > 0 seconds")
@@ -174,7 +185,7 @@ def _session_from_options(config: pytest.Config) -> BenchSession:
         preset=preset, cases=cases, loop_cases=loop_cases, rounds=rounds, warmup=warmup, telemetry_interval_s=interval,
         profile_layers=profile, allow_emulated_bf16=config.getoption("allow_emulated_bf16"),
         isolation=isolation, case_timeout_s=case_timeout, telemetry_seconds=telemetry_seconds,
-        strict_isolation=config.getoption("strict_isolation"),
+        strict_isolation=config.getoption("strict_isolation"), steps_per_round=spr,
     )
 
 

@@ -37,7 +37,7 @@ import pytest
 
 from alexnet.config import RunConfig
 from bench.workers.launcher import WorkerDied, WorkerError, ZygoteDied, ZygotePool
-from bench.workloads.workload import Workload
+from bench.workloads.workload import Workload, steps_per_round
 from runrecord.schema import Failure
 
 __all__ = ["MAX_CONSECUTIVE_DEATHS", "CaseRunner", "replay_clock", "replay_rounds"]
@@ -48,6 +48,9 @@ DEFAULT_CASE_TIMEOUT_S = 900.0
 # "NVML"): energy per
 # image needs several seconds of steady work. On a CPU the timed rounds are the window.
 DEFAULT_CUDA_TELEMETRY_S = 5.0
+# On CUDA the warm-up runs for at least this long as well as its rounds: GPU clocks and cuDNN's
+# autotuning settle over seconds, not over a count of steps. Untested on GPU.
+DEFAULT_CUDA_WARMUP_S = 2.0
 ISOLATION_MODES = ("process", "none")
 
 
@@ -279,7 +282,9 @@ def run_case(benchmark: Any, cfg: RunConfig, *, workload: type[Workload], bench_
         options = {"warmup": bench_session.warmup, "telemetry_interval_s": bench_session.telemetry_interval_s,
                    "profile_layers": bench_session.profile_layers and workload.profiles_layers,
                    "allow_emulated_bf16": bench_session.allow_emulated_bf16, "cpu_calibration": cpu_cal,
-                   "gpu_name": gpu_name}
+                   "gpu_name": gpu_name,
+                   "steps_per_round": steps_per_round(cfg, bench_session.steps_per_round, kind=workload.kind),
+                   "warmup_min_s": DEFAULT_CUDA_WARMUP_S if cfg.is_cuda else 0.0}
         out = runner.measure(cfg, case_id=case_id, workload=workload, options=options, rounds=bench_session.rounds)
     except WorkerDied as exc:  # the case's worker, or the zygote that forks it (ZygoteDied)
         benchmark.has_error = True

@@ -198,7 +198,9 @@ class CaseSession:
     def __init__(self, cfg: RunConfig, options: CaseOptions | None = None) -> None:
         options = options or CaseOptions()
         self.cfg = cfg
-        self.workload: Workload = options.workload(cfg)
+        self.steps_per_round = options.steps_per_round
+        self.warmup_min_s = options.warmup_min_s
+        self.workload: Workload = options.workload(cfg, steps=options.steps_per_round)
         self.case_id = options.case_id or self.workload.case_id(cfg)
         self.warmup = options.warmup
         self.telemetry_interval_s = options.telemetry_interval_s
@@ -245,11 +247,11 @@ class CaseSession:
 
         def first() -> None:
             step_pid.append(os.getpid())
-            self.round()
+            self.workload.one()  # one step, whatever a timed round holds
 
         with _cold_compile(cfg):
             self.cold_s = cold_step_time(first, device=cfg.device)
-        warm_up(self.round, rounds=self.warmup)
+        self.warmup_done = warm_up(self.round, rounds=self.warmup, min_seconds=self.warmup_min_s)
         self.workload.after_warmup()
         return {"build_s": build_s, "cold_step_s": self.cold_s, "idle_rss_bytes": self.idle_rss,
                 "step_pid": step_pid[0], "worker_pid": os.getpid()}
@@ -276,7 +278,7 @@ class CaseSession:
         if not self.samples:
             self._start_rounds()
         pace_before = len(self.pace.samples)
-        out = timed_rounds(self.round, n, pace=self.pace if pace else None)
+        out = timed_rounds(self.round, n, pace=self.pace if pace else None, steps_per_round=self.steps_per_round)
         self.samples.extend(out)
         return {"samples": out, "pace": self.pace.samples[pace_before:]}
 
@@ -338,9 +340,10 @@ class CaseSession:
         foreign = self._foreign.stop() if self._foreign is not None else None
         if self._sampler is not None:
             self._sampler.__exit__(None, None, None)
-            self._telemetry = self._sampler.result(images=len(self.samples) * cfg.batch_size)
-            self._window = {"seconds": rounds_wall, "steps": len(self.samples),
-                            "images": len(self.samples) * cfg.batch_size, "what": "the timed rounds"}
+            steps = len(self.samples) * self.steps_per_round
+            self._telemetry = self._sampler.result(images=steps * cfg.batch_size)
+            self._window = {"seconds": rounds_wall, "steps": steps, "images": steps * cfg.batch_size,
+                            "what": "the timed rounds"}
             self._sampler = None
         memory = self._memory()
         telemetry = self._telemetry or {"kind": "unavailable", "reason": "no telemetry window was run",
@@ -369,7 +372,9 @@ class CaseSession:
             "case_id": self.case_id,
             "kind": self.workload.kind,
             **metrics,
-            "warmup_rounds": self.warmup,
+            "warmup_rounds": self.warmup_done["rounds"],
+            "warmup_s": self.warmup_done["seconds"],
+            "steps_per_round": self.steps_per_round,
             "pace": self.pace.record(),
             **memory,
             "correctness": correctness,

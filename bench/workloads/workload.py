@@ -22,7 +22,36 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-__all__ = ["CaseOptions", "LoopWorkload", "StepWorkload", "SubjectWorkload", "WORKLOADS", "Workload", "workload_for"]
+__all__ = ["CUDA_BLOCK_FLOP", "MAX_STEPS_PER_ROUND", "CaseOptions", "LoopWorkload", "StepWorkload", "SubjectWorkload",
+           "WORKLOADS", "Workload", "steps_per_round", "workload_for"]
+
+# Steps per timed round (docs/bench.md, "How a case is timed"). On CUDA a round is a block of
+# back-to-back steps holding at least CUDA_BLOCK_FLOP (1 TFLOP: a few ms on an H100 or H200),
+# so a launch-bound step is timed with its launches overlapping the work before it, as in a
+# loop; at most MAX_STEPS_PER_ROUND. On a CPU, 1: its ops run synchronously in the calling
+# thread, so there is no queue for back-to-back steps to fill. Derived from the config alone,
+# never from a timing: two runs of a case, and the two sides of a duet, always agree.
+CUDA_BLOCK_FLOP = 1e12
+MAX_STEPS_PER_ROUND = 64
+
+
+def steps_per_round(cfg: Any, requested: int | None = None, *, kind: str = "step") -> int:
+    """k for a case: ``requested`` (``--steps-per-round N``) or the default for its device;
+    always 1 for a training-loop case (its data wait is per step)."""
+    if kind == "loop":
+        return 1
+    if requested is not None:
+        if requested < 1:
+            raise ValueError(f"--steps-per-round {requested} is not valid; it must be >= 1 (or auto)")
+        return int(requested)
+    if not cfg.is_cuda:
+        return 1
+    import math
+
+    from alexnet.arch import flops_per_image
+
+    step = flops_per_image(cfg.variant, cfg.resolution, train=cfg.mode == "train") * cfg.batch_size
+    return max(1, min(MAX_STEPS_PER_ROUND, math.ceil(CUDA_BLOCK_FLOP / step)))
 
 
 class Workload:
@@ -31,8 +60,9 @@ class Workload:
     kind: ClassVar[str]  # the saved extra_info.kind
     profiles_layers: ClassVar[bool] = False  # whether --profile-layers applies to it
 
-    def __init__(self, cfg: Any) -> None:
+    def __init__(self, cfg: Any, *, steps: int = 1) -> None:
         self.cfg = cfg
+        self.steps = steps  # steps per timed round (`steps_per_round`)
         self.runner: Any = None  # the alexnet.runtime.StepRunner, once built
 
     @classmethod
@@ -48,6 +78,10 @@ class Workload:
 
     def step(self) -> None:
         """One unit for back-to-back stepping (the telemetry window): no sync needed."""
+        self.round()
+
+    def one(self) -> None:
+        """One step, ending with the device synchronised (the cold step)."""
         self.round()
 
     def after_warmup(self) -> None:
@@ -74,13 +108,17 @@ class StepWorkload(Workload):
 
         self.runner = StepRunner.build(self.cfg)
         self.x, self.y = self.runner.random_batch(seed=self.cfg.seed)
-        self._round = make_round(self.runner, self.x, self.y)
+        self._round = make_round(self.runner, self.x, self.y, steps=self.steps)
+        self._one = make_round(self.runner, self.x, self.y, steps=1)
 
     def round(self) -> None:
         self._round()
 
     def step(self) -> None:
         self.runner.step(self.x, self.y)
+
+    def one(self) -> None:
+        self._one()
 
     def batch(self) -> tuple[Any, Any]:
         return self.x, self.y
@@ -175,11 +213,15 @@ class CaseOptions:
     cpu_calibration: dict[str, Any] | None = None
     gpu_name: str | None = None
     own_pids: list[int] | None = None
+    steps_per_round: int = 1  # decided by the coordinator (`steps_per_round`)
+    warmup_min_s: float = 0.0  # warm up for at least this long as well (CUDA: DEFAULT_CUDA_WARMUP_S)
 
     def __post_init__(self) -> None:
         workload_for(self.kind)  # fails here, with the valid kinds, rather than mid-build
         if self.warmup < 0:
             raise ValueError(f"warmup {self.warmup} is not valid; it must be >= 0")
+        if self.steps_per_round < 1:
+            raise ValueError(f"steps_per_round {self.steps_per_round} is not valid; it must be >= 1")
 
     @property
     def workload(self) -> type[Workload]:

@@ -193,6 +193,19 @@ def compare_runs(
             "cases match by their config"
         )
 
+    # A sample is a round's time over its steps_per_round (schema 3; absent: 1). Blocks of k
+    # back-to-back steps and single steps from an idle queue are not the same quantity on a GPU.
+    mixed_k = []
+    for key in sorted(common, key=lambda k: _case_label(_first(k, base_cases, cand_cases))):
+        ks = {int((c[key].get("extra_info") or {}).get("steps_per_round") or 1) for c in [*base_cases, *cand_cases]
+              if key in c}
+        if len(ks) > 1:
+            mixed_k.append(f"{_case_label(_first(key, base_cases, cand_cases))} ({', '.join(map(str, sorted(ks)))})")
+    if mixed_k:
+        raise ValueError(f"steps per round differ between the runs, so their per-step times are not comparable: "
+                         f"{'; '.join(mixed_k[:3])}{' ...' if len(mixed_k) > 3 else ''} "
+                         "(run both with the same --steps-per-round)")
+
     notes: list[str] = []
     speed_shift = False
     shift_note = ""
