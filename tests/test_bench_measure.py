@@ -28,7 +28,23 @@ def test_train_case_is_compared_with_its_initial_weights() -> None:
         c = correctness_check(runner, weights, x, y)
     assert c["reference"] == "fp32 eager"
     assert c["loss_rel_diff"] == 0.0 and c["max_abs_logits_diff"] == 0.0
+    assert c["correctness_compile_s"] is None  # eager: nothing compiled for the check
     assert runner.eager_model.training  # the check restores train mode
+
+
+def test_no_correctness_skips_the_check_and_says_so() -> None:
+    from bench.workloads.measure import CaseSession
+    from bench.workloads.workload import CaseOptions
+
+    cfg = RunConfig(mode="inference", batch_size=2, resolution=(65, 65), device="cpu")
+    session = CaseSession(cfg, CaseOptions(correctness=False, telemetry_interval_s=None))
+    try:
+        session.build()
+        session.rounds(10)
+        extra = session.finish()
+    finally:
+        session.close()
+    assert extra["correctness"] == {"skipped": "--no-correctness"}
 
 
 def test_low_precision_case_shows_a_difference() -> None:

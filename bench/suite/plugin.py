@@ -49,6 +49,7 @@ class BenchSession:
     telemetry_seconds: float | None = None
     strict_isolation: bool = False
     steps_per_round: int | None = None  # None: the default per device (bench.workloads.workload.steps_per_round)
+    correctness: bool = True
     skipped: list[dict[str, Any]] = field(default_factory=list)
     _runner: Any = None
 
@@ -85,6 +86,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help=f"override the {axis.field} axis of every case ({axis.valid})")
     g.addoption("--rounds", type=int, default=None, help="timed rounds per case (>= 10; default: the preset's)")
     g.addoption("--warmup-rounds", type=int, default=None, help="untimed warm-up rounds per case (default: the preset's)")
+    g.addoption("--no-correctness", action="store_true",
+                help="skip each case's correctness check against fp32 eager (for a compiled train case it "
+                     "compiles a second, forward-only graph; its time is saved as correctness.correctness_compile_s)")
     g.addoption("--steps-per-round", default="auto", metavar="N|auto",
                 help="back-to-back steps per timed round, saved per step (auto: 1 on a CPU; on CUDA enough for "
                      "1 TFLOP a round, at most 64; loop cases always 1)")
@@ -186,6 +190,7 @@ def _session_from_options(config: pytest.Config) -> BenchSession:
         profile_layers=profile, allow_emulated_bf16=config.getoption("allow_emulated_bf16"),
         isolation=isolation, case_timeout_s=case_timeout, telemetry_seconds=telemetry_seconds,
         strict_isolation=config.getoption("strict_isolation"), steps_per_round=spr,
+        correctness=not config.getoption("no_correctness"),
     )
 
 

@@ -284,7 +284,8 @@ def run_case(benchmark: Any, cfg: RunConfig, *, workload: type[Workload], bench_
                    "allow_emulated_bf16": bench_session.allow_emulated_bf16, "cpu_calibration": cpu_cal,
                    "gpu_name": gpu_name,
                    "steps_per_round": steps_per_round(cfg, bench_session.steps_per_round, kind=workload.kind),
-                   "warmup_min_s": DEFAULT_CUDA_WARMUP_S if cfg.is_cuda else 0.0}
+                   "warmup_min_s": DEFAULT_CUDA_WARMUP_S if cfg.is_cuda else 0.0,
+                   "correctness": bench_session.correctness}
         out = runner.measure(cfg, case_id=case_id, workload=workload, options=options, rounds=bench_session.rounds)
     except WorkerDied as exc:  # the case's worker, or the zygote that forks it (ZygoteDied)
         benchmark.has_error = True

@@ -214,6 +214,7 @@ class CaseOptions:
     gpu_name: str | None = None
     own_pids: list[int] | None = None
     steps_per_round: int = 1  # decided by the coordinator (`steps_per_round`)
+    correctness: bool = True  # the correctness check against fp32 eager (--no-correctness: False)
     warmup_min_s: float = 0.0  # warm up for at least this long as well (CUDA: DEFAULT_CUDA_WARMUP_S)
 
     def __post_init__(self) -> None:
