@@ -129,9 +129,14 @@ def load_data(
     download: bool = False,
     synthetic_size: int | None = None,
     seed: int = 0,
+    transform: bool = True,
 ) -> DataBundle:
-    """Training and validation sets with the seed's Resize + ToTensor transform."""
-    transform = seed_transform(resolution)
+    """Training and validation sets with the seed's Resize + ToTensor transform.
+
+    ``transform=False`` leaves the sets untransformed (their ``.data`` uint8 images are what the
+    ``device`` pipeline reads): the synthetic set then needs no torchvision at all.
+    """
+    transform = seed_transform(resolution) if transform else None
     h, w = resolution
     if data == "synthetic":
         n = _DEFAULT_SYNTHETIC_TRAIN if synthetic_size is None else synthetic_size

@@ -91,3 +91,54 @@ def test_gpu_check_and_the_suite_import_without_the_optional_packages() -> None:
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     assert "blocked and imported: []" in out.stdout
     assert "train-torchvision-b256-224x224-fp32-cudnnbench-tf32-cuda" in out.stdout  # collected, not crashed
+
+
+# torchvision present but not importable (as a PyPI torchvision beside another torch build is):
+# found, then its import fails. torch._dynamo's import looks packages up with find_spec and
+# expects None or a spec, so `_BLOCKER`'s refusal at lookup cannot stand in for it here.
+_BROKEN_TORCHVISION = textwrap.dedent("""
+    import importlib.abc, importlib.machinery, sys
+
+    class _Broken(importlib.abc.Loader):
+        def create_module(self, spec):
+            raise ImportError("torchvision is broken here (the test)")
+
+        def exec_module(self, module):
+            pass
+
+    class _Find:
+        def find_spec(self, name, path=None, target=None):
+            if name.split(".")[0] == "torchvision":
+                return importlib.machinery.ModuleSpec(name, _Broken())
+            return None
+
+    sys.meta_path.insert(0, _Find())
+""")
+
+
+def test_loop_cases_without_torchvision_the_device_pipeline_runs_and_the_dataloader_is_unsupported() -> None:
+    code = """
+        from alexnet.config import RunConfig
+        from alexnet.runtime import backend_switches
+        from bench.workloads.loop import LoopStepper
+        from bench.workloads.measure import UnsupportedCase
+
+        cfg = RunConfig(mode="train", device="cpu", batch_size=4, resolution=(65, 65), pipeline="device")
+        with backend_switches(cfg):
+            step = LoopStepper(cfg, synthetic_size=32)
+            step()
+            step()
+        assert len(step.compute_s) == 2
+        try:
+            LoopStepper(cfg.replace(pipeline="dataloader"), synthetic_size=32)
+        except UnsupportedCase as exc:
+            assert "dataloader pipeline needs torchvision" in str(exc), exc
+        else:
+            raise AssertionError("the dataloader pipeline ran without torchvision")
+        print("ok", sorted(m for m in sys.modules if m.split(".")[0] == "torchvision"))
+    """
+    out = subprocess.run([sys.executable, "-c", _BROKEN_TORCHVISION + textwrap.dedent(code)], cwd=REPO,
+                         capture_output=True, text=True, timeout=240)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert "ok []" in out.stdout
+

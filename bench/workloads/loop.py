@@ -75,9 +75,20 @@ class LoopStepper:
     def __init__(self, cfg: RunConfig, *, synthetic_size: int | None = None, download: bool = False) -> None:
         if cfg.mode != "train":
             raise ValueError(f"mode {cfg.mode!r} is not valid for a training-loop case; use train")
+        # The seed's pipeline (Resize + ToTensor on PIL images) and the FashionMNIST reader are
+        # torchvision's; the device pipeline on the synthetic set needs none of it.
+        if cfg.pipeline == "dataloader" or cfg.data == "fashion-mnist":
+            from alexnet.support import torchvision_missing
+
+            missing = torchvision_missing()
+            if missing:
+                from bench.workloads.measure import UnsupportedCase
+
+                what = "the dataloader pipeline" if cfg.pipeline == "dataloader" else "reading FashionMNIST"
+                raise UnsupportedCase(f"{what} needs torchvision, which is not importable here")
         seed_everything(cfg.seed)
         self.data = load_data(cfg.data, cfg.resolution, data_root=cfg.data_root, download=download,
-                              synthetic_size=synthetic_size, seed=cfg.seed)
+                              synthetic_size=synthetic_size, seed=cfg.seed, transform=cfg.pipeline == "dataloader")
         self.cfg = cfg
         self.runner = StepRunner.build(cfg)
         pipeline = make_pipeline(self.data.train, cfg, shuffle=True, seed=cfg.seed)
