@@ -200,6 +200,10 @@ def draw_memory_vs_batch(frame: pd.DataFrame, axes: Sequence[str], runs: Sequenc
                         "so it includes the Python runtime and every earlier case. ",
         "cuda_max_allocated": "cuda_max_allocated is torch.cuda.max_memory_allocated over the rounds (CUDA-graph cases "
                               "keep intermediates in a private pool it does not show). ",
+        "cuda_max_reserved_cudagraphs": "cuda_max_reserved_cudagraphs (CUDA-graph cases, reduce-overhead and "
+                                        "max-autotune) is torch.cuda.max_memory_reserved, which includes the graphs' "
+                                        "private pool: an upper bound, not comparable with the allocated peak of "
+                                        "eager cases. ",
     }
     what = "".join(notes[k] for k in kinds if k in notes)
     return fig, (f"Memory per batch size ({', '.join(kinds)}). {what}" + _cut_note(shown, total, "families"))

@@ -64,3 +64,22 @@ def test_failure_classification() -> None:
     assert is_fatal_device_error(RuntimeError("CUDA error: an illegal memory access was encountered"))
     assert is_fatal_device_error(RuntimeError("CUDA error: device-side assert triggered"))
     assert not is_fatal_device_error(torch.OutOfMemoryError("CUDA out of memory"))
+
+
+def test_a_cuda_graph_case_reports_the_reserved_peak_as_a_memory_kind_of_its_own(monkeypatch) -> None:
+    """The mechanism, with torch.cuda's peak counters stubbed (untested on GPU): a reduce-overhead
+    case's private graph pool is not in the allocated peak, so its figure is the reserved one."""
+    from types import SimpleNamespace
+
+    from bench.workloads.measure import CaseSession
+
+    monkeypatch.setattr(torch.cuda, "max_memory_allocated", lambda device=None: 1000 + 10)
+    monkeypatch.setattr(torch.cuda, "max_memory_reserved", lambda device=None: 5000 + 10)
+    for compile_mode, kind, peak in (("reduce-overhead", "cuda_max_reserved_cudagraphs", 5000),
+                                     ("default", "cuda_max_allocated", 1000)):
+        session = CaseSession(RunConfig(device="cuda", batch_size=8, compile=compile_mode))
+        session.pace = SimpleNamespace(nbytes=10)
+        mem = session._memory()
+        assert (mem["memory_kind"], mem["peak_memory_bytes"]) == (kind, peak)
+        assert (mem["peak_memory_allocated_bytes"], mem["peak_memory_reserved_bytes"]) == (1000, 5000)
+
