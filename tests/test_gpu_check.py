@@ -154,9 +154,20 @@ def test_the_budget_caps_the_items(tmp_path: Path) -> None:
     t0 = time.monotonic()
     results = run_items([Item("slow", slow, 60, ""), Item("next", never, 60, "")], root=tmp_path, budget_s=1.5, out=out)
     assert time.monotonic() - t0 < 6
-    assert [r.status for r in results] == ["timeout", "timeout"]
+    assert [r.status for r in results] == ["timeout", "not_run"]
     assert "cut by --budget" in results[0].figure
-    assert "budget was spent before it started" in results[1].figure
+    assert results[1].figure.startswith("NOT RUN (budget)") and "NOT RUN (budget)  next" in out.getvalue()
+
+
+def test_the_cuda_runtime_is_asked_in_a_child_and_its_error_is_one_line() -> None:
+    import torch
+
+    err = gc.cuda_runtime_error()
+    if torch.cuda.is_available():
+        assert err is None
+    else:  # this CPU machine: a CUDA build without a driver, or a CPU-only build
+        assert err and "\n" not in err, err
+    assert not torch.cuda.is_initialized()  # asked of a child, never of this process
 
 
 def test_a_shared_suite_run_is_made_once(tmp_path: Path, monkeypatch) -> None:

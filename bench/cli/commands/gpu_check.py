@@ -121,7 +121,7 @@ class Item:
 @dataclass
 class ItemResult:
     name: str
-    status: str  # "pass" | "fail" | "timeout" | "error"
+    status: str  # "pass" | "fail" | "timeout" | "error" | "not_run" (the budget was spent before it started)
     figure: str
     seconds: float
     timeout_s: float
@@ -544,9 +544,13 @@ def run_items(items: Sequence[Item], *, root: Path, budget_s: float = DEFAULT_BU
         by_budget = limit < item.timeout_s
         ctx = Context(root=root, item=item.name, deadline=t0 + limit, shared=shared)
         details: dict[str, Any] = {}
+        if limit <= 0:  # not a failure of the GPU: say so, distinctly, and go on listing
+            r = ItemResult(item.name, "not_run", "NOT RUN (budget): the gpu-check budget was spent before it started",
+                           0.0, item.timeout_s, {})
+            results.append(r)
+            print(f"NOT RUN (budget)  {item.name:<16}", file=out, flush=True)
+            continue
         try:
-            if limit <= 0:
-                raise ItemTimeout("the gpu-check budget was spent before it started")
             oc = item.check(ctx)
             status, figure, details = ("pass" if oc.passed else "fail"), oc.figure, oc.details
         except ItemTimeout as exc:
@@ -645,6 +649,9 @@ def run(args: argparse.Namespace) -> int:
     n, how = visible_gpus()
     if n == 0:
         raise UsageError(f"needs a CUDA GPU; none is visible here ({how})")
+    broken = cuda_runtime_error()
+    if broken:
+        raise UsageError(f"the CUDA runtime does not start here ({broken}); no item can run")
 
     name = _nvml_name()
     print(f"gpu-check: {len(items)} item(s) on {name or 'the CUDA device'}, at most {args.budget:g} s; "
@@ -654,10 +661,11 @@ def run(args: argparse.Namespace) -> int:
     root = out if out is not None else Path(tempfile.mkdtemp(prefix="alexnet-gpu-check-"))
     root.mkdir(parents=True, exist_ok=True)
     results = run_items(items, root=root, budget_s=args.budget)
-    failed = [r.name for r in results if not r.passed]
+    failed = [r.name for r in results if not r.passed and r.status != "not_run"]
+    not_run = [r.name for r in results if r.status == "not_run"]
     summary = {
         "started": started, "seconds": time.monotonic() - t0, "gpu": name, "budget_s": args.budget,
-        "passed": not failed, "items": [asdict(r) for r in results],
+        "passed": not failed and not not_run, "not_run": not_run, "items": [asdict(r) for r in results],
     }
     with open(root / SUMMARY_FILE, "x") as f:  # "x": never overwrite
         json.dump(summary, f, indent=1, default=str)
@@ -668,6 +676,33 @@ def run(args: argparse.Namespace) -> int:
     else:
         shutil.rmtree(root, ignore_errors=True)
         where = ""
-    print(f"gpu-check: {len(results) - len(failed)} of {len(results)} passed"
-          + (f" (failed: {', '.join(failed)})" if failed else "") + f" in {time.monotonic() - t0:.0f} s{where}", flush=True)
-    return 1 if failed else 0
+    passed = sum(r.passed for r in results)
+    print(f"gpu-check: {passed} of {len(results)} passed"
+          + (f" (failed: {', '.join(failed)})" if failed else "")
+          + (f" (NOT RUN, budget: {', '.join(not_run)})" if not_run else "")
+          + f" in {time.monotonic() - t0:.0f} s{where}", flush=True)
+    return EXIT_FAILED if failed else EXIT_NOT_RUN if not_run else 0
+
+
+# Exit status: 0 every item passed; 1 an item failed (or timed out, or errored); 2 usage, no
+# GPU, or a CUDA runtime that does not start; 3 nothing failed, but the budget left items not run.
+EXIT_FAILED = 1
+EXIT_NOT_RUN = 3
+CUDA_INIT_TIMEOUT_S = 120.0
+
+
+def cuda_runtime_error(python: str | None = None, timeout_s: float = CUDA_INIT_TIMEOUT_S) -> str | None:
+    """Why the CUDA runtime does not start, asked of a child process (``torch.cuda.init()``), or None.
+
+    A child, so this process never initialises CUDA; before any item, so a broken driver or a
+    device in a bad state costs seconds, not every item's timeout."""
+    from bench.workers.proc import run_limited
+
+    code = "import torch; torch.cuda.init(); print(torch.cuda.get_device_name(0))"
+    done = run_limited([python or sys.executable, "-c", code], timeout_s=timeout_s, capture=True)
+    if done.timed_out:
+        return f"torch.cuda.init() took more than {timeout_s:.0f} s"
+    if done.returncode != 0:
+        lines = [ln.strip() for ln in (done.stderr or "").splitlines() if ln.strip()]
+        return lines[-1] if lines else f"exit status {done.returncode}"
+    return None
