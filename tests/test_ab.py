@@ -14,6 +14,7 @@ import copy
 import json
 import shutil
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 
@@ -177,10 +178,15 @@ def test_same_code_through_the_duet_flags_no_regression(repo, aa):
     assert {d["commit_info"]["id"] for p, d in zip(saved, runs) if "-head-" in p.name} == {head_sha}
     assert {d["commit_info"]["id"] for p, d in zip(saved, runs) if "-base-" in p.name} == {base_sha}
     sessions = {}
+    caches: list[str] = []
     for d in runs:
         [b] = d["benchmarks"]
         duet = b["extra_info"]["duet"]
         assert duet["estimator"] == DEFAULT_ESTIMATOR and len(b["stats"]["data"]) == DEFAULT_ROUNDS
+        # Each worker had compile caches of its own, fresh for its side and session, as a suite case does.
+        env = b["extra_info"]["isolation"]["env"]
+        assert env["TORCHINDUCTOR_CACHE_DIR"].startswith(tempfile.gettempdir()) and env["CUDA_DEVICE_ORDER"] == "PCI_BUS_ID"
+        caches.append(env["TORCHINDUCTOR_CACHE_DIR"])
         # Each worker pinned glibc's malloc thresholds before building, and re-warmed before each round.
         assert duet["rewarm"] == DEFAULT_REWARM
         assert duet["allocator"]["policy"] == "pinned", duet["allocator"]
@@ -191,6 +197,7 @@ def test_same_code_through_the_duet_flags_no_regression(repo, aa):
         assert all({order[2 * k], order[2 * k + 1]} == {"base", "head"} for k in range(DEFAULT_ROUNDS))
         sessions.setdefault(duet["session"], set()).add(duet["side"])
     assert len(sessions) == AA_SESSIONS and all(v == {"base", "head"} for v in sessions.values())
+    assert len(set(caches)) == 2 * AA_SESSIONS and not any(Path(c).exists() for c in caches)  # fresh, then removed
     # The re-judge note names the runs by path, and re-judging gives the same verdict.
     assert str(saved[0]) in r.stdout
     # Nothing earlier was overwritten, and the worktrees are gone.

@@ -41,7 +41,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.workers.launcher import Zygote
+from bench.workers.launcher import Zygote, fresh_cache_env
 
 __all__ = ["DuetSide", "Launchers", "SessionResult", "probe_sides", "run_session", "side_commit_info", "shim_dir", "save_side_run"]
 
@@ -116,6 +116,7 @@ class SessionResult:
     wall_s: float
     rewarm: int = 0  # untimed steps right before each timed round
     allocator: dict[str, dict[str, Any]] = field(default_factory=dict)  # per side: bench.instruments.allocator's record
+    env: dict[str, dict[str, Any]] = field(default_factory=dict)  # per side: the per-worker settings it ran with
 
 
 def abba(first: str, other: str, rounds: int) -> list[str]:
@@ -170,6 +171,8 @@ def run_session(launchers: Launchers, config: dict[str, Any], *, index: int, rou
     """One duet session of one case: a fresh worker per side, built in random order, rounds alternated."""
     t0 = time.monotonic()
     workers: dict[str, Any] = {}
+    caches: dict[str, str] = {}
+    envs: dict[str, dict[str, Any]] = {}
     try:
         zygotes = launchers.get()
         names = list(zygotes)
@@ -177,10 +180,14 @@ def run_session(launchers: Launchers, config: dict[str, Any], *, index: int, rou
         cold: dict[str, float] = {}
         allocator: dict[str, dict[str, Any]] = {}
         for name in names:
-            workers[name] = zygotes[name].fork(tag=f"{name}-{index}")
+            # Fresh, empty compile caches per side and session, as a suite case gets: a side never
+            # compiles from what the other side (or an earlier session) left.
+            caches[name] = tempfile.mkdtemp(prefix=f"duet-{name}-{index}-")
+            workers[name] = zygotes[name].fork(tag=f"{name}-{index}", env=fresh_cache_env(caches[name]))
             workers[name].deadline = time.monotonic() + timeout_s
             built = workers[name].request("subject_build", config=config, warmup=warmup, malloc=malloc)
             cold[name] = built["cold_step_s"]
+            envs[name] = built.get("env") or {}
             allocator[name] = built.get("allocator") or {"policy": "default"}
         order = abba(names[0], names[1], rounds)
         samples: dict[str, list[float]] = {n: [] for n in names}
@@ -200,8 +207,10 @@ def run_session(launchers: Launchers, config: dict[str, Any], *, index: int, rou
         for w in workers.values():
             if not w.dead:
                 w.close()
+        for path in caches.values():
+            shutil.rmtree(path, ignore_errors=True)
     return SessionResult(index=index, order=order, samples=samples, pace=pace, cold_s=cold, worker_pids=pids,
-                         wall_s=time.monotonic() - t0, rewarm=rewarm, allocator=allocator)
+                         wall_s=time.monotonic() - t0, rewarm=rewarm, allocator=allocator, env=envs)
 
 
 def save_side_run(*, storage: Path, name: str, side: DuetSide, config: dict[str, Any], case_id: str,
@@ -247,7 +256,8 @@ def save_side_run(*, storage: Path, name: str, side: DuetSide, config: dict[str,
             "cold_step_s": session.cold_s[side.name],
             "pace": {"kernel": "mm (the running tool's pace kernel)", "samples": session.pace[side.name]},
             "duet": duet.to_json(),
-            "isolation": Isolation(mode="process", worker_pid=session.worker_pids[side.name]).to_json(),
+            "isolation": Isolation(mode="process", worker_pid=session.worker_pids[side.name],
+                                   env=session.env.get(side.name) or None).to_json(),
             "warnings": [],
         },
         options={"timer": "perf_counter (in the duet worker)", "rounds": len(data), "warmup_rounds": None,

@@ -36,7 +36,7 @@ from typing import Any
 import pytest
 
 from alexnet.config import RunConfig
-from bench.workers.launcher import WorkerDied, WorkerError, ZygoteDied, ZygotePool
+from bench.workers.launcher import WorkerDied, WorkerError, ZygoteDied, ZygotePool, fresh_cache_env
 from bench.workloads.workload import Workload, steps_per_round
 from runrecord.schema import Failure
 
@@ -90,12 +90,7 @@ def replay_rounds(benchmark: Any, samples: list[float]) -> None:
 # --- the per-case runner ----------------------------------------------------------------------
 def case_env(cfg: RunConfig, cache_root: str) -> dict[str, str]:
     """The environment a case's worker sets before torch touches a device (per case)."""
-    env = {
-        # torch and NVML number GPUs the same way (docs/measurement-notes.md, "NVML").
-        "CUDA_DEVICE_ORDER": "PCI_BUS_ID",
-        "TORCHINDUCTOR_CACHE_DIR": os.path.join(cache_root, "inductor"),
-        "TRITON_CACHE_DIR": os.path.join(cache_root, "triton"),
-    }
+    env = fresh_cache_env(cache_root)
     if cfg.deterministic:
         # cuBLAS needs a fixed workspace for deterministic GEMMs (CUDA >= 10.2), read once per
         # process at the first GEMM; ":4096:8" is the value PyTorch's reproducibility notes give.

@@ -38,7 +38,8 @@ from typing import Any, Mapping, Sequence
 
 from bench.workers.proc import describe_exit, group_alive, kill_tree, signal_name
 
-__all__ = ["Worker", "WorkerDied", "WorkerError", "WorkerTimeout", "Zygote", "ZygoteDied", "ZygotePool", "IMPORT_TIME_SETTINGS"]
+__all__ = ["Worker", "WorkerDied", "WorkerError", "WorkerTimeout", "Zygote", "ZygoteDied", "ZygotePool", "IMPORT_TIME_SETTINGS",
+           "fresh_cache_env"]
 
 # Read when torch is imported, so they belong to the zygote (per process), not to a case:
 # OpenMP/MKL thread pools are sized from these at first use by libraries loaded at import,
@@ -98,6 +99,19 @@ def _zygote_died(zygote: "Zygote", what: str) -> ZygoteDied:
     if rc is not None:
         how += ": " + describe_exit(code, sig)
     return ZygoteDied(how, pid=zygote.proc.pid, code=code, signal_=sig, log_tail=_tail(zygote.dir / "zygote.log", 1500))
+
+
+def fresh_cache_env(root: str) -> dict[str, str]:
+    """The per-worker environment every case worker (suite or duet) gets before torch touches a
+    device: fresh, empty inductor and Triton cache folders under ``root`` (inductor writes
+    ``TRITON_CACHE_DIR`` into ``os.environ`` at its first compile, so only a fresh process with
+    empty folders compiles cold), and ``CUDA_DEVICE_ORDER=PCI_BUS_ID`` (torch and NVML then
+    number GPUs alike; docs/measurement-notes.md, "NVML")."""
+    return {
+        "CUDA_DEVICE_ORDER": "PCI_BUS_ID",
+        "TORCHINDUCTOR_CACHE_DIR": os.path.join(root, "inductor"),
+        "TRITON_CACHE_DIR": os.path.join(root, "triton"),
+    }
 
 
 def _describe(code: int | None, sig: int | None) -> str:

@@ -273,6 +273,7 @@ def _subject_build(state: _State, req: SubjectBuild) -> dict[str, Any]:
         allocator = pin_malloc()
     state.session = SubjectSession(req.config, warmup=req.warmup)
     return {"cold_step_s": state.session.cold_s, "worker_pid": os.getpid(), "allocator": allocator,
+            "env": {k: os.environ.get(k) for k in CASE_ENV_KEYS},
             "subject_file": state.session.subject_file, "api_version": state.session.api_version,
             "pace_kernel": state.session.pace.record()["kernel"]}
 
