@@ -305,3 +305,14 @@ def test_env_check_lets_torch_cuda_cudnn_differ_between_two_interpreters_and_not
     assert "torch_version" not in str(err.value)
     args.allow_env_mismatch = True
     assert _env_check(sides, args, pythons_differ=True)[0] == ["torch"]
+
+
+def test_a_duet_refuses_a_gpu_that_holds_one_process_at_a_time() -> None:
+    from bench.cli.commands.ab import compute_mode_refusal
+
+    gpu_case = [{"config": {"device": "cuda"}}]
+    assert "EXCLUSIVE_PROCESS" in compute_mode_refusal({"gpu_compute_mode": 3}, gpu_case)
+    assert compute_mode_refusal({"gpu_compute_mode": 0}, gpu_case) is None  # DEFAULT: both sides fit
+    assert compute_mode_refusal({"gpu_compute_mode": 3}, [{"config": {"device": "cpu"}}]) is None
+    assert compute_mode_refusal({}, gpu_case) is None  # no NVML answer: nothing to refuse on
+

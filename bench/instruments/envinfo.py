@@ -58,6 +58,8 @@ def _nvml_info(uuid: str | None) -> dict[str, Any]:
             "gpu_max_mem_clock_mhz": lambda: pynvml.nvmlDeviceGetMaxClockInfo(h, pynvml.NVML_CLOCK_MEM),
             "gpu_sm_clock_mhz": lambda: pynvml.nvmlDeviceGetClockInfo(h, pynvml.NVML_CLOCK_SM),
             "gpu_mem_clock_mhz": lambda: pynvml.nvmlDeviceGetClockInfo(h, pynvml.NVML_CLOCK_MEM),
+            # 0 DEFAULT, 2 PROHIBITED, 3 EXCLUSIVE_PROCESS (NVML's nvmlComputeMode_t): one process at a time.
+            "gpu_compute_mode": lambda: int(pynvml.nvmlDeviceGetComputeMode(h)),
         }
         for key, q in queries.items():
             try:

@@ -34,6 +34,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from bench.cli.errors import UsageError
 from bench.cli.commands.compare import add_judging_options, check_outputs, emit, judging_kwargs
@@ -264,6 +265,21 @@ def run(args: argparse.Namespace) -> int:
     return emit(comparison, args)
 
 
+# NVML's compute modes (nvmlComputeMode_t) that refuse a second process on the device.
+_ONE_PROCESS_MODES = {2: "PROHIBITED", 3: "EXCLUSIVE_PROCESS"}
+
+
+def compute_mode_refusal(machine_info: dict[str, Any], cases: list[dict[str, Any]]) -> str | None:
+    """Why a duet cannot run its CUDA cases on this GPU, or None: a duet keeps both sides' workers
+    alive on the device at once, which EXCLUSIVE_PROCESS (and PROHIBITED) compute modes refuse."""
+    mode = machine_info.get("gpu_compute_mode")
+    on_gpu = any(str((c.get("config") or {}).get("device", "")).startswith("cuda") for c in cases)
+    if not on_gpu or mode not in _ONE_PROCESS_MODES:
+        return None
+    return (f"the GPU's compute mode is {_ONE_PROCESS_MODES[mode]}: a duet needs both sides' workers on it at once; "
+            "set it to DEFAULT (nvidia-smi -c DEFAULT) or run the cases on the CPU")
+
+
 def _duet_flow(args: argparse.Namespace, *, trees: dict[str, Path], refs: dict[str, str], shas: dict[str, str],
                pythons: dict[str, str], storage: Path, stamp: str, rng: random.Random, tmp: Path,
                extra_args: list[str]) -> tuple[list[Path], list[Path], list[str], list[str]]:
@@ -290,6 +306,9 @@ def _duet_flow(args: argparse.Namespace, *, trees: dict[str, Path], refs: dict[s
     probe_sides(sides, tmp)
     for side in sides.values():
         side.commit_info = side_commit_info(side.worktree)
+    refusal = compute_mode_refusal(sides["head"].probe["machine_info"], cases)
+    if refusal:
+        raise UsageError(refusal)
     intended, lines = _env_check(sides, args, pythons["base"] != pythons["head"])
     for line in lines:
         print(f"intended difference: {line}", flush=True)
