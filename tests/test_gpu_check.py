@@ -412,3 +412,19 @@ def test_judge_deterministic_reads_the_switches_as_set() -> None:
     assert ok.passed and "12.00 ms/step" in ok.figure
     case["extra_info"]["backend_switches"]["deterministic_algorithms"] = False
     assert not gc.judge_deterministic(case).passed
+
+
+def test_the_plan_covers_every_item_and_pays_a_shared_run_once(cli_main) -> None:
+    assert set(gc.ITEM_PLANS) == {i.name for i in gc.ITEMS}
+    rows = {name: seconds for name, seconds, _ in gc.plan(gc.ITEMS)}
+    assert rows["memory"] == 0  # the mfu item's run, already paid
+    m = gc.PLAN_MODEL_S
+    assert rows["cold-compile"] == pytest.approx(m["pytest"] + m["zygote"] + m["probe+calibration"] + m["case"]
+                                                 + m["warmup"] + m["rounds"] + m["compile default"])
+    alone = dict((n, t) for n, t, _ in gc.plan([i for i in gc.ITEMS if i.name == "memory"]))
+    assert alone["memory"] > 0  # asked alone (--only memory), it pays for its run
+    r = cli_main("gpu-check", "--plan")  # no GPU needed
+    assert r.returncode == 0, r.stderr
+    total = sum(rows.values())
+    assert f"total {total:.0f} s estimated on an H200" in r.stdout
+

@@ -527,6 +527,77 @@ ITEMS: list[Item] = [
 ]
 
 
+# --- the time plan (--plan) -----------------------------------------------------------------
+# Seconds on one H200 with torch 2.11, item by item, from a model of what each item starts. The
+# figures are estimates (this CPU machine's measurements where a CPU can show them, the review's
+# 30-60 s for a cold compile) until the first real run corrects them (docs/bench.md, "gpu-check").
+PLAN_MODEL_S: dict[str, float] = {
+    "pytest": 2.0,  # a `pytest bench/` process up to its first case (this CPU machine: 1.0)
+    "zygote": 4.0,  # the zygote's torch import, CUDA libraries included (CPU machine: 1.3)
+    "probe+calibration": 3.0,  # two workers, each making a CUDA context; the 8192^3 fp32 GEMM
+    "case": 3.0,  # fork, CUDA context, build, correctness check, exit (CPU machine: 0.2-0.4 without CUDA)
+    "warmup": 2.0,  # the suite's CUDA warm-up lasts at least 2 s (bench.suite.runner.DEFAULT_CUDA_WARMUP_S)
+    "rounds": 1.0,  # 10 rounds of k steps at these sizes: well under 0.1 s each on an H200
+    "compile default": 45.0,  # a cold inductor compile (the review: 30-60 s on an H200, torch 2.11)
+    "compile reduce-overhead": 60.0,  # the same plus CUDA-graph capture
+    "process": 6.0,  # a CLI process that imports torch and makes a CUDA context
+}
+# item -> what it starts: ("suite", run name, the compile mode of each case) or ("process", label, extra seconds).
+ITEM_PLANS: dict[str, list[tuple[str, str, Any]]] = {
+    "deterministic": [("suite", "deterministic", ["off"])],
+    "cudnn-benchmark": [("suite", "cudnn-benchmark", ["off", "off"])],
+    "cudagraphs": [("suite", "compile", ["default", "reduce-overhead"])],
+    "cold-compile": [("suite", "compile", ["default", "reduce-overhead"]), ("suite", "compile-again", ["default"])],
+    "mfu": [("suite", "tf32-bf16", ["off"] * 4)],
+    "profiler": [("process", "alexnet-bench profile --device cuda", 10.0)],
+    "nvml-power": [("process", "python -m bench.instruments.power", 5.0)],
+    "memory": [("suite", "tf32-bf16", ["off"] * 4)],
+    "ddp-nccl": [("process", "torchrun, its rank, the 1-process baseline", 2 * PLAN_MODEL_S["process"] + 2.0)],
+}
+PLAN_TARGET_S = 240.0
+
+
+def plan(items: Sequence[Item]) -> list[tuple[str, float, str]]:
+    """(item, estimated seconds, how) for ``items`` in order; a suite run shared by items is paid by the first."""
+    m = PLAN_MODEL_S
+    made: set[str] = set()
+    rows = []
+    for item in items:
+        total, parts = 0.0, []
+        for kind, name, what in ITEM_PLANS[item.name]:
+            if kind == "process":
+                total += m["process"] + what
+                parts.append(f"{name} {m['process'] + what:.0f}")
+                continue
+            if name in made:
+                parts.append(f"run {name} shared")
+                continue
+            made.add(name)
+            fixed = m["pytest"] + m["zygote"] + m["probe+calibration"]
+            cases = sum(m["case"] + m["warmup"] + m["rounds"] + m.get(f"compile {c}", 0.0) for c in what)
+            total += fixed + cases
+            compiled = [c for c in what if c != "off"]
+            parts.append(f"run {name}: {fixed:.0f} start + {len(what)} case(s) {cases:.0f}"
+                         + (f" (cold compiles: {', '.join(compiled)})" if compiled else ""))
+        rows.append((item.name, total, "; ".join(parts)))
+    return rows
+
+
+def print_plan(items: Sequence[Item], out: Any = None) -> float:
+    out = out or sys.stdout
+    rows = plan(items)
+    for name, seconds, how in rows:
+        print(f"{name:<16} {seconds:>5.0f} s  {how}", file=out)
+    total = sum(r[1] for r in rows)
+    verdict = (f"within the {PLAN_TARGET_S:.0f} s target" if total <= PLAN_TARGET_S
+               else f"OVER the {PLAN_TARGET_S:.0f} s target by {total - PLAN_TARGET_S:.0f} s")
+    print(f"total {total:.0f} s estimated on an H200 with torch 2.11 ({verdict}"
+          + ("" if total <= PLAN_TARGET_S else "; the cold compiles and one pytest process, zygote and calibration "
+             "per suite run are most of it") + "). The model: " + ", ".join(f"{k} {v:g} s" for k, v in PLAN_MODEL_S.items()),
+          file=out)
+    return total
+
+
 # --- running the items ----------------------------------------------------------------------
 
 
@@ -612,6 +683,9 @@ def _nvml_name() -> str | None:
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--list", action="store_true", help="list the items with their time limits, run nothing")
+    p.add_argument("--plan", action="store_true",
+                   help="print each item's estimated time on an H200 from the documented model, and the total; "
+                        "needs no GPU, runs nothing")
     p.add_argument("--only", default=None, metavar="NAME[,NAME]", help="run only these items (see --list)")
     p.add_argument("--out", default=None, metavar="DIR",
                    help=f"keep every run, log and {SUMMARY_FILE} in DIR (new or empty; never overwritten)")
@@ -633,6 +707,9 @@ def _select(only: str | None) -> list[Item]:
 def run(args: argparse.Namespace) -> int:
     from bench.cli.errors import UsageError
 
+    if args.plan:
+        print_plan(_select(args.only))
+        return 0
     if args.list:
         for item in ITEMS:
             print(f"{item.name:<16} {item.timeout_s:>4.0f} s  {item.what}")
