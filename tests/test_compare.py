@@ -282,6 +282,23 @@ def test_existing_output_file_is_never_overwritten(real_runs, tmp_path, compare_
     assert md.read_text() == "earlier result"
 
 
+def test_an_output_path_that_cannot_be_written_is_exit_2_before_any_work(shared_tiny_run, tmp_path, compare_main):
+    """Exit 1 means a regression: a typo in an output path must never read as one."""
+    run = shared_tiny_run.path
+    for flag, path, needle in (("--markdown", tmp_path / "no" / "such" / "x.md", "does not exist"),
+                               ("--json", tmp_path / "afile" / "x.json", "does not exist")):
+        if flag == "--json":
+            (tmp_path / "afile").write_text("a file, not a folder")
+        r = compare_main(run, run, flag, path)
+        assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and needle in r.stderr, r.stderr
+        assert r.stdout == ""  # refused before the comparison was printed
+    from bench.cli.errors import UsageError, write_output
+
+    (tmp_path / "adir").mkdir()
+    with pytest.raises(UsageError, match="could not be written"):  # an error while writing: the same exit 2
+        write_output(tmp_path / "adir", "x", "--json")
+
+
 def test_several_runs_per_side_and_run_ids(real_runs, tmp_path, compare_main):
     storage = real_runs[0].parent.parent
     ids = [p.name.split("_")[0] for p in real_runs]

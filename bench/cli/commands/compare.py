@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from bench.cli.errors import UsageError
+from bench.cli.errors import UsageError, check_new_file, write_output
 
 if TYPE_CHECKING:
     from reports.compare import Comparison
@@ -105,9 +105,8 @@ def judging_kwargs(args: argparse.Namespace) -> dict:
 
 def check_outputs(args: argparse.Namespace) -> None:
     """Refuse up front to overwrite an earlier result (before any minutes are spent)."""
-    for path in (args.markdown, args.json):
-        if path is not None and path.exists():
-            raise UsageError(f"output file {str(path)!r} already exists; choose another name or remove it")
+    check_new_file(args.markdown, "--markdown")
+    check_new_file(args.json, "--json")
 
 
 def emit(comparison: "Comparison", args: argparse.Namespace) -> int:
@@ -115,10 +114,10 @@ def emit(comparison: "Comparison", args: argparse.Namespace) -> int:
     print(comparison.to_text(), end="")
     md = comparison.to_markdown()
     if args.markdown is not None:
-        args.markdown.write_text(md, encoding="utf-8")
+        write_output(args.markdown, md, "--markdown")
         print(f"markdown: {args.markdown}")
     if args.json is not None:
-        args.json.write_text(comparison.to_json(), encoding="utf-8")
+        write_output(args.json, comparison.to_json(), "--json")
         print(f"json: {args.json}")
     summary = os.environ.get("GITHUB_STEP_SUMMARY")
     if summary:

@@ -23,7 +23,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from bench.cli.errors import UsageError
+from bench.cli.errors import UsageError, check_new_file, write_output
 from bench.cli.commands.report import write_aside
 from bench.cli.commands.compare import fraction
 
@@ -72,9 +72,8 @@ def _check_outputs(args: argparse.Namespace, out: Path) -> None:
     from reports.history_page import HISTORY_MARKER
     from reports.html import INDEX
 
-    for path in (args.json, args.markdown):
-        if path is not None and path.exists():
-            raise UsageError(f"output file {str(path)!r} already exists; choose another name or remove it")
+    check_new_file(args.json, "--json")
+    check_new_file(args.markdown, "--markdown")
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {str(out)!r} exists and is not a directory; choose a new or history-page directory")
     if out.is_dir() and any(out.iterdir()):
@@ -118,9 +117,9 @@ def run(args: argparse.Namespace) -> int:
     index = write_aside(out, lambda tmp: build_page(history, out_dir=tmp))
     md = to_markdown(history)
     if args.markdown is not None:
-        args.markdown.write_text(md, encoding="utf-8")
+        write_output(args.markdown, md, "--markdown")
     if args.json is not None:
-        args.json.write_text(json.dumps(history.to_dict(), indent=1, default=str) + "\n", encoding="utf-8")
+        write_output(args.json, json.dumps(history.to_dict(), indent=1, default=str) + "\n", "--json")
     summary = os.environ.get("GITHUB_STEP_SUMMARY")
     if summary:
         with open(summary, "a", encoding="utf-8") as fh:
