@@ -277,6 +277,7 @@ class CaseSession:
             torch.cuda.empty_cache()
             torch.cuda.reset_peak_memory_stats(cfg.device)
             self.workload.one()
+            self.workload.after_warmup()  # a loop case's data-wait record starts with the timed rounds
         else:
             self.peak_rss_reset = _reset_peak_rss()
         if not cfg.is_cuda and self.telemetry_interval_s:
