@@ -15,7 +15,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from alexnet import arch
+# Re-exported: the torch-free layer table answers these (tests/test_model.py checks it against
+# the modules here); the torchvision check imports torchvision only when asked.
+from alexnet.arch import check_resolution, min_resolution
+from alexnet.support import torchvision_missing
 
 __all__ = [
     "D2LAlexNet",
@@ -61,14 +64,6 @@ class D2LAlexNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
-
-
-def torchvision_missing() -> str | None:
-    """Why the torchvision variant cannot be built here (torchvision not importable), or None
-    (`alexnet.support.torchvision_missing`)."""
-    from alexnet.support import torchvision_missing as missing
-
-    return missing()
 
 
 def torchvision_alexnet(num_classes: int = 1000) -> nn.Module:
@@ -148,14 +143,3 @@ def layer_summary(model: nn.Module, x_shape: tuple[int, ...]) -> list[str]:
             x = layer(x)
             lines.append(f"{layer.__class__.__name__} output shape:\t {x.shape}")
     return lines
-
-
-def check_resolution(variant: str, resolution: tuple[int, int]) -> None:
-    """Raise ValueError when ``resolution`` is too small for ``variant`` (`alexnet.arch`, torch-free;
-    tests/test_model.py checks its layer table against these modules)."""
-    arch.check_resolution(variant, resolution)
-
-
-def min_resolution(variant: str) -> int:
-    """Smallest side length every layer accepts (d2l: 65; torchvision: 63); `alexnet.arch`."""
-    return arch.min_resolution(variant)

@@ -7,6 +7,7 @@ means no command imports the module that imports it.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 __all__ = ["EXIT_USAGE", "UsageError", "check_new_file", "write_output"]
@@ -28,8 +29,6 @@ def check_new_file(path: Path | None, flag: str) -> None:
     parent = path.parent if str(path.parent) else Path(".")
     if not parent.is_dir():
         raise UsageError(f"{flag} {str(path)!r}: the folder {str(parent)!r} does not exist; create it or choose another path")
-    import os
-
     if not os.access(parent, os.W_OK | os.X_OK):
         raise UsageError(f"{flag} {str(path)!r}: the folder {str(parent)!r} is not writable")
 

@@ -154,18 +154,20 @@ class CaseRunner:
     def probe(self, *, tries: int = 1) -> dict[str, Any]:
         """machine_info and CUDA facts, from a worker: this process never initialises CUDA.
 
-        ``tries`` > 1 asks again, from a fresh zygote, after a `WorkerDied`."""
-        for attempt in range(tries - 1):
+        ``tries`` > 1 asks again, from a fresh zygote, after a `WorkerDied`; the last one's raises."""
+        for attempt in range(1, tries + 1):
+            if self._probe is not None:
+                break
+            w = None
             try:
-                return self.probe()
-            except WorkerDied:
-                continue
-        if self._probe is None:
-            w = self.worker(tag="probe", env={"CUDA_DEVICE_ORDER": "PCI_BUS_ID"})
-            try:
+                w = self.worker(tag="probe", env={"CUDA_DEVICE_ORDER": "PCI_BUS_ID"})
                 self._probe = w.request("probe", timeout=300)
+            except WorkerDied:
+                if attempt == tries:
+                    raise
             finally:
-                self._release(w)
+                if w is not None:
+                    self._release(w)
         return self._probe
 
     def calibration(self, device: str) -> dict[str, Any]:
