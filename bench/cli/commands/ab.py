@@ -19,7 +19,8 @@ All runs are saved under ``--storage`` (default .benchmarks/ab) through pytest-b
 storage, which never overwrites an earlier run; the note at the end names them by path, so
 ``alexnet-bench compare --paired`` can re-judge them.
 
-Exit status as ``compare``: 0 no regression, 1 regression, 2 bad input or a run that failed.
+Exit status as ``compare``: 0 no regression, 1 regression, 2 bad input; 3 a benchmark run or a
+duet session that failed (docs/cli.md).
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.cli.errors import UsageError
+from bench.cli.errors import CommandFailed, UsageError
 from bench.cli.commands.compare import add_judging_options, check_outputs, emit, judging_kwargs
 
 NAME = "ab"
@@ -142,7 +143,7 @@ def _bench_run(
         tail = log.read_text(encoding="utf-8", errors="replace").splitlines()[-LOG_TAIL_LINES:]
         print("\n".join(tail), file=sys.stderr)
         what = f"exit status {proc.returncode}" if proc.returncode != 0 else f"{len(new)} run files saved, expected 1"
-        raise UsageError(f"benchmark run {name} failed ({what}): {shlex.join(cmd)} in {worktree}")
+        raise CommandFailed(f"benchmark run {name} failed ({what}): {shlex.join(cmd)} in {worktree}")
     return new[0]
 
 
@@ -333,9 +334,9 @@ def _duet_flow(args: argparse.Namespace, *, trees: dict[str, Path], refs: dict[s
             try:
                 session = run_session(launchers, case["config"], index=i, rounds=args.rounds, warmup=DEFAULT_WARMUP,
                                       rng=rng, timeout_s=SESSION_TIMEOUT_S, rewarm=args.rewarm, malloc=args.malloc)
-            except Exception as exc:  # noqa: BLE001 - one line, exit 2, what was saved stays saved
+            except Exception as exc:  # noqa: BLE001 - one line, exit 3, what was saved stays saved
                 launchers.close()
-                raise UsageError(f"duet session {i} of {case['case_id']} failed: {exc}") from None
+                raise CommandFailed(f"duet session {i} of {case['case_id']} failed: {exc}") from None
             for side, runs in (("base", base_runs), ("head", head_runs)):
                 runs.append(save_side_run(storage=storage, name=f"ab-{stamp}-{side}-{shas[side][:8]}-c{k}-{i}",
                                           side=sides[side], config=case["config"], case_id=case["case_id"],

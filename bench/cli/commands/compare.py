@@ -8,11 +8,10 @@ mismatch without --allow-env-mismatch. The statistics live in `reports.compare`.
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from bench.cli.errors import UsageError, check_new_file, write_output
+from bench.cli.errors import UsageError, append_step_summary, check_new_file, write_output
 
 if TYPE_CHECKING:
     from reports.compare import Comparison
@@ -24,12 +23,21 @@ EXIT_REGRESSION = 1
 
 
 def fraction(text: str) -> float:
-    """``5%`` or ``0.05`` -> 0.05 (argparse type)."""
+    """``5%`` or ``0.05`` -> 0.05 (argparse type).
+
+    A bare number of 1 or more (``5``) is refused with how to write it, not read as a percent:
+    a regression gate that guesses the scale would read ``0.5`` and ``5`` on two different scales,
+    and a guess that goes wrong passes what it should fail without a word.
+    """
     raw = text.strip()
     try:
         value = float(raw[:-1]) / 100 if raw.endswith("%") else float(raw)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a fraction; use e.g. 5% or 0.05") from None
+        raise argparse.ArgumentTypeError(f"{text!r} is not a fraction; write a percent or a fraction, "
+                                         "e.g. 5% or 0.05") from None
+    if not raw.endswith("%") and 1 <= value < 100:
+        raise argparse.ArgumentTypeError(f"{text!r} is ambiguous; write {raw}% for {raw} percent "
+                                         f"(or the fraction {value / 100:g})")
     if not 0 <= value < 1:
         raise argparse.ArgumentTypeError(f"{text!r} is not valid; it must be between 0% and 100%, e.g. 5% or 0.05")
     return value
@@ -119,10 +127,7 @@ def emit(comparison: "Comparison", args: argparse.Namespace) -> int:
     if args.json is not None:
         write_output(args.json, comparison.to_json(), "--json")
         print(f"json: {args.json}")
-    summary = os.environ.get("GITHUB_STEP_SUMMARY")
-    if summary:
-        with open(summary, "a", encoding="utf-8") as fh:
-            fh.write(md + "\n")
+    append_step_summary(md)
     return EXIT_REGRESSION if comparison.has_regression else 0
 
 

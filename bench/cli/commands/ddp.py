@@ -6,9 +6,9 @@ both with the worker in `bench.ddp.rank` and the same thread count per process. 
 and total images/s, the scaling efficiency against the baseline and the all-reduce share of
 the step, and saves both cases as one pytest-benchmark run (docs/saved-run-format.md).
 
-A rank that fails makes the command exit 1 with the failing rank's error; a run that does
-not finish within ``--timeout`` is stopped (torchrun first, then any worker left) and the
-command exits 1. torchrun and DDP do all the launching and communicating: nothing here
+A rank that fails makes the command exit 3 (failed; 1 is only ever a regression) with the
+failing rank's error; a run that does not finish within ``--timeout`` is stopped (torchrun
+first, then any worker left) and the command exits 3. torchrun and DDP do all the launching and communicating: nothing here
 replaces them. This module parses, prints and saves; the launches and their stopping are
 `bench.ddp.launch`'s.
 """
@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.cli.commands.options import add_config_options, config_from_args
+from bench.cli.errors import EXIT_FAILED
 from alexnet.config import RunConfig
 
 NAME = "ddp"
@@ -298,7 +299,7 @@ def run(args: argparse.Namespace) -> int:
                 if exc.log_tail:
                     print(f"--- last lines of {launch.what}'s output ---\n{exc.log_tail}\n---", file=sys.stderr)
                 print(f"alexnet-bench ddp: error: {exc}", file=sys.stderr)
-                return 1
+                return EXIT_FAILED
             print(f"  done in {time.perf_counter() - t0:.1f} s", flush=True)
 
     from bench.ddp.rank import summarise
@@ -315,5 +316,5 @@ def run(args: argparse.Namespace) -> int:
     print(f"saved: {path}")
     if cfg.world_size > 1 and not fig["params_identical"]:
         print("alexnet-bench ddp: error: parameters differ between ranks after the timed steps", file=sys.stderr)
-        return 1
+        return EXIT_FAILED
     return 0

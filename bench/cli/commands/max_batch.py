@@ -27,6 +27,10 @@ discarded, and the next try is a fresh process anyway); a process killed by a si
 kernel's out-of-memory killer); a try still running after ``--try-timeout`` seconds (default
 600), whose process and everything it started are then killed (`bench.workers.proc`). The GPU
 path is untested on GPU.
+
+Exit status: 0 a batch fits (the answer printed last); 2 bad input, and also when not even
+the smallest batch fits in memory (the limit or the config is too large for this machine); 3
+when the smallest batch could not run for another reason (an error, a crash, a time-out).
 """
 
 from __future__ import annotations
@@ -50,15 +54,24 @@ _UNITS = {"": 1, "b": 1, "k": 1000, "kb": 1000, "m": 1000**2, "mb": 1000**2, "g"
 _BYTES_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*$")
 
 
+# Below this no AlexNet step fits (an empty torch process alone holds more); a smaller limit is a
+# slip (a bare number is bytes: ``10`` is 10 bytes, not 10 GiB), refused before any try.
+MIN_MEMORY_LIMIT = 64 * 2**20
+
+
 def parse_bytes(text: str) -> int:
-    """``"8GiB"`` -> 8589934592; units b, kB/MB/GB/TB (10^3) and KiB/MiB/GiB/TiB (2^10)."""
+    """``"8GiB"`` -> 8589934592; units b, kB/MB/GB/TB (10^3) and KiB/MiB/GiB/TiB (2^10); a bare
+    number is bytes. A size below `MIN_MEMORY_LIMIT` is refused with how to write one."""
     m = _BYTES_RE.match(str(text))
     unit = m.group(2).lower() if m else None
     if not m or unit not in _UNITS:
-        raise ValueError(f"memory limit {text!r} is not valid; use a size such as 8GiB, 512MiB or 2GB")
+        raise ValueError(f"memory limit {text!r} is not valid; use a size such as 8GiB, 1.5GiB, 800MB or 512MiB")
     value = int(float(m.group(1)) * _UNITS[unit])
-    if value <= 0:
-        raise ValueError(f"memory limit {text!r} is not valid; it must be > 0")
+    if value < MIN_MEMORY_LIMIT:
+        hint = (f"a bare number is bytes: write a unit, e.g. {m.group(1)}GiB or {m.group(1)}MB" if not unit
+                else "e.g. 8GiB or 800MB")
+        raise ValueError(f"memory limit {text!r} is {value:,} bytes, below {MIN_MEMORY_LIMIT // 2**20} MiB, which no "
+                         f"AlexNet step fits in; {hint}")
     return value
 
 
@@ -104,6 +117,8 @@ def search_max_batch(fits: Callable[[int], Try], *, start: int = 1, upper: int =
 
 
 _RESULT_TAG = "MAX_BATCH_RESULT "
+# How a try's note starts when it did not fit for memory (`make_try`, `_run_try_in_child`).
+_MEMORY_NOTES = ("out of memory", "over the memory limit", "not run")
 
 
 def make_try(cfg_base, *, steps: int, memory_limit: int | None,
@@ -220,10 +235,10 @@ def _run_try_in_child(cfg, *, steps: int, timeout_s: float = DEFAULT_TRY_TIMEOUT
 def add_arguments(p: argparse.ArgumentParser) -> None:
     from bench.cli.commands.options import add_config_options
 
-    add_config_options(p)
+    add_config_options(p, batch_size=False)  # the batch is what the search finds
     g = p.add_argument_group("search")
     g.add_argument("--memory-limit", default=None, metavar="SIZE",
-                   help="e.g. 8GiB: required on CPU (peak process RSS must stay within it); optional on CUDA "
+                   help="with a unit, e.g. 8GiB, 1.5GiB or 800MB (a bare number is bytes): required on CPU (peak process RSS must stay within it); optional on CUDA "
                         "(peak reserved memory must stay within it)")
     g.add_argument("--start", type=int, default=1, help="first batch size tried (default 1)")
     g.add_argument("--max-batch", type=int, default=DEFAULT_MAX_BATCH,
@@ -236,6 +251,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from bench.cli.commands.options import config_from_args
+    from bench.cli.errors import CommandFailed, UsageError
     from alexnet.runtime import unsupported_reason
 
     cfg = config_from_args(args)
@@ -267,10 +283,16 @@ def run(args: argparse.Namespace) -> int:
     print(f"largest batch that fits: {best}{capped} for {cfg.replace(batch_size=max(best, 1)).case_id()} "
           f"({what}{lim}, {args.steps} step(s) per try, each in a fresh process)")
     boundary = next((t for t in tries if t.batch == best + 1 and not t.fits), None)
-    if boundary is not None and not boundary.note.startswith(("out of memory", "over the memory limit", "not run")):
+    if boundary is not None and not boundary.note.startswith(_MEMORY_NOTES):
         print(f"note: batch {boundary.batch} failed for a reason other than memory: {boundary.note}")
     fatal = [t.batch for t in tries if t.note.startswith("fatal CUDA error")]
     if fatal:
         print(f"warning: sticky CUDA error(s) at batch {', '.join(map(str, fatal))}; each try's process was discarded, "
               "so later tries were unaffected")
-    return 0 if best > 0 else 1
+    if best == 0:  # not even the smallest batch fits: an answer of 0 is a refusal, never exit 1 (a regression)
+        first = min(tries, key=lambda t: t.batch)
+        why = f"batch {first.batch}: {first.note}"
+        if first.note.startswith(_MEMORY_NOTES):
+            raise UsageError(f"no batch fits {what}{lim} ({why}); raise --memory-limit or choose a smaller config")
+        raise CommandFailed(f"no batch could run ({why})")
+    return 0

@@ -34,12 +34,15 @@ def option_defaults(**overrides: Any) -> SimpleNamespace:
 
 
 def add_config_options(p: argparse.ArgumentParser, *, defaults: Mapping[str, Any] | SimpleNamespace | None = None,
-                       recipe: bool = False) -> None:
+                       recipe: bool = False, batch_size: bool = True) -> None:
+    """The run-configuration flags; ``batch_size=False`` leaves ``--batch-size`` out where the command
+    chooses the batch itself (max-batch searches for it)."""
     d = defaults if isinstance(defaults, SimpleNamespace) else option_defaults(**(defaults or {}))
     g = p.add_argument_group("run configuration")
     g.add_argument("--mode", default=d.mode, help=f"{' | '.join(MODES)} (default {d.mode})")
     g.add_argument("--variant", default=d.variant, help=f"{' | '.join(VARIANTS)} (default {d.variant})")
-    g.add_argument("--batch-size", type=int, default=d.batch_size, help=f"images per step (default {d.batch_size})")
+    if batch_size:
+        g.add_argument("--batch-size", type=int, default=d.batch_size, help=f"images per step (default {d.batch_size})")
     g.add_argument("--resolution", default=d.resolution_str, help=f"N or HxW (default {d.resolution_str})")
     g.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default auto: cuda if present)")
     g.add_argument("--amp", default=d.amp, help=f"{' | '.join(AMP_MODES)} (default {d.amp})")
@@ -61,7 +64,6 @@ def config_from_args(args: argparse.Namespace, **overrides) -> RunConfig:
     kw = dict(
         mode=args.mode,
         variant=args.variant,
-        batch_size=args.batch_size,
         resolution=args.resolution,
         device=args.device,
         amp=args.amp,
@@ -71,7 +73,7 @@ def config_from_args(args: argparse.Namespace, **overrides) -> RunConfig:
         deterministic=args.deterministic,
         tf32=args.tf32,
     )
-    for name in ("init", "lr", "momentum", "weight_decay", "seed"):
+    for name in ("batch_size", "init", "lr", "momentum", "weight_decay", "seed"):
         if hasattr(args, name):
             kw[name] = getattr(args, name)
     kw.update(overrides)
