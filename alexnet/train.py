@@ -136,8 +136,12 @@ def fit(
     synthetic_size: int | None = None,
     progress: bool = True,
     log=print,
+    out_name: str | Path | None = None,
 ) -> list[EpochStats]:
-    """Train ``cfg.epochs`` epochs; write ``history.csv`` and ``curves.png`` to ``out``."""
+    """Train ``cfg.epochs`` epochs; write ``history.csv`` and ``curves.png`` to ``out``.
+
+    ``out_name``: the name the files are announced under, when ``out`` is a temporary folder the
+    caller renames into place after this returns (the command line's ``--out`` policy)."""
     if cfg.mode != "train":
         raise ValueError(f"mode {cfg.mode!r} is not valid for training; use train")
     reason = unsupported_reason(cfg, allow_emulated_bf16=True)
@@ -192,5 +196,6 @@ def fit(
         for h in history:
             writer.writerow({k: v for k, v in asdict(h).items() if k in HISTORY_COLUMNS})
     plot_history(history, out_dir / "curves.png", title=f"{cfg.case_id()} [{data.name}]")
-    log(f"wrote {out_dir / 'history.csv'} and {out_dir / 'curves.png'}")
+    shown = Path(out_name) if out_name is not None else out_dir
+    log(f"wrote {shown / 'history.csv'} and {shown / 'curves.png'}")
     return history

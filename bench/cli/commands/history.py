@@ -1,9 +1,10 @@
-"""``alexnet-bench history [RUN_OR_DIR ...] --out DIR``: trends across commits, with change points.
+"""``alexnet-bench history [RUN_OR_DIR ...] [--out DIR]``: trends across commits, with change points.
 
 Reads every saved run under the given files or folders (default ``.benchmarks``, leaving out
 ``.benchmarks/ab``), groups them into series (one case on one machine), finds change points
 with ruptures, and writes ``DIR/index.html`` with one figure per series and the change-point
-table at the top (docs/history.md). Like ``report``, the page is built in a temporary sibling
+table at the top (docs/history.md). ``--out`` (default ``history-page``) follows the one
+output-folder policy (`bench.cli.outdir`, docs/cli.md): the page is built in a temporary sibling
 of DIR and renamed into place only when complete; an earlier history page there is replaced,
 any other non-empty folder is refused. ``--json`` and ``--markdown`` files are never
 overwritten.
@@ -18,19 +19,19 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
-from bench.cli.errors import UsageError, check_new_file, write_output
-from bench.cli.commands.report import write_aside
+from bench.cli.errors import UsageError, append_step_summary, check_new_file, write_output
+from bench.cli.outdir import POLICY, check_out_dir, write_out_dir
 from bench.cli.commands.compare import fraction
 
 NAME = "history"
 HELP = "trends of saved runs across commits, with change points: DIR/index.html (nightly CI: --fail-on-regression)"
 
 DEFAULT_STORAGE = ".benchmarks"
+DEFAULT_OUT = "history-page"  # ignored by git (.gitignore)
 EXIT_REGRESSION = 1
 EXIT_USAGE = 2
 
@@ -40,8 +41,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="saved-run files or folders searched for *.json (default: --storage, without its ab/ folder)")
     p.add_argument("--storage", default=DEFAULT_STORAGE, metavar="DIR",
                    help=f"pytest-benchmark storage read when no RUN_OR_DIR is given (default {DEFAULT_STORAGE})")
-    p.add_argument("--out", required=True, metavar="DIR",
-                   help="page directory: DIR/index.html and one PNG per series; an earlier history page is replaced")
+    p.add_argument("--out", default=DEFAULT_OUT, metavar="DIR",
+                   help=f"page folder, DIR/index.html and one PNG per series (default {DEFAULT_OUT}): {POLICY}")
     p.add_argument("--json", type=Path, metavar="FILE", help="write series and change points as JSON (never overwritten)")
     p.add_argument("--markdown", type=Path, metavar="FILE",
                    help="write the markdown summary (never overwritten; also appended to $GITHUB_STEP_SUMMARY when set)")
@@ -68,18 +69,20 @@ def _repo_root(repo: Path) -> Path:
     return Path(proc.stdout.strip()) if proc.returncode == 0 and proc.stdout.strip() else repo
 
 
-def _check_outputs(args: argparse.Namespace, out: Path) -> None:
+def is_legacy_page(out: Path, entries: list[str]) -> bool:
+    """A history page written before the output marker: its own index.html and PNGs, nothing else."""
     from reports.history_page import HISTORY_MARKER
     from reports.html import INDEX
 
+    if INDEX not in entries or any(e != INDEX and not e.endswith(".png") for e in entries):
+        return False
+    return HISTORY_MARKER in (out / INDEX).read_text(encoding="utf-8", errors="replace")[:500]
+
+
+def _check_outputs(args: argparse.Namespace, out: Path) -> None:
     check_new_file(args.json, "--json")
     check_new_file(args.markdown, "--markdown")
-    if out.exists() and not out.is_dir():
-        raise UsageError(f"--out {str(out)!r} exists and is not a directory; choose a new or history-page directory")
-    if out.is_dir() and any(out.iterdir()):
-        index = out / INDEX
-        if not (index.is_file() and HISTORY_MARKER in index.read_text(encoding="utf-8", errors="replace")[:500]):
-            raise UsageError(f"--out {str(out)!r} is not empty and holds no history page; choose a new or empty directory")
+    check_out_dir(out, NAME, "history page", legacy=is_legacy_page)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -114,16 +117,13 @@ def run(args: argparse.Namespace) -> int:
         add_acceptances(accepted_file, new)
         print(f"accepted: {', '.join(a.commit + (':' + a.case if a.case else '') for a in new)} -> {accepted_file}")
 
-    index = write_aside(out, lambda tmp: build_page(history, out_dir=tmp))
+    index = out / write_out_dir(out, NAME, lambda tmp: build_page(history, out_dir=tmp)).name
     md = to_markdown(history)
     if args.markdown is not None:
         write_output(args.markdown, md, "--markdown")
     if args.json is not None:
         write_output(args.json, json.dumps(history.to_dict(), indent=1, default=str) + "\n", "--json")
-    summary = os.environ.get("GITHUB_STEP_SUMMARY")
-    if summary:
-        with open(summary, "a", encoding="utf-8") as fh:
-            fh.write(md + "\n")
+    append_step_summary(md)
 
     _print_summary(history)
     if args.markdown is not None:

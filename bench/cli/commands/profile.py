@@ -13,8 +13,9 @@ steps are far shorter than the several seconds NVML's energy counter resolves we
 output says both. For a J/image figure to rely on, use the benchmark suite's telemetry
 window.
 
-An ``--out`` folder that already holds any of these files is refused: results are never
-overwritten.
+``--out`` follows the one output-folder policy (`bench.cli.outdir`, docs/cli.md): the files are
+built in a temporary sibling and renamed into place when complete; an earlier profile there is
+replaced, a folder holding anything else is refused before any work.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from bench.cli.commands.options import add_config_options, config_from_args, option_defaults
+from bench.cli.outdir import POLICY, check_out_dir, write_out_dir
 
 if TYPE_CHECKING:  # the profiler imports torch; keep `--help` fast
     from bench.instruments.profiling import LayerProfile
@@ -45,7 +47,8 @@ __all__ = ["NAME", "HELP", "add_arguments", "run", "write_csv", "plot_layers"]
 def add_arguments(p: argparse.ArgumentParser) -> None:
     add_config_options(p, defaults=PROFILE_DEFAULTS)
     g = p.add_argument_group("profiling")
-    g.add_argument("--out", default=None, help=f"folder for {', '.join(OUTPUT_FILES)} (default: print the table only)")
+    g.add_argument("--out", default=None, metavar="DIR",
+                   help=f"folder for {', '.join(OUTPUT_FILES)} (default: print the table only): {POLICY}")
     g.add_argument("--warmup", type=int, default=2, help="unprofiled warm-up steps before anything is timed (default 2)")
     g.add_argument("--steps", type=int, default=3, help="profiled steps; twice as many unprofiled ones are timed for the overhead (default 3)")
     g.add_argument("--interval", type=float, default=0.1,
@@ -98,8 +101,10 @@ def _telemetry_lines(tel: dict, *, steps: int, images: int) -> list[str]:
     window = (f"over the {steps} profiled step(s) only ({images} images, {tel['window_s']:.2f} s, "
               "profiler overhead included)")
     if tel["kind"] == "psutil":
-        lines = [f"telemetry (psutil, every {tel['interval_s']} s) {window}: process CPU {s['cpu_percent_mean']:.0f}% "
-                 f"(100% = one core of {s['cpu_count']}), machine CPU {s['system_cpu_percent_mean']:.0f}%, "
+        # psutil's process share counts 100% per core; both figures here are shares of the machine.
+        cores = s["cpu_count"] or 1
+        lines = [f"telemetry (psutil, every {tel['interval_s']} s) {window}: CPU use of the machine ({cores} cores): "
+                 f"this process {min(s['cpu_percent_mean'] / cores, 100):.0f}%, all processes {s['system_cpu_percent_mean']:.0f}%; "
                  f"peak RSS {s['rss_peak_bytes'] / 2**20:.0f} MiB"]
     else:
         def fmt(v: float | None, spec: str) -> str:
@@ -116,7 +121,6 @@ def _telemetry_lines(tel: dict, *, steps: int, images: int) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from bench.cli.errors import UsageError
     from bench.instruments.profiling import profile_layers
     from alexnet.runtime import cpu_has_bf16, unsupported_reason
     from bench.instruments.telemetry import Sampler
@@ -131,33 +135,32 @@ def run(args: argparse.Namespace) -> int:
     reason = unsupported_reason(cfg, allow_emulated_bf16=True)
     if reason:
         raise ValueError(f"config {cfg.case_id()} cannot run here: {reason}")
-    out = Path(args.out) if args.out else None
+    out = Path(args.out).expanduser().absolute() if args.out else None
     if out is not None:
-        if out.exists() and not out.is_dir():
-            raise UsageError(f"--out {out} is a file, not a folder")
-        taken = [name for name in OUTPUT_FILES if (out / name).exists()]
-        if taken:
-            raise UsageError(f"--out {out} already holds {', '.join(taken)}; choose another folder (results are never overwritten)")
+        check_out_dir(out, NAME, "profile")
     if cfg.amp == "bf16" and not cfg.is_cuda and not cpu_has_bf16():
         print("warning: bf16 on this CPU is emulated (no AVX512-BF16/AMX) and runs far slower than fp32")
 
     print(f"profiling {cfg.case_id()}: {args.warmup} warm-up, {args.steps} profiled and 2 x {args.steps} unprofiled steps")
-    trace_path = None
-    if out is not None:
-        out.mkdir(parents=True, exist_ok=True)
-        trace_path = out / "trace.json"
-    # The sampler covers the recorded steps only (see the module docstring).
-    prof = profile_layers(cfg, warmup=args.warmup, steps=args.steps, trace_path=trace_path, around_profiled=sampler)
-    images = args.steps * cfg.batch_size
-    telemetry = sampler.result(images=images)
 
-    print(prof.format_table())
-    for line in _telemetry_lines(telemetry, steps=args.steps, images=images):
-        print(line)
-    if out is not None:
-        write_csv(prof.rows, out / "layers.csv")
-        plot_layers(prof, out / "layers.png")
-        with open(out / "profile.json", "w") as f:
-            json.dump({**prof.to_dict(), "telemetry": telemetry}, f, indent=1)
+    def measure(folder: Path | None) -> None:
+        # The sampler covers the recorded steps only (see the module docstring).
+        prof = profile_layers(cfg, warmup=args.warmup, steps=args.steps,
+                              trace_path=folder / "trace.json" if folder is not None else None, around_profiled=sampler)
+        images = args.steps * cfg.batch_size
+        telemetry = sampler.result(images=images)
+        print(prof.format_table())
+        for line in _telemetry_lines(telemetry, steps=args.steps, images=images):
+            print(line)
+        if folder is not None:
+            write_csv(prof.rows, folder / "layers.csv")
+            plot_layers(prof, folder / "layers.png")
+            with open(folder / "profile.json", "w") as f:
+                json.dump({**prof.to_dict(), "telemetry": telemetry}, f, indent=1)
+
+    if out is None:
+        measure(None)
+    else:
+        write_out_dir(out, NAME, measure)
         print(f"wrote {', '.join(str(out / n) for n in OUTPUT_FILES)}")
     return 0

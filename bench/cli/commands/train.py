@@ -1,10 +1,19 @@
-"""``alexnet-bench train``: the seed's training recipe (d2l Trainer + Classifier)."""
+"""``alexnet-bench train``: the seed's training recipe (d2l Trainer + Classifier).
+
+``--out`` follows the one output-folder policy (`bench.cli.outdir`, docs/cli.md): the run is
+written into a temporary sibling and renamed into place when training is done; an earlier
+training run in that folder is replaced, a folder holding anything else is refused before any
+work. Without ``--out`` every run gets a new folder under ``runs/``.
+"""
 
 from __future__ import annotations
 
 import argparse
+import time
+from pathlib import Path
 
 from bench.cli.commands.options import add_config_options, config_from_args, option_defaults
+from bench.cli.outdir import POLICY, check_out_dir, write_out_dir
 from alexnet.config import DATASETS, PIPELINES
 
 NAME = "train"
@@ -24,8 +33,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--synthetic-size", type=int, default=None, help="synthetic training images (default 2048; val is a quarter)")
     g.add_argument("--pipeline", default="dataloader", help=f"{' | '.join(PIPELINES)} (default dataloader)")
     g.add_argument("--workers", type=int, default=0, help="DataLoader workers (default 0; the book uses 4)")
-    g.add_argument("--out", default=None, help="folder for history.csv and curves.png (default runs/train-<time>)")
+    g.add_argument("--out", default=None, metavar="DIR",
+                   help=f"folder for history.csv and curves.png (default: a new runs/train-<time>): {POLICY}")
     g.add_argument("--no-progress", action="store_true", help="never show a progress bar")
+
+
+def default_out() -> Path:
+    """A new folder ``runs/train-<time>`` (``-2``, ``-3`` ... when that one exists): the default never replaces."""
+    base = Path("runs") / time.strftime("train-%Y%m%d-%H%M%S")
+    path, n = base, 1
+    while path.exists():
+        n += 1
+        path = base.with_name(f"{base.name}-{n}")
+    return path
 
 
 def run(args: argparse.Namespace) -> int:
@@ -34,5 +54,9 @@ def run(args: argparse.Namespace) -> int:
     cfg = config_from_args(
         args, epochs=args.epochs, data=args.data, data_root=args.data_root, pipeline=args.pipeline, workers=args.workers
     )
-    fit(cfg, out=args.out, download=args.download, synthetic_size=args.synthetic_size, progress=not args.no_progress)
+    out = Path(args.out).expanduser() if args.out else default_out()
+    check_out_dir(out.absolute(), NAME, "training run")
+    write_out_dir(out.absolute(), NAME, lambda tmp: fit(
+        cfg, out=tmp, out_name=out, download=args.download, synthetic_size=args.synthetic_size,
+        progress=not args.no_progress))
     return 0
