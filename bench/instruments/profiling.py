@@ -64,6 +64,42 @@ from alexnet.runtime import StepRunner, autocast_context, backend_switches, seed
 
 __all__ = ["COMPILE_NOTE", "REMAINDER_ROWS", "LayerProfile", "layer_names", "profile_layers"]
 
+
+# kineto (libkineto's SyncActivityProfilerHandler) writes "USDT:<time> ... profiler_start" and
+# "... profiler_stop" from C++ straight to file descriptor 2 on every profile; they are not for
+# the user, and no environment variable turns them off (KINETO_LOG_LEVEL does not).
+_USDT_PREFIX = b"USDT:"
+
+
+@contextlib.contextmanager
+def _without_usdt_lines():
+    """Divert file descriptor 2 to a temporary file while the profiler runs, then write every line
+    but kineto's USDT ones back to it: warnings and errors still reach the user, in order."""
+    import sys
+    import tempfile
+
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError, AttributeError):  # no usable stderr: nothing to filter
+        yield
+        return
+    with tempfile.TemporaryFile() as tmp:
+        os.dup2(tmp.fileno(), 2)
+        try:
+            yield
+        finally:
+            try:
+                sys.stderr.flush()
+            except (OSError, ValueError):
+                pass
+            os.dup2(saved, 2)
+            os.close(saved)
+            tmp.seek(0)
+            kept = b"".join(line for line in tmp.read().splitlines(keepends=True) if not line.startswith(_USDT_PREFIX))
+            if kept:
+                os.write(2, kept)
+
 _LAYER_PREFIX = "layer/"
 _BACKWARD_EVENT = "autograd::engine::evaluate_function: "
 # Short names for row labels: conv1, relu1, pool1, flatten1, fc1, dropout1 ...
@@ -496,7 +532,7 @@ def profile_layers(
                 prof.export_chrome_trace(str(trace_path))
 
         # One discarded step after the profiler starts: its first step carries start-up cost.
-        with profile(activities=activities, schedule=schedule(wait=0, warmup=1, active=steps, repeat=1),
+        with _without_usdt_lines(), profile(activities=activities, schedule=schedule(wait=0, warmup=1, active=steps, repeat=1),
                      on_trace_ready=on_ready) as prof:
             step(record_function)
             prof.step()
