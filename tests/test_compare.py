@@ -218,6 +218,21 @@ def test_memory_growth_is_a_regression_of_its_own(real_runs, tmp_path):
     assert compare_runs([load_run(real_runs[0])], [load_run(fat)], memory_threshold=0.30).has_regression is False
 
 
+@pytest.mark.parametrize("memory, expected", [(1.0, "unchanged"), (0.846, "noisy"), (1.15, "noisy"), (0.80, "improvement")])
+def test_memory_within_the_aa_noise_floor_is_never_a_verdict(real_runs, tmp_path, memory, expected):
+    """Two runs of identical code have differed by up to 0.846 in peak RSS: no memory verdict inside that."""
+    from reports.compare import MEMORY_FLOOR, memory_verdict
+
+    other = tmp_path / "0099_mem.json"
+    case = planted(real_runs[0], other, factor=1.0, case=0, memory=memory)
+    cmp = compare_runs([load_run(real_runs[0])], [load_run(other)])
+    row = cmp.table.set_index("case").loc[case]
+    assert row["memory_verdict"] == expected and row["memory_floor"] == MEMORY_FLOOR
+    assert any("noise floor" in n and f"{math.exp(MEMORY_FLOOR):.2f}" in n for n in cmp.notes)
+    # A memory kind with no measured floor (CUDA) keeps the plain threshold.
+    assert memory_verdict(0.846, threshold=0.10, floor=0.0) == "improvement"
+
+
 def test_corrupt_file_exits_2_with_one_line(real_runs, tmp_path):
     bad = tmp_path / "0099_bad.json"
     bad.write_text(real_runs[0].read_text()[:200])

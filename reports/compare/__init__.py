@@ -32,8 +32,10 @@ our 2-core VM that cut the log-ratio sd of neighbouring runs from 0.14-0.23 to a
   sessions average out what belongs to one process (docs/compare.md, "Duet").
 
 A case is a ``regression`` only when it is significant (p < alpha) *and* its ratio exceeds
-1 + threshold (`DUET_THRESHOLD` for duet sessions, 5% otherwise, unless given). Peak memory is compared with its own threshold, as a plain ratio of medians:
-it does not drift like time does.
+1 + threshold (`DUET_THRESHOLD` for duet sessions, 5% otherwise, unless given). Peak memory is
+a ratio of medians with its own threshold and, on a CPU, a measured noise floor (`MEMORY_FLOOR`:
+the largest difference two runs of identical code have shown), so identical code never reads as
+a memory improvement or regression.
 
 Split by role:
 
@@ -52,6 +54,7 @@ from __future__ import annotations
 from reports.compare.estimators import (
     DRIFT_SD,
     DUET_ESTIMATORS,
+    MEMORY_FLOOR,
     PACED_DRIFT_SD,
     QUIET_DRIFT_SD,
     Estimate,
@@ -73,6 +76,7 @@ from reports.compare.judgement import (
     Comparison,
     compare_runs,
     env_differences,
+    memory_verdict,
     verdict,
 )
 
@@ -86,6 +90,7 @@ __all__ = [
     "QUIET_DRIFT_SD",
     "MAX_CALIBRATION_SHIFT",
     "MAX_ROUND_SPREAD",
+    "MEMORY_FLOOR",
     "ENV_KEYS",
     "VERDICTS",
     "Comparison",
@@ -94,6 +99,7 @@ __all__ = [
     "duet_estimate",
     "duet_session_log_ratio",
     "env_differences",
+    "memory_verdict",
     "paired_estimate",
     "runs_estimate",
     "round_spread",

@@ -37,6 +37,21 @@ PACED_DRIFT_SD = 0.095
 # machines that drift that little (--drift-sd 0.045).
 QUIET_DRIFT_SD = 0.045
 
+# Peak memory's noise floor: the largest |log ratio| of one case's peak memory between two runs
+# of identical code (docs/compare.md, "Peak memory: its noise floor"). A CPU worker's peak RSS
+# plausibly depends on where glibc's malloc thresholds settled in that process (the per-process
+# effect the duet pins away, docs/compare.md, "What made a session tight"; not verified for
+# memory), and most A/A pairs agree within
+# 2% and a few jump: 27 pairs measured on the 2-core VM (2026-12-03: 6 tiny runs, 2 quick runs,
+# adjacent runs' cases) all lay within 0.989-1.017 (log-ratio sd 0.006), while the issue "A first
+# run that can be trusted" reported two quick A/A pairs at 0.846 and 0.864. A normal floor fitted
+# to all 29 (sd 0.041) would still call 0.846 an improvement (z = 4.0), so the floor is the
+# largest A/A difference seen, rounded outward (0.846 is 0.8455-0.8465): |log 0.8455| = 0.168
+# (x/÷ 1.18). Measured only for CPU memory
+# (`memory_kind` cpu_*); no GPU has run the suite, so CUDA memory has no floor yet.
+MEMORY_FLOOR = 0.168
+MEMORY_FLOOR_KINDS = ("cpu_peak_rss_worker", "cpu_peak_rss")
+
 # Duet sessions (``ab``): how one session's two sides become one log ratio. "raw": medians of
 # the raw rounds; "paced": medians of the pace-normalised rounds; "adjacent": the median of the
 # log ratios of adjacent rounds (A B B A ...: the k-th head round against the k-th base round,

@@ -28,6 +28,8 @@ from reports.compare.cases import (
 )
 from reports.compare.estimators import (
     DRIFT_SD,
+    MEMORY_FLOOR,
+    MEMORY_FLOOR_KINDS,
     PACED_DRIFT_SD,
     Estimate,
     duet_estimate,
@@ -78,6 +80,19 @@ def verdict(est: Estimate, *, alpha: float, threshold: float) -> str:
     if est.p_value < alpha and est.ratio < 1 - threshold:
         return "improvement"
     if est.ci_low >= 1 - threshold and est.ci_high <= 1 + threshold:
+        return "unchanged"
+    return "noisy"
+
+
+def memory_verdict(ratio: float, *, threshold: float, floor: float) -> str:
+    """regression / improvement need a change beyond the threshold *and* beyond the noise floor
+    (|log ratio| > ``floor``); ``unchanged`` within the threshold; ``noisy`` in between."""
+    beyond_floor = abs(math.log(ratio)) > floor
+    if beyond_floor and ratio > 1 + threshold:
+        return "regression"
+    if beyond_floor and ratio < 1 - threshold:
+        return "improvement"
+    if 1 - threshold <= ratio <= 1 + threshold:
         return "unchanged"
     return "noisy"
 
@@ -234,6 +249,8 @@ def compare_runs(
     busy: list[str] = []
     n_paced = n_raw = n_duet = 0
     mixed_memory: list[str] = []
+    floored: list[str] = []
+    unfloored: list[str] = []
     shifted_raw = False
     order = sorted(base_keys | cand_keys, key=lambda k: _case_label(_first(k, base_cases, cand_cases)))
     for key in order:
@@ -315,16 +332,30 @@ def compare_runs(
             # process's RSS, schema 2 the case's own worker): never compared across them.
             row.update(memory_ratio=math.nan, memory_verdict="n/a")
             mixed_memory.append(f"{row['case']} ({' vs '.join(sorted(str(k) for k in kinds))})")
-        elif bmem and cmem and row["baseline_memory_bytes"] > 0:
+        elif bmem and cmem and row["baseline_memory_bytes"] > 0 and row["candidate_memory_bytes"] > 0:
+            # CPU memory is judged against its measured A/A noise floor (identical code must not read
+            # as an improvement); a kind without a measured floor keeps the plain threshold.
+            floor = MEMORY_FLOOR if kinds and kinds <= set(MEMORY_FLOOR_KINDS) else 0.0
             mr = row["candidate_memory_bytes"] / row["baseline_memory_bytes"]
-            row["memory_ratio"] = mr
-            row["memory_verdict"] = (
-                "regression" if mr > 1 + memory_threshold else "improvement" if mr < 1 - memory_threshold else "unchanged"
-            )
+            row.update(memory_ratio=mr, memory_floor=floor,
+                       memory_verdict=memory_verdict(mr, threshold=memory_threshold, floor=floor))
+            (floored if floor else unfloored).append(row["case"])
         else:
             row.update(memory_ratio=math.nan, memory_verdict="n/a")
         rows.append(row)
 
+    if floored:
+        notes.append(
+            f"peak memory: a verdict needs a change beyond {memory_threshold:.0%} and beyond the noise floor, "
+            f"x/÷ {math.exp(MEMORY_FLOOR):.2f}, the largest difference two runs of identical code have shown on a "
+            "CPU; a change between the two is noisy "
+            "(docs/compare.md, \"Peak memory: its noise floor\")"
+        )
+    if unfloored:
+        notes.append(
+            f"peak memory of {len(unfloored)} case(s) has no measured noise floor (GPU memory: no GPU has run the "
+            f"suite yet): judged on the plain ratio against {memory_threshold:.0%}"
+        )
     if mixed_memory:
         notes.append(
             "peak memory not compared for " + ", ".join(mixed_memory) + ": the runs measured it differently "
