@@ -106,22 +106,27 @@ def _validate(runner: StepRunner, loader) -> tuple[float, float]:
 
 
 def plot_history(history: list[EpochStats], path: Path, *, title: str) -> Path:
-    """d2l-style curves: train loss, val loss and val acc against epoch on one axes."""
+    """d2l's curves, each on its own axes: train and val loss (left), val accuracy (right), per whole epoch."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     epochs = [h.epoch for h in history]
-    fig, ax = plt.subplots(figsize=(5, 3.5), dpi=120)
-    ax.plot(epochs, [h.train_loss for h in history], "-o", label="train_loss")
-    ax.plot(epochs, [h.val_loss for h in history], "--o", label="val_loss")
-    ax.plot(epochs, [h.val_acc for h in history], "-.o", label="val_acc")
-    ax.set_xlabel("epoch")
-    ax.set_xlim(0.8, max(epochs) + 0.2)
-    ax.grid(True, alpha=0.3)
-    ax.legend()
-    ax.set_title(title, fontsize=8)
+    fig, (loss_ax, acc_ax) = plt.subplots(1, 2, figsize=(8, 3.5), dpi=120)
+    loss_ax.plot(epochs, [h.train_loss for h in history], "-o", label="train loss")
+    loss_ax.plot(epochs, [h.val_loss for h in history], "--o", label="validation loss")
+    loss_ax.set_ylabel("cross-entropy loss")
+    loss_ax.legend()
+    acc_ax.plot(epochs, [h.val_acc * 100 for h in history], "-o", color="tab:green", label="validation accuracy")
+    acc_ax.set_ylabel("validation accuracy, %")
+    for ax in (loss_ax, acc_ax):
+        ax.set_xlabel("epoch")
+        ax.set_xlim(0.8, max(epochs) + 0.2)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # whole epochs only: no 1.2, 1.4 ticks
+        ax.grid(True, alpha=0.3)
+    fig.suptitle(title, fontsize=8)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)

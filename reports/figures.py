@@ -139,7 +139,7 @@ def draw_throughput_vs_batch(frame: pd.DataFrame, axes: Sequence[str], runs: Seq
     if "batch_size" not in steps or steps.empty:
         return None
     fig, shown, total = _line_figure(steps, axes, x="batch_size", y="images_per_s", yerr="images_per_s_iqr",
-                                     xlabel="batch size", ylabel="images/s (median)", logx=True)
+                                     xlabel="batch size (images per step)", ylabel="images/s (median)", logx=True)
     if fig is None:
         return None
     return fig, ("Median throughput per batch size; one line per configuration family (the axes that differ), "
@@ -158,12 +158,22 @@ def draw_throughput_vs_resolution(frame: pd.DataFrame, axes: Sequence[str], runs
     # x is the side of a square with the same pixel count, so 224x244 sits between 224 and 244.
     steps = steps.assign(_side=np.sqrt(steps["height"].astype(float) * steps["width"].astype(float)))
     fig, shown, total = _line_figure(steps, [a for a in axes if a != "resolution"], x="_side", y="images_per_s",
-                                     yerr="images_per_s_iqr", xlabel="input resolution (HxW)",
+                                     yerr="images_per_s_iqr", xlabel="input resolution, pixels (HxW)",
                                      ylabel="images/s (median)", xticks=_resolution_ticks)
     if fig is None:
         return None
     return fig, ("Median throughput per input resolution; one line per configuration family, error bars span "
                  "the IQR." + _cut_note(shown, total, "families"))
+
+
+# Plain axis labels for the saved memory kinds (docs/saved-run-format.md); the caption names the kind.
+MEMORY_LABELS = {
+    "cpu_rise_over_idle_worker": "memory the case added (peak RSS over its idle worker)",
+    "cpu_peak_rss_worker": "peak resident memory of the case's worker",
+    "cpu_peak_rss": "peak resident memory of the whole process",
+    "cuda_max_allocated": "peak GPU memory allocated",
+    "cuda_max_reserved_cudagraphs": "peak GPU memory reserved (CUDA graphs)",
+}
 
 
 def draw_memory_vs_batch(frame: pd.DataFrame, axes: Sequence[str], runs: Sequence[Run]) -> tuple[Figure, str] | None:
@@ -187,8 +197,9 @@ def draw_memory_vs_batch(frame: pd.DataFrame, axes: Sequence[str], runs: Sequenc
     if steps.empty:
         return None
     kinds = sorted(str(k) for k in steps["_memory_kind"].dropna().unique()) or ["unknown"]
+    ylabel = " / ".join(MEMORY_LABELS.get(k, k.replace("_", " ")) for k in kinds) + ", MiB"
     fig, shown, total = _line_figure(steps, axes, x="batch_size", y="_memory", yerr=None,
-                                     xlabel="batch size", ylabel=f"memory, MiB ({', '.join(kinds)})",
+                                     xlabel="batch size (images per step)", ylabel=ylabel,
                                      scale=1 / MIB, logx=True)
     if fig is None:
         return None
@@ -256,8 +267,11 @@ def draw_speedup_heatmap(frame: pd.DataFrame, axes: Sequence[str], runs: Sequenc
             image = ax.imshow(np.ma.masked_invalid(grid), cmap="RdYlGn", norm=norm, aspect="auto")
             for i in range(len(amps)):
                 for j in range(len(compiles)):
-                    text = "not run" if math.isnan(grid[i, j]) else f"{grid[i, j]:.2f}×"
-                    ax.text(j, i, text, ha="center", va="center", fontsize="small")
+                    value = grid[i, j]
+                    text = "not run" if math.isnan(value) else f"{value:.2f}×"
+                    # Black on light cells, white on dark ones: readable on every cell of the scale.
+                    color = "black" if math.isnan(value) else _text_color(image.cmap(norm(value)))
+                    ax.text(j, i, text, ha="center", va="center", fontsize="small", color=color, fontweight="bold")
             ax.set_xticks(range(len(compiles)), [f"compile {c}" for c in compiles], fontsize="small")
             ax.set_yticks(range(len(amps)), [f"amp {a}" for a in amps], fontsize="small")
             ax.set_title(f"{mode}, {'channels_last' if cl else 'NCHW'}", fontsize="medium")
@@ -265,6 +279,17 @@ def draw_speedup_heatmap(frame: pd.DataFrame, axes: Sequence[str], runs: Sequenc
     return fig, ("Speedup in median throughput over the seed's fp32 eager step (amp off, compile off, NCHW) "
                  "of the same workload in the same run; 'not run' marks combinations absent from the run. "
                  "Baselines: " + "; ".join(captions) + ".")
+
+
+# Relative luminance (ITU-R BT.601 weights) above which black text reads better than white.
+# 0.5 is the midpoint of the 0-1 scale: RdYlGn's dark red and dark green ends fall below it,
+# its yellow middle above.
+TEXT_LUMINANCE_SWITCH = 0.5
+
+
+def _text_color(rgba: Sequence[float]) -> str:
+    r, g, b = rgba[:3]
+    return "black" if 0.299 * r + 0.587 * g + 0.114 * b > TEXT_LUMINANCE_SWITCH else "white"
 
 
 def draw_step_time_distributions(frame: pd.DataFrame, axes: Sequence[str], runs: Sequence[Run]) -> tuple[Figure, str] | None:
@@ -298,6 +323,21 @@ def draw_step_time_distributions(frame: pd.DataFrame, axes: Sequence[str], runs:
                  + (f" Only the {MAX_BARS} fastest cases of each mode are drawn." if cut else ""))
 
 
+MFU_REASON_CHARS = 60  # an annotation beside a bar; the caption holds the whole reason
+
+
+def _mfu_reason(row: pd.Series) -> str:
+    """The reason the case's run saved for an MFU above 1 (its MFU warning), or that it saved none."""
+    for warning in str(row.get("warnings") or "").split("; "):
+        if warning.startswith("MFU") and ": " in warning:
+            return warning.split(": ", 1)[1]
+    return "no reason saved with the case: check the peak it was divided by"
+
+
+def _short_reason(reason: str) -> str:
+    return reason if len(reason) <= MFU_REASON_CHARS else reason[: MFU_REASON_CHARS - 1].rsplit(" ", 1)[0] + " …"
+
+
 def draw_mfu(frame: pd.DataFrame, axes: Sequence[str], runs: Sequence[Run]) -> tuple[Figure, str] | None:
     steps = step_cases(frame)
     if "mfu" not in steps:
@@ -316,12 +356,13 @@ def draw_mfu(frame: pd.DataFrame, axes: Sequence[str], runs: Sequence[Run]) -> t
     ax.set_yticks(range(len(rows)), labels, fontsize="x-small")
     ax.set_xlabel("MFU, % of the hardware's peak (blue: train, orange: inference)")
     ax.axvline(100, color="black", linewidth=1, linestyle="--")  # the peak itself: nothing should pass it
-    above = [(i, m) for i, m in enumerate(rows["mfu"]) if m > 1]
-    for i, m in above:
-        ax.annotate(f"{m * 100:.0f}%: above the peak, see the case's warning", (m * 100, i), xytext=(4, 0),
+    above = [(i, float(r["mfu"]), _mfu_reason(r)) for i, (_, r) in enumerate(rows.iterrows()) if r["mfu"] > 1]
+    for i, m, reason in above:
+        ax.annotate(f"{m * 100:.0f}%, above the peak: {_short_reason(reason)}", (m * 100, i), xytext=(4, 0),
                     textcoords="offset points", va="center", fontsize="x-small")
     if above:
-        ax.set_xlim(0, max(m for _, m in above) * 100 * 1.6)
+        ax.set_xlim(0, max(m for _, m, _ in above) * 100 * 2.2)
+    reasons = sorted({reason for _, _, reason in above})
     ax.grid(True, axis="x", alpha=0.3)
     sources = sorted({str(s) for s in rows.get("mfu_peak_source", pd.Series(dtype=str)).dropna()})
     peaks = sorted({float(p) for p in rows.get("mfu_peak_tflops", pd.Series(dtype=float)).dropna()})
@@ -329,8 +370,8 @@ def draw_mfu(frame: pd.DataFrame, axes: Sequence[str], runs: Sequence[Run]) -> t
                  "torch.utils.flop_counter's count, x median images/s) over the hardware's peak for the case's dtype "
                  f"({', '.join(f'{p * 1e3:.0f} GFLOP/s' for p in peaks) or 'unknown'}; the dashed line is 100%). "
                  f"The peak: {'; '.join(sources) or 'unknown'}."
-                 + (f" {len(above)} case(s) above 100%: fp32 Winograd/FFT convolutions do fewer operations than "
-                    "counted (each says so in its warnings)." if above else "")
+                 + (f" {len(above)} case(s) above 100%, each marked with the reason its run saved: "
+                    + "; ".join(reasons) + "." if above else "")
                  + (f" Top {MAX_BARS} of {total} cases." if total > MAX_BARS else ""))
 
 
@@ -396,6 +437,31 @@ def draw_data_wait(frame: pd.DataFrame, axes: Sequence[str], runs: Sequence[Run]
     return fig, "Share of training-loop time spent waiting for the next batch versus computing (loop cases)."
 
 
+# Plain labels, with units, for the telemetry series bench saves (bench/instruments/telemetry.py).
+TIMELINE_LABELS = {
+    "gpu_util": "GPU busy, %",
+    "mem_util": "GPU memory bus busy, %",
+    "power_w": "GPU power, W",
+    "sm_clock_mhz": "SM clock, MHz",
+    "mem_clock_mhz": "memory clock, MHz",
+    "temperature_c": "GPU temperature, °C",
+    "cpu_percent": "worker CPU, % of one core",
+    "system_cpu_percent": "machine CPU, % of all cores",
+    "rss_bytes": "worker resident memory, MiB",
+}
+# Units from a key's suffix, for a series without a label above.
+_UNIT_SUFFIXES = (("_bytes", "MiB"), ("_percent", "%"), ("_util", "%"), ("_w", "W"), ("_mhz", "MHz"), ("_c", "°C"))
+
+
+def _timeline_label(key: str) -> str:
+    if key in TIMELINE_LABELS:
+        return TIMELINE_LABELS[key]
+    for suffix, unit in _UNIT_SUFFIXES:
+        if key.endswith(suffix):
+            return f"{key[: -len(suffix)].replace('_', ' ')}, {unit}"
+    return key.replace("_", " ")
+
+
 def _timeline_keys(series: Sequence[dict]) -> list[str]:
     keys: dict[str, None] = {}
     for sample in series:
@@ -433,9 +499,9 @@ def draw_telemetry(frame: pd.DataFrame, axes: Sequence[str], runs: Sequence[Run]
             if points:
                 t, v = zip(*points)
                 ax.plot(t, np.array(v, dtype=float) / (MIB if in_mib else 1), label=_short(case_id))
-        ax.set_ylabel(key.replace("_bytes", " MiB"), fontsize="small")
+        ax.set_ylabel(_timeline_label(key), fontsize="small")
         ax.grid(True, alpha=0.3)
-    axs[-1, 0].set_xlabel("seconds since the case's sampling started")
+    axs[-1, 0].set_xlabel("time since the case's sampling started, s")
     axs[0, 0].legend(fontsize="x-small")
     return fig, (f"{kind} telemetry sampled during each case (one line per case, each from its own start)."
                  + (f" {len(cases)} of {total} cases are drawn." if total > len(cases) else ""))

@@ -8,17 +8,16 @@ name renders as text. The page is self-contained: inline CSS, local images, no s
 from __future__ import annotations
 
 import datetime as _dt
-import math
 from pathlib import Path
 from typing import Any, Sequence
 
 import jinja2
 import pandas as pd
-from markupsafe import Markup
 
 from reports.figures import FIGURES, draw_all
 from reports.load import Run, RunLoadError, config_axes, runs_to_frame, skipped_frame
-from reports.summary import SPEED_AXES, best_configs
+from reports.headlines import MAX_ROUND_SPREAD, Headline, headlines
+from reports.summary import SPEED_AXES
 
 __all__ = ["build_report", "INDEX", "CSV_NAME"]
 
@@ -26,10 +25,26 @@ INDEX = "index.html"
 CSV_NAME = "cases.csv"
 TEMPLATES = Path(__file__).with_name("templates")
 
-# The full table: (column, header, formatter). Columns a run lacks are left out.
+def _ms(seconds: float) -> str:
+    return f"{seconds * 1e3:,.2f}"
+
+
+def _mib(n_bytes: float) -> str:
+    return f"{n_bytes / 2**20:,.0f}"
+
+
+# The full table: (column, header, formatter). Columns a run lacks are left out. The figures a
+# reader looks for come first (throughput, step time, MFU, memory), then the config, then the
+# rest; warnings are numbered notes under the table (`_table`), not a column off to the right.
 _TABLE = (
     ("run_label", "run", str),
     ("case_id", "case", str),
+    ("images_per_s", "images/s (median)", lambda v: f"{v:,.1f}"),
+    ("images_per_s_iqr", "IQR images/s", lambda v: f"{v:,.1f}"),
+    ("step_time_s", "step ms (median)", _ms),
+    ("mfu", "MFU %", lambda v: f"{v * 100:.2f}"),
+    ("peak_memory_bytes", "peak memory MiB", _mib),
+    ("memory_rise_bytes", "memory the case added MiB", lambda v: f"{v / 2**20:,.1f}"),
     ("kind", "kind", str),
     ("mode", "mode", str),
     ("variant", "variant", str),
@@ -39,19 +54,12 @@ _TABLE = (
     ("amp", "amp", str),
     ("compile", "compile", str),
     ("channels_last", "channels_last", lambda v: "yes" if v else "no"),
-    ("images_per_s", "images/s (median)", lambda v: f"{v:,.1f}"),
-    ("images_per_s_iqr", "IQR images/s", lambda v: f"{v:,.1f}"),
-    ("step_time_s", "step ms (median)", lambda v: f"{v * 1e3:,.2f}"),
     ("rounds", "rounds", lambda v: f"{int(v)}"),
     ("achieved_tflops", "TFLOP/s", lambda v: f"{v:.4f}"),
-    ("mfu", "MFU %", lambda v: f"{v * 100:.2f}"),
-    ("peak_memory_bytes", "peak memory MiB", lambda v: f"{v / 2**20:,.0f}"),
-    ("memory_rise_bytes", "memory rise MiB (CPU: the case's own, over its idle worker)", lambda v: f"{v / 2**20:,.1f}"),
     ("memory_kind", "memory kind", str),
     ("compile_time_s", "compile s", lambda v: f"{v:.1f}"),
     ("correctness_loss_rel_diff", "loss rel. diff vs fp32", lambda v: f"{v:.2e}"),
     ("data_wait_fraction", "data wait %", lambda v: f"{v * 100:.1f}"),
-    ("warnings", "warnings", str),
 )
 
 
@@ -119,48 +127,88 @@ def _cpu_peak_text(peak: Any) -> str:
             f"{f'{clock:.2f} GHz' if isinstance(clock, (int, float)) else '? GHz'}; clock: {inputs.get('clock_source')})")
 
 
-def _best(entries: list[dict[str, Any]]) -> list[dict[str, str]]:
+def _x(v: float) -> str:
+    return f"{v:.2f}×"
+
+
+def _headline_rows(heads: Sequence[Headline]) -> list[dict[str, Any]]:
+    """One row per answer: the question, the setting, the figure (or "not resolved") and its evidence."""
     rows = []
-    for e in entries:
-        changed = [f"{k}={v}" for k, v in e["settings"].items()
-                   if str(v) not in ("off", "False", "None")]
-        speedup = e["speedup"]
+    for h in heads:
+        runs = len(h.answers) > 1
+        if h.note:
+            figure, evidence, state = "—", h.note, "none"
+        elif h.resolved:
+            lows, highs = [a.low for a in h.answers], [a.high for a in h.answers]
+            figure = f"{_x(h.speedup)} (95%: {min(lows):.2f}–{max(highs):.2f})" if not runs else (
+                f"{_x(h.speedup)} (runs: {', '.join(_x(a.speedup) for a in h.answers)})")
+            evidence = "; ".join(
+                (f"run {a.run_label}: " if runs else "")
+                + f"{_x(a.speedup)}, 95% interval {a.low:.2f}–{a.high:.2f}; rounds spread {a.spreads[0]:.0%} "
+                  f"and {a.spreads[1]:.0%} (IQR/median, at most {MAX_ROUND_SPREAD:.0%})"
+                + ("; paced" if a.paced else "; raw times")
+                for a in h.answers)
+            state = "good" if h.speedup > 1 else "bad"
+        else:
+            figure, evidence, state = "not resolved", h.reason or "no rounds to judge", "unresolved"
         rows.append({
-            "run": e["run_label"],
-            "mode": str(e["mode"]),
-            "case": str(e["case_id"]),
-            "settings": ", ".join(changed) or "the seed's settings (fp32, eager, NCHW)",
-            "images_per_s": f"{e['images_per_s']:,.1f} ± {e['images_per_s_iqr'] / 2:,.1f}"
-            if not math.isnan(e["images_per_s_iqr"]) else f"{e['images_per_s']:,.1f}",
-            "baseline": _fmt(e["baseline_case_id"]),
-            "baseline_images_per_s": _fmt(e["baseline_images_per_s"], lambda v: f"{v:,.1f}"),
-            "speedup": "—" if math.isnan(speedup) else f"{speedup:.2f}×",
-            "note": e["note"] or "",
+            "mode": h.mode, "question": h.question, "workload": h.workload, "workload_note": h.workload_note,
+            "settings": h.settings, "baseline": h.baseline, "figure": figure, "evidence": evidence, "state": state,
         })
     return rows
 
 
-def _table(frame: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
+def _table(frame: pd.DataFrame) -> tuple[list[str], list[list[str]], list[str]]:
+    """Headers, rows and the numbered warning notes (the last column holds each row's note numbers)."""
     cols = [(c, h, f) for c, h, f in _TABLE if c in frame and not frame[c].map(_missing).all()]
     if "run_label" in frame and frame["run_label"].nunique() < 2:
         cols = [col for col in cols if col[0] != "run_label"]
-    rows = [[_fmt(row[c], f) for c, _, f in cols] for _, row in frame.iterrows()]
+    notes: list[str] = []
+    rows = []
+    for _, row in frame.iterrows():
+        cells = [_fmt(row[c], f) for c, _, f in cols]
+        refs = []
+        for warning in [w for w in str(row.get("warnings") or "").split("; ") if w and not _missing(row.get("warnings"))]:
+            if warning not in notes:
+                notes.append(warning)
+            refs.append(str(notes.index(warning) + 1))
+        rows.append([*cells, ", ".join(refs) or ""])
+    return [h for _, h, _ in cols] + ["warnings (notes below)"], rows, notes
+
+
+# The comparison table: what a reader decides on first (the verdicts, the ratios and their
+# intervals), then the figures in ms and MiB, then the test's details.
+_COMPARISON = (
+    ("case", "case", str), ("verdict", "time verdict", str), ("ratio", "time ratio", "{:.3f}".format),
+    ("ci_low", "95% interval", None), ("baseline_median_s", "baseline ms", _ms),
+    ("candidate_median_s", "candidate ms", _ms), ("memory_verdict", "memory verdict", str),
+    ("memory_ratio", "memory ratio", "{:.3f}".format), ("baseline_memory_bytes", "baseline MiB", _mib),
+    ("candidate_memory_bytes", "candidate MiB", _mib), ("p_value", "p", "{:.2g}".format), ("method", "test", str),
+)
+
+
+def _comparison_table(table: pd.DataFrame) -> tuple[list[str], list[dict[str, Any]]]:
+    cols = [c for c in _COMPARISON if c[0] in table and not table[c[0]].map(_missing).all()]
+    rows = []
+    for _, r in table.iterrows():
+        cells = []
+        for col, _, f in cols:
+            if col == "ci_low":
+                cells.append("—" if _missing(r[col]) else f"{r[col]:.3f}–{r['ci_high']:.3f}")
+            else:
+                cells.append(_fmt(r[col], f))
+        bad = "regression" in (r.get("verdict"), r.get("memory_verdict"))
+        rows.append({"cells": cells, "bad": bad})
     return [h for _, h, _ in cols], rows
 
 
-def _comparison(runs: Sequence[Run]) -> dict[str, Any] | None:
-    """The comparison section for exactly two runs, or a visible note saying why there is none."""
-    if len(runs) != 2:
-        return None
-    base, cand = runs
-    section: dict[str, Any] = {"baseline": base.label, "candidate": cand.label, "note": None, "table": None,
-                               "env_differences": [], "has_regression": None,
+def _comparison(base: Run, cand: Run) -> dict[str, Any]:
+    """One comparison section (candidate against baseline), or a visible note saying why there is none."""
+    from reports.compare import compare_runs  # docs/compare.md
+
+    section: dict[str, Any] = {"baseline": base.label, "candidate": cand.label, "note": None, "headers": [],
+                               "rows": [], "env_differences": [], "has_regression": None,
                                "headline": None, "notes": []}
-    try:
-        from reports.compare import compare_runs  # docs/compare.md; imported lazily so reports work without it
-    except ImportError as exc:
-        section["note"] = f"Comparison unavailable: reports.compare could not be imported ({exc})."
-        return section
     try:
         comparison = compare_runs([base], [cand])
     except (RunLoadError, ValueError) as exc:
@@ -171,16 +219,25 @@ def _comparison(runs: Sequence[Run]) -> dict[str, Any] | None:
         except (RunLoadError, ValueError) as exc2:
             section["note"] = f"No comparison: {exc2}"
             return section
-    # headline() and notes are extras of reports.compare beyond the agreed API: use them when present.
-    headline = getattr(comparison, "headline", None)
-    section["headline"] = headline() if callable(headline) else None
-    section["notes"] = [str(n) for n in getattr(comparison, "notes", None) or []]
+    section["headline"] = comparison.headline()
+    section["notes"] = [str(n) for n in comparison.notes]
     section["env_differences"] = list(comparison.env_differences)
     section["has_regression"] = bool(comparison.has_regression)
-    section["table"] = Markup(comparison.table.to_html(index=False, escape=True, na_rep="—",
-                                                       float_format=lambda v: f"{v:.4g}", border=0,
-                                                       classes="cases"))
+    section["headers"], section["rows"] = _comparison_table(comparison.table)
     return section
+
+
+def _comparisons(runs: Sequence[Run]) -> tuple[str | None, list[dict[str, Any]]]:
+    """Two runs: the second against the first. More: each against the first, and the page says so."""
+    if len(runs) < 2:
+        return None, []
+    first = runs[0]
+    if len(runs) == 2:
+        plan = f"Run {runs[1].label} (candidate) against run {first.label} (baseline)."
+    else:
+        plan = (f"{len(runs)} runs: each later run is compared against the first, {first.label} (the baseline), "
+                "one section each: " + ", ".join(r.label for r in runs[1:]) + ".")
+    return plan, [_comparison(first, cand) for cand in runs[1:]]
 
 
 def build_report(runs: Sequence[Run], *, out_dir: Path, csv: bool = False) -> Path:
@@ -193,7 +250,8 @@ def build_report(runs: Sequence[Run], *, out_dir: Path, csv: bool = False) -> Pa
     figures = draw_all(runs, frame, axes, out_dir=out_dir)
     if csv:
         frame.to_csv(out_dir / CSV_NAME, index=False)
-    headers, rows = _table(frame)
+    headers, rows, warning_notes = _table(frame)
+    plan, comparisons = _comparisons(runs)
     skipped = skipped_frame(runs)
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(TEMPLATES),
@@ -206,15 +264,18 @@ def build_report(runs: Sequence[Run], *, out_dir: Path, csv: bool = False) -> Pa
         title="AlexNet benchmark report",
         generated=_dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         environments=[_environment(r) for r in runs],
-        best=_best(best_configs(frame, axes)),
+        headlines=_headline_rows(headlines(frame, axes, runs)),
         speed_axes=", ".join(SPEED_AXES),
+        max_spread=f"{MAX_ROUND_SPREAD:.0%}",
         figures=figures,
         not_drawn=[title for slug, (title, _) in FIGURES.items() if f"{slug}.png" not in {f.file for f in figures}],
         headers=headers,
         rows=rows,
+        warning_notes=warning_notes,
         n_cases=len(frame),
         skipped=skipped.fillna("").to_dict("records"),
-        comparison=_comparison(runs),
+        comparison_plan=plan,
+        comparisons=comparisons,
         n_runs=len(runs),
         csv_file=CSV_NAME if csv else None,
     )

@@ -1,4 +1,4 @@
-"""Speedups over the seed's fp32 eager step, and the best configuration of each mode.
+"""Speedups over the seed's fp32 eager step of the same workload (the headlines are `reports.headlines`).
 
 The seed's baseline is the case with every speed setting off (fp32, eager, NCHW, default
 cuDNN switches) and the *same* shape: run, mode, variant, batch size, resolution, device and
@@ -21,7 +21,7 @@ __all__ = [
     "step_cases",
     "shape_axes",
     "with_baseline",
-    "best_configs",
+    "is_seed",
 ]
 
 # The axes a user turns to go faster; everything else in the config defines *what* is run.
@@ -58,7 +58,7 @@ def _key(frame: pd.DataFrame, cols: Sequence[str]) -> pd.Series:
     return frame[present].map(str).agg("|".join, axis=1) if present else pd.Series("", index=frame.index)
 
 
-def _is_seed(frame: pd.DataFrame) -> pd.Series:
+def is_seed(frame: pd.DataFrame) -> pd.Series:
     mask = pd.Series(True, index=frame.index)
     for axis, value in SEED_SPEED_SETTINGS.items():
         if axis in frame:
@@ -76,56 +76,10 @@ def with_baseline(frame: pd.DataFrame, axes: Sequence[str]) -> pd.DataFrame:
         return steps.assign(baseline_case_id=None, baseline_images_per_s=float("nan"), speedup=float("nan"))
     cols = ["run_label", *shape_axes(axes)]
     keys = _key(steps, cols)
-    seeds = steps[_is_seed(steps)]
+    seeds = steps[is_seed(steps)]
     lookup = {k: (row["case_id"], row["images_per_s"]) for k, (_, row) in zip(keys[seeds.index], seeds.iterrows())}
     found = keys.map(lambda k: lookup.get(k, (None, float("nan"))))
     steps["baseline_case_id"] = [f[0] for f in found]
     steps["baseline_images_per_s"] = [float(f[1]) for f in found]
     steps["speedup"] = steps["images_per_s"] / steps["baseline_images_per_s"]
     return steps
-
-
-def best_configs(frame: pd.DataFrame, axes: Sequence[str]) -> list[dict[str, Any]]:
-    """Per run and mode, the fastest step case and its speedup over the seed's fp32 eager.
-
-    When the fastest case has no baseline at its own shape, its throughput is set against the
-    seed's fp32 eager case of the same run, mode, variant, device and resolution whose batch
-    size is nearest, and ``note`` says so: images/s is per image, so that comparison is fair
-    but mixes the batch-size effect into the speedup.
-    """
-    steps = with_baseline(frame, axes)
-    out: list[dict[str, Any]] = []
-    if steps.empty:
-        return out
-    seeds = steps[_is_seed(steps)]
-    for (run_label, mode), group in steps.groupby(["run_label", "mode"], sort=False, dropna=False):
-        best = group.loc[group["images_per_s"].idxmax()]
-        entry = {
-            "run_label": run_label,
-            "mode": mode,
-            "case_id": best["case_id"],
-            "images_per_s": float(best["images_per_s"]),
-            "images_per_s_iqr": float(best.get("images_per_s_iqr", float("nan"))),
-            "settings": {a: best[a] for a in SPEED_AXES if a in best.index},
-            "baseline_case_id": best["baseline_case_id"],
-            "baseline_images_per_s": float(best["baseline_images_per_s"]),
-            "speedup": float(best["speedup"]),
-            "note": None,
-        }
-        if entry["baseline_case_id"] is None:
-            same = seeds[(seeds["run_label"] == run_label) & (seeds["mode"] == mode)]
-            for axis in ("variant", "device", "resolution"):
-                if axis in same:
-                    same = same[same[axis] == best[axis]]
-            if not same.empty and "batch_size" in same:
-                near = same.loc[(same["batch_size"] - best["batch_size"]).abs().idxmin()]
-                entry.update(
-                    baseline_case_id=near["case_id"],
-                    baseline_images_per_s=float(near["images_per_s"]),
-                    speedup=float(best["images_per_s"] / near["images_per_s"]),
-                    note=f"no fp32 eager case at batch {best['batch_size']}; baseline is batch {near['batch_size']}",
-                )
-            else:
-                entry["note"] = "no fp32 eager baseline of this mode, variant, device and resolution in this run"
-        out.append(entry)
-    return out

@@ -21,6 +21,7 @@ import pytest
 
 from reports.html import build_report
 from reports.load import load_run
+from tests.report_runs import edited_copy
 
 pytestmark = pytest.mark.browser
 
@@ -140,11 +141,19 @@ def screenshot_and_check_offline(browser, session, tmp_path: Path, name: str) ->
     return screenshot
 
 
+# What must read without scrolling sideways: the headlines and every comparison table.
+WHOLE_TABLES = "table.fit"
+
+
 def test_report_renders_in_chromium_with_every_image_and_no_errors(browser, tmp_path, shared_tiny_run):
-    run = load_run(shared_tiny_run.path)
+    # Two runs, so the page has its comparison section too: the real run and a copy of it
+    # saved as a second run (identical code, identical numbers).
+    second = edited_copy(shared_tiny_run.path, tmp_path / "runs" / "0002_copy.json",
+                         lambda doc: doc.update(datetime="2026-01-02T00:00:00+00:00"))
+    runs = [load_run(shared_tiny_run.path), load_run(second)]
     out = tmp_path / "report"
     out.mkdir()
-    index = build_report([run], out_dir=out)
+    index = build_report(runs, out_dir=out)
 
     session = open_page(browser, index)
 
@@ -161,5 +170,17 @@ def test_report_renders_in_chromium_with_every_image_and_no_errors(browser, tmp_
     title = browser.send("Runtime.evaluate", {"expression": "document.title", "returnByValue": True},
                          session=session)["result"]["value"]
     assert title == "AlexNet benchmark report"
+
+    # The headline and the comparison read whole in a 1280 px window: no table wider than the
+    # page's column, and the page itself does not scroll sideways.
+    widths = json.loads(browser.send("Runtime.evaluate", {
+        "expression": "JSON.stringify({page: [document.documentElement.scrollWidth, window.innerWidth], "
+                      f"tables: Array.from(document.querySelectorAll({WHOLE_TABLES!r}), t => "
+                      "[t.scrollWidth, t.parentElement.clientWidth, t.rows.length])})",
+        "returnByValue": True,
+    }, session=session)["result"]["value"])
+    assert widths["page"][0] <= widths["page"][1], widths
+    assert len(widths["tables"]) == 2, widths  # the headlines and the one comparison
+    assert all(w <= room and rows >= 2 for w, room, rows in widths["tables"]), widths
 
     screenshot_and_check_offline(browser, session, tmp_path, "report")
