@@ -240,7 +240,9 @@ class Section:
     ``isolation``: ``process`` (each case in a process of its own) or ``none``; schema 1 runs ran
     every case in the pytest process and read as ``none``; a schema 2 run saved before a writer
     recorded it (`alexnet-bench ddp` before it had the field) reads as None. ``failed`` and
-    ``skipped`` read as [] where absent; ``rounds``/``warmup_rounds`` as None.
+    ``skipped`` read as [] where absent; ``rounds``/``warmup_rounds`` as None. ``notices``: what
+    the run said once rather than for every case (e.g. that NVML's pids cannot be matched with
+    the suite's in this container); [] where absent.
     """
 
     schema_version: int | None = SCHEMA_VERSION
@@ -252,10 +254,11 @@ class Section:
     isolation: str | None = None
     calibration: dict[str, Any] | None = None
     calibrations: dict[str, Any] = field(default_factory=dict)
+    notices: list[str] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)
 
     _KEYS: ClassVar[tuple[str, ...]] = ("schema_version", "preset", "rounds", "warmup_rounds", "skipped", "failed",
-                                        "isolation", "calibration", "calibrations")
+                                        "isolation", "calibration", "calibrations", "notices")
 
     def to_json(self) -> dict[str, Any]:
         out = {k: getattr(self, k) for k in self._KEYS}
@@ -272,6 +275,7 @@ class Section:
         known["skipped"] = [Skip.from_json(s, where) for s in (known.get("skipped") or [])]
         known["failed"] = [Failure.from_json(f, where) for f in (known.get("failed") or [])]
         known["calibrations"] = known.get("calibrations") or {}
+        known["notices"] = [str(n) for n in (known.get("notices") or [])]
         if "isolation" not in known and version == 1:
             known["isolation"] = "none"
         known.setdefault("schema_version", None)

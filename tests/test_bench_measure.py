@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from alexnet.config import RunConfig
@@ -83,3 +84,72 @@ def test_a_cuda_graph_case_reports_the_reserved_peak_as_a_memory_kind_of_its_own
         assert (mem["memory_kind"], mem["peak_memory_bytes"]) == (kind, peak)
         assert (mem["peak_memory_allocated_bytes"], mem["peak_memory_reserved_bytes"]) == (1000, 5000)
 
+
+
+def _eager_backend_compile(monkeypatch):
+    """torch.compile with dynamo's ``eager`` backend: dynamo still traces, guards and counts every
+    graph (what decides a recompile: the training flag, grad mode), but runs the captured graph
+    without inductor's code generation, so a compiled case costs seconds here, not a minute."""
+    real = torch.compile
+
+    def compile_eager(model, mode=None, **kw):
+        return real(model, backend="eager")
+
+    monkeypatch.setattr(torch, "compile", compile_eager)
+
+
+def _compiled_case(mode: str, correctness: bool):
+    import torch._dynamo
+
+    from bench.workloads.measure import CaseSession
+    from bench.workloads.workload import CaseOptions
+
+    torch._dynamo.reset()
+    cfg = RunConfig(mode=mode, batch_size=2, resolution=(65, 65), device="cpu", compile="default")
+    session = CaseSession(cfg, CaseOptions(warmup=2, correctness=correctness, telemetry_interval_s=None))
+    try:
+        session.build()
+        session.rounds(3)
+        return session.finish()
+    finally:
+        session.close()
+
+
+@pytest.mark.slow
+def test_a_compiled_case_compiles_its_timed_path_once_and_the_check_apart(monkeypatch) -> None:
+    """Dynamo's graphs over a case's whole life: the timed path (cold step, warm-up, rounds) is
+    one graph; a train case's correctness check (its forward under eval() and inference_mode)
+    fails the guards on the training flag and grad mode and compiles a second one, whose time is
+    the check's own figure; an inference case already steps in eval mode under inference_mode,
+    so its check compiles nothing more."""
+    _eager_backend_compile(monkeypatch)
+    train = _compiled_case("train", correctness=True)
+    assert train["compiled_graphs"] == {"timed_path": 1, "worker_total": 2}
+    assert train["correctness"]["correctness_compile_s"] > 0 and train["compile_time_s"] is not None
+    assert _compiled_case("inference", correctness=True)["compiled_graphs"] == {"timed_path": 1, "worker_total": 1}
+    assert train["compile_pool"] is None  # a CPU case's C++ kernels compile in a thread pool: nothing to warm
+
+
+def test_the_compile_pool_is_warmed_and_waited_for_before_the_clock(monkeypatch) -> None:
+    """`warm_compile_pool` starts inductor's pool and waits for its first answer (fake pool: the
+    real one is a process tree that only CUDA cases use); a pool that fails is recorded, not fatal."""
+    import torch._inductor.async_compile as ac
+
+    from bench.workloads.measure import warm_compile_pool
+
+    calls: list[str] = []
+    monkeypatch.setattr(ac, "get_compile_threads", lambda: 16)
+    monkeypatch.setattr(ac.AsyncCompile, "warm_pool", classmethod(lambda cls: calls.append("warm")))
+    monkeypatch.setattr(ac.AsyncCompile, "wait_pool_ready",
+                        classmethod(lambda cls, timeout=120: calls.append(f"wait {timeout:g}")), raising=False)
+    got = warm_compile_pool(timeout_s=30)
+    assert calls == ["warm", "wait 30"] and got["warmed"] is True and got["workers"] == 16
+
+    def broken(cls, timeout=120):
+        raise RuntimeError("pool died")
+
+    monkeypatch.setattr(ac.AsyncCompile, "wait_pool_ready", classmethod(broken), raising=False)
+    got = warm_compile_pool()
+    assert got["warmed"] is False and "pool died" in got["reason"]
+    monkeypatch.setattr(ac, "get_compile_threads", lambda: 1)
+    assert warm_compile_pool()["warmed"] is False

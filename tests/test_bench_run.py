@@ -137,3 +137,42 @@ def test_alexnet_bench_run_wraps_pytest(tmp_path: Path, cli) -> None:
     r = cli("run", "--preset", "tiny", "--save", "x", "--storage", str(tmp_path), "--", "--amp", "fp8")
     assert r.returncode == 2  # pytest's usage error becomes the CLI's bad-input status
     assert not list(tmp_path.rglob("*.json"))
+
+
+def _case_file(tmp_path: Path, rows) -> Path:
+    import json
+
+    path = tmp_path / "cases.json"
+    path.write_text(json.dumps({"cases": rows}))
+    return path
+
+
+TINY_INFER = {"mode": "inference", "batch_size": 2, "resolution": "65x65", "device": "cpu"}
+
+
+def test_a_case_list_replaces_the_preset_and_bad_lists_are_one_line(tmp_path: Path, bench_inline) -> None:
+    rows = [{"config": {**TINY_INFER, "device": "cuda", "compile": "reduce-overhead"}},
+            {"config": {**TINY_INFER, "device": "cuda", "compile": "reduce-overhead"}, "label": "again"},
+            {"config": {"device": "cuda", "amp": "bf16"}, "telemetry_seconds": 5, "timer_check": True},
+            {"config": {"batch_size": 32, "resolution": "96x96", "device": "cpu", "pipeline": "device"}, "kind": "loop"}]
+    proc = bench_inline("--cases", str(_case_file(tmp_path, rows)), "--collect-only")
+    assert proc.returncode == 0, proc.stdout
+    ids = [ln.strip() for ln in proc.stdout.splitlines() if "::test_" in ln]
+    assert ids == ["bench/test_loop.py::test_loop[loop-train-d2l-b32-96x96-fp32-cpu-device]",
+                   "bench/test_matrix.py::test_step[inference-d2l-b2-65x65-fp32-compile_reduce-overhead-cuda]",
+                   "bench/test_matrix.py::test_step[inference-d2l-b2-65x65-fp32-compile_reduce-overhead-cuda~again]",
+                   "bench/test_matrix.py::test_step[train-d2l-b128-224x224-bf16-cuda]"]  # the rest is the seed's
+    bad = [([{"config": TINY_INFER}, {"config": TINY_INFER}], "case 2 is case 1 again"),
+           ([{"config": {**TINY_INFER, "batch": 4}}], "unknown config key(s) ['batch']"),
+           ([{"config": TINY_INFER, "repeat": 2}], "unknown key(s) repeat; valid keys: config, kind, label"),
+           ([{"config": {**TINY_INFER, "amp": "fp8"}}], "amp 'fp8' is not valid"),
+           ([{"config": TINY_INFER, "kind": "epoch"}], "kind 'epoch' is not valid; choose from step, loop"),
+           ([], "expected a non-empty list of cases")]
+    for rows, message in bad:
+        proc = bench_inline("--cases", str(_case_file(tmp_path, rows)), "--collect-only")
+        assert proc.returncode == pytest.ExitCode.USAGE_ERROR and message in proc.stderr, (message, proc.stderr)
+    proc = bench_inline("--cases", str(_case_file(tmp_path, [{"config": TINY_INFER}])), "--batch-sizes", "4",
+                        "--collect-only")
+    assert proc.returncode == pytest.ExitCode.USAGE_ERROR and "cannot be combined with --batch-sizes" in proc.stderr
+    proc = bench_inline("--cases", str(tmp_path / "missing.json"), "--collect-only")
+    assert proc.returncode == pytest.ExitCode.USAGE_ERROR and "cannot read it" in proc.stderr

@@ -104,8 +104,9 @@ def test_suite_median_agrees_with_torch_utils_benchmark(benchmark, one_thread) -
 
 def test_blocked_rounds_of_a_tiny_case_agree_with_torch_utils_benchmark_per_step(one_thread) -> None:
     """A tiny CPU case at 4 steps per round, through the suite's own case session (build, a
-    single cold step, warm-up, rounds divided by k): each round's per-step time against a
-    Timer.blocked_autorange of the same step run just before it, within 5%."""
+    single cold step, warm-up, rounds divided by k), and its ``timer_check`` (what gpu-check
+    asks of a GPU case): each blocked round's per-step time against a Timer.blocked_autorange
+    of the same step run just before it, within 5%; the check's rounds stay out of the samples."""
     from bench.workloads.measure import CaseSession
     from bench.workloads.workload import CaseOptions
 
@@ -114,19 +115,15 @@ def test_blocked_rounds_of_a_tiny_case_agree_with_torch_utils_benchmark_per_step
     try:
         with machine.exclusive():
             session.build()
-            runner, x, y = session.runner, session.workload.x, session.workload.y
-            ratios = []
-            for _ in range(15):
-                reference = timer_samples(lambda: runner.step(x, y), min_run_time=0.05)
-                [per_step] = session.rounds(1)["samples"]
-                ratios.append(per_step / float(np.mean(reference)))
+            session.rounds(10)
+            check = session.timer_check(pairs=15, min_run_time=0.05)
         extra = session.finish()
     finally:
         session.close()
-    assert extra["steps_per_round"] == 4 and extra["rounds"] == 15
-    assert extra["telemetry_window"] is None or extra["telemetry_window"]["steps"] == 60
-    paired = float(np.median(ratios))
-    assert abs(paired - 1) < AGREEMENT_TOLERANCE, f"suite per step / Timer: median pair ratio {paired:.3f}, {ratios}"
+    assert extra["steps_per_round"] == 4 and extra["rounds"] == 10  # the check's rounds are not samples
+    assert extra["timer_check"] == check and check["pairs"] == 15 and check["steps_per_round"] == 4
+    paired = check["ratio_median"]
+    assert abs(paired - 1) < AGREEMENT_TOLERANCE, f"suite per step / Timer: median pair ratio {paired:.3f}, {check}"
 
 
 def test_steps_per_round_come_from_the_config_never_from_a_timing() -> None:

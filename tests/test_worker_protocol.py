@@ -16,8 +16,8 @@ from bench.workloads.workload import CaseOptions, LoopWorkload, StepWorkload, Su
 
 
 def test_every_op_has_a_typed_request_and_a_handler() -> None:
-    assert set(OPS) == {"probe", "calibrate", "build", "rounds", "telemetry", "finish", "side_probe", "subject_build",
-                        "subject_rounds"}
+    assert set(OPS) == {"probe", "calibrate", "build", "rounds", "timer_check", "telemetry", "finish", "side_probe",
+                        "subject_build", "subject_rounds"}
     for op, (request_type, handler) in OPS.items():
         assert dataclasses.is_dataclass(request_type) and callable(handler), op
     req = parse_request("build", {"config": {"batch_size": 2}, "options": {"kind": "loop", "warmup": 0}})

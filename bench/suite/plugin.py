@@ -50,6 +50,8 @@ class BenchSession:
     strict_isolation: bool = False
     steps_per_round: int | None = None  # None: the default per device (bench.workloads.workload.steps_per_round)
     correctness: bool = True
+    rows: dict[str, Any] = field(default_factory=dict)  # --cases: case id -> bench.suite.caselist.CaseRow
+    notices: list[str] = field(default_factory=list)  # said once per run (alexnet.notices)
     skipped: list[dict[str, Any]] = field(default_factory=list)
     _runner: Any = None
 
@@ -61,6 +63,7 @@ class BenchSession:
 
             self._runner = CaseRunner(isolation=self.isolation, case_timeout_s=self.case_timeout_s,
                                       telemetry_seconds=self.telemetry_seconds)
+            self._runner.notices = self.notices
         return self._runner
 
     @property
@@ -81,6 +84,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     g.addoption("--preset", default=None,
                 help="; ".join(f"{p.name}: {p.help}" for p in PRESETS.values())
                 + " (default: standard with CUDA, else quick)")
+    g.addoption("--cases", default=None, metavar="FILE",
+                help="run the cases listed in FILE (JSON: bench/suite/caselist.py) instead of a preset's product; "
+                     "--preset then only gives the rounds and warm-up")
     for axis in AXES.values():
         g.addoption(axis.flag, dest=f"axis_{axis.field}", default=None, metavar="V1,V2",
                     help=f"override the {axis.field} axis of every case ({axis.valid})")
@@ -129,10 +135,26 @@ def _session_from_options(config: pytest.Config) -> BenchSession:
                 overrides[axis.field] = parse_axis(axis.field, text)
             except ValueError as exc:
                 raise pytest.UsageError(f"{axis.flag}: {exc}") from None
-    try:
-        cases = build_cases(preset, overrides)
-    except ValueError as exc:  # e.g. a resolution too small for a variant
-        raise pytest.UsageError(str(exc)) from None
+    case_file = config.getoption("cases")
+    rows: dict[str, Any] = {}
+    if case_file is not None:
+        from bench.suite.caselist import load_case_list
+
+        given = [a.flag for a in AXES.values() if a.field in overrides]
+        given += [f for f, o in (("--pipelines", "pipelines"), ("--data-root", "data_root")) if config.getoption(o)]
+        if given:
+            raise pytest.UsageError(f"--cases lists its cases in full; it cannot be combined with {', '.join(given)} "
+                                    "(put the values in the file's configs)")
+        try:
+            rows = {r.case_id: r for r in load_case_list(case_file)}
+        except ValueError as exc:
+            raise pytest.UsageError(str(exc)) from None
+        cases = [r.cfg for r in rows.values() if r.kind == "step"]
+    else:
+        try:
+            cases = build_cases(preset, overrides)
+        except ValueError as exc:  # e.g. a resolution too small for a variant
+            raise pytest.UsageError(str(exc)) from None
     pipelines = None
     if config.getoption("pipelines") is not None:
         pipelines = [p.strip() for p in config.getoption("pipelines").split(",") if p.strip()]
@@ -150,7 +172,8 @@ def _session_from_options(config: pytest.Config) -> BenchSession:
         if missing:
             raise pytest.UsageError(f"--data-root {data_root!r}: FashionMNIST files missing in {raw}: {', '.join(missing)}")
     try:
-        loop_cases = build_loop_cases(preset, overrides, pipelines=pipelines, data_root=data_root)
+        loop_cases = ([r.cfg for r in rows.values() if r.kind == "loop"] if case_file is not None
+                      else build_loop_cases(preset, overrides, pipelines=pipelines, data_root=data_root))
     except ValueError as exc:
         raise pytest.UsageError(str(exc)) from None
     spec = PRESETS[preset]
@@ -186,7 +209,8 @@ def _session_from_options(config: pytest.Config) -> BenchSession:
     if telemetry_seconds is not None and telemetry_seconds < 0:
         raise pytest.UsageError(f"--telemetry-seconds {telemetry_seconds} is not valid; it must be >= 0")
     return BenchSession(
-        preset=preset, cases=cases, loop_cases=loop_cases, rounds=rounds, warmup=warmup, telemetry_interval_s=interval,
+        preset="cases" if case_file is not None else preset, cases=cases, rows=rows, loop_cases=loop_cases,
+        rounds=rounds, warmup=warmup, telemetry_interval_s=interval,
         profile_layers=profile, allow_emulated_bf16=config.getoption("allow_emulated_bf16"),
         isolation=isolation, case_timeout_s=case_timeout, telemetry_seconds=telemetry_seconds,
         strict_isolation=config.getoption("strict_isolation"), steps_per_round=spr,
@@ -205,12 +229,16 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    if "case" in metafunc.fixturenames:
-        cases = metafunc.config.stash[_SESSION].cases
-        metafunc.parametrize("case", cases, ids=[c.case_id() for c in cases])
-    if "loop_case" in metafunc.fixturenames:
-        loops = metafunc.config.stash[_SESSION].loop_cases
-        metafunc.parametrize("loop_case", loops, ids=[loop_case_id(c) for c in loops])
+    s = metafunc.config.stash[_SESSION]
+    for fixture, kind, configs, case_id in (("case", "step", s.cases, lambda c: c.case_id()),
+                                            ("loop_case", "loop", s.loop_cases, loop_case_id)):
+        if fixture not in metafunc.fixturenames:
+            continue
+        if s.rows:  # --cases: the file's ids (a labelled row is its config again, as `<id>~LABEL`)
+            rows = [r for r in s.rows.values() if r.kind == kind]
+            metafunc.parametrize(fixture, [r.cfg for r in rows], ids=[r.case_id for r in rows])
+        else:
+            metafunc.parametrize(fixture, configs, ids=[case_id(c) for c in configs])
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -238,10 +266,18 @@ def pytest_collection_finish(session: pytest.Session) -> None:
         if cfg is None:
             continue
         workload = StepWorkload if "case" in params else LoopWorkload
-        rows.append({"nodeid": item.nodeid, "case_id": workload.case_id(cfg), "kind": workload.kind,
+        rows.append({"nodeid": item.nodeid, "case_id": case_id_of(item, cfg, workload), "kind": workload.kind,
                      "config": cfg.flat()})
     with open(path, "w", encoding="utf-8") as fh:
         json.dump(rows, fh)
+
+
+def case_id_of(node: Any, cfg: RunConfig, workload: Any) -> str:
+    """A collected case's id: its parametrisation id under ``--cases`` (labels included), else the workload's."""
+    s = node.config.stash[_SESSION]
+    if s.rows:
+        return node.callspec.id
+    return workload.case_id(cfg)
 
 
 @pytest.fixture(scope="session")
@@ -291,4 +327,5 @@ def pytest_benchmark_update_json(config: pytest.Config, benchmarks: list, output
         isolation=s.isolation,
         calibration=calibration,
         calibrations=s.calibrations,
+        notices=list(s.notices),
     ).to_json()

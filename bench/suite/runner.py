@@ -110,6 +110,7 @@ class CaseRunner:
         self.telemetry_seconds = telemetry_seconds
         self.pool = ZygotePool() if isolation == "process" else None
         self.failed: list[dict[str, Any]] = []
+        self.notices: list[str] = []  # said once per run (the saved run's alexnet.notices)
         self.consecutive_deaths = 0
         self._probe: dict[str, Any] | None = None
         self._calibrations: dict[str, dict[str, Any]] = {}
@@ -186,8 +187,11 @@ class CaseRunner:
 
     # --- one case -----------------------------------------------------------------------
     def measure(self, cfg: RunConfig, *, case_id: str, workload: type[Workload], options: dict[str, Any],
-                rounds: int) -> dict[str, Any]:
+                rounds: int, telemetry_seconds: float | None = None, timer_check: bool = False) -> dict[str, Any]:
         """Build, time and finish one case in a fresh worker; returns samples, extra_info, isolation.
+
+        ``telemetry_seconds`` overrides the run's window for this case; ``timer_check`` adds the
+        worker's ``timer_check`` request after the timed rounds (`pytest bench/ --cases` rows).
 
         Raises `WorkerError` (the worker reported an exception: oom, unsupported, fatal, error)
         or `WorkerDied` (it died, or overran the case timeout and was killed).
@@ -198,8 +202,10 @@ class CaseRunner:
             built = w.request("build", config=cfg.flat(), options={**options, "case_id": case_id, "kind": workload.kind,
                                                                    "own_pids": self.own_pids()})
             timed = w.request("rounds", n=rounds, pace=True)
+            if timer_check:
+                w.request("timer_check")
             window = None
-            seconds = self.telemetry_seconds
+            seconds = self.telemetry_seconds if telemetry_seconds is None else telemetry_seconds
             if seconds is None:
                 seconds = DEFAULT_CUDA_TELEMETRY_S if cfg.is_cuda else 0.0
             if seconds > 0:
@@ -244,6 +250,16 @@ class CaseRunner:
         shutil.rmtree(self._tmp, ignore_errors=True)
 
 
+def note_once(notices: list[str], lines: list[str]) -> None:
+    """Add each line not said yet this run, and say it now (once per run, not once per case)."""
+    import sys
+
+    for line in lines:
+        if line not in notices:
+            notices.append(line)
+            print(f"\nalexnet-bench: {line}", file=sys.stderr, flush=True)
+
+
 def run_case(benchmark: Any, cfg: RunConfig, *, workload: type[Workload], bench_session: Any, node: Any,
              case_id: str | None = None) -> None:
     """One case of the matrix, the way the sweep needs it (test_matrix.py, test_loop.py).
@@ -259,6 +275,10 @@ def run_case(benchmark: Any, cfg: RunConfig, *, workload: type[Workload], bench_
     """
     from alexnet.support import unsupported_reason  # torch-free: the coordinator never imports torch
 
+    rows = getattr(bench_session, "rows", None) or {}
+    if case_id is None and rows:  # --cases: the row's id, its label included
+        case_id = node.callspec.id
+    row = rows.get(case_id) if case_id is not None else None
     case_id = case_id or workload.case_id(cfg)
     runner: CaseRunner = bench_session.runner
     try:
@@ -282,8 +302,10 @@ def run_case(benchmark: Any, cfg: RunConfig, *, workload: type[Workload], bench_
                    "gpu_name": gpu_name,
                    "steps_per_round": steps_per_round(cfg, bench_session.steps_per_round, kind=workload.kind),
                    "warmup_min_s": DEFAULT_CUDA_WARMUP_S if cfg.is_cuda else 0.0,
-                   "correctness": bench_session.correctness}
-        out = runner.measure(cfg, case_id=case_id, workload=workload, options=options, rounds=bench_session.rounds)
+                   "correctness": row.correctness if row and row.correctness is not None else bench_session.correctness}
+        out = runner.measure(cfg, case_id=case_id, workload=workload, options=options, rounds=bench_session.rounds,
+                             telemetry_seconds=row.telemetry_seconds if row else None,
+                             timer_check=bool(row and row.timer_check))
     except WorkerDied as exc:  # the case's worker, or the zygote that forks it (ZygoteDied)
         benchmark.has_error = True
         runner.consecutive_deaths += 1
@@ -313,6 +335,7 @@ def run_case(benchmark: Any, cfg: RunConfig, *, workload: type[Workload], bench_
             pytest.fail(f"{case_id}: {died.reason}", pytrace=False)
         pytest.fail(f"{case_id}: the worker raised {exc}\n{exc.traceback_text}", pytrace=False)
     runner.consecutive_deaths = 0
+    note_once(runner.notices, out["extra"].get("foreign_notices") or [])
     foreign = out["extra"].get("foreign_warnings") or []
     if bench_session.strict_isolation and foreign:
         benchmark.has_error = True

@@ -244,20 +244,22 @@ def _still_ours(proc: subprocess.Popen | int, group: bool) -> bool:
         return False
 
 
-def kill_tree(proc: subprocess.Popen | int, *, group: bool = True, grace_s: float = 0.0, wait_s: float = 5.0) -> None:
+def kill_tree(proc: subprocess.Popen | int, *, group: bool = True, grace_s: float = 0.0, wait_s: float = 5.0,
+              grace_signal: int = signal.SIGTERM) -> None:
     """Kill ``proc``, its process group and every descendant, including those that left the group.
 
     ``group``: ``proc`` leads a process group of its own (started with ``start_new_session=True``
     or after ``setsid()``), which is then killed whole, even after its leader has ended.
-    ``grace_s`` > 0: first SIGTERM the root alone and give it that long to stop its children
-    (torchrun stops its workers on SIGTERM), then SIGKILL whatever is left. A `Popen` is
+    ``grace_s`` > 0: first send ``grace_signal`` (SIGTERM) to the root alone and give it that
+    long to stop its children (torchrun stops its workers on SIGTERM; pytest saves its
+    benchmarks on SIGINT), then SIGKILL whatever is left. A `Popen` is
     reaped; the call then waits up to ``wait_s`` for the descendants to be gone.
     """
     pid = proc.pid if isinstance(proc, subprocess.Popen) else int(proc)
     family = _tree(pid) if _still_ours(proc, group) else {}  # before any kill: orphans are reparented and lost
     if grace_s > 0 and _still_ours(proc, group):
         try:
-            os.kill(pid, signal.SIGTERM)
+            os.kill(pid, grace_signal)
         except ProcessLookupError:
             pass
         deadline = time.monotonic() + grace_s
@@ -316,11 +318,12 @@ class Finished:
 def run_limited(cmd: Sequence[str], *, timeout_s: float, input: str | None = None, capture: bool = False,
                 stdout: int | IO[Any] | None = None, stderr: int | IO[Any] | None = None,
                 env: dict[str, str] | None = None, cwd: str | os.PathLike | None = None,
-                grace_s: float = 0.0) -> Finished:
+                grace_s: float = 0.0, grace_signal: int = signal.SIGTERM) -> Finished:
     """Run ``cmd`` in a session of its own for at most ``timeout_s`` seconds.
 
     Past the limit, the child and everything it started are killed (`kill_tree`, after
-    ``grace_s`` of SIGTERM) and the result says ``timed_out``; on any exception here (Ctrl-C)
+    ``grace_s`` of ``grace_signal``, SIGTERM by default) and the result says ``timed_out``; on
+    any exception here (Ctrl-C)
     the tree is killed the same way and the exception goes on. After a normal exit, whatever it
     left running in its process group is killed too. ``capture``: stdout and stderr come back
     as text; otherwise they go to ``stdout`` / ``stderr`` (a file, or inherited). stdin is
@@ -339,7 +342,7 @@ def run_limited(cmd: Sequence[str], *, timeout_s: float, input: str | None = Non
         out, err = proc.communicate(input=input, timeout=timeout_s)
     except subprocess.TimeoutExpired:
         timed_out = True
-        kill_tree(proc, grace_s=grace_s)
+        kill_tree(proc, grace_s=grace_s, grace_signal=grace_signal)
         try:  # what it wrote before it was killed (the pipes close with the tree)
             out, err = proc.communicate(timeout=5)
         except (subprocess.TimeoutExpired, ValueError, OSError):

@@ -15,6 +15,8 @@ a one-line error reply) and a handler, in the table `OPS`:
 - ``rounds`` (`Rounds`): ``n`` timed rounds, each with its pace sample; the durations are this
   process's own clock readings around each round, so the round trip to the coordinator
   never enters them;
+- ``timer_check`` (`TimerCheck`): the suite's blocked rounds against ``torch.utils.benchmark.Timer``,
+  interleaved, apart from the case's samples (``pytest bench/ --cases`` rows with ``timer_check``);
 - ``telemetry`` (`Telemetry`): back-to-back steps for a window long enough for NVML (CUDA);
 - ``finish`` (`Finish`): memory, telemetry, foreign load, profile, correctness: the case's extra_info;
 - ``exit``.
@@ -87,6 +89,17 @@ class Rounds:
     def __post_init__(self) -> None:
         if self.n < 0:
             raise ValueError(f"n {self.n} is not valid; it must be >= 0")
+
+
+@dataclass(frozen=True)
+class TimerCheck:
+    pairs: int = 10
+    min_run_time: float = 0.05
+
+    def __post_init__(self) -> None:
+        if self.pairs < 1 or not self.min_run_time > 0:
+            raise ValueError(f"pairs {self.pairs} / min_run_time {self.min_run_time} are not valid; "
+                             "pairs must be >= 1 and min_run_time > 0")
 
 
 @dataclass(frozen=True)
@@ -235,6 +248,10 @@ def _rounds(state: _State, req: Rounds) -> dict[str, Any]:
     return session.rounds(req.n, pace=req.pace)
 
 
+def _timer_check(state: _State, req: TimerCheck) -> dict[str, Any]:
+    return _need_session(state, "timer_check").timer_check(req.pairs, req.min_run_time)
+
+
 def _telemetry(state: _State, req: Telemetry) -> dict[str, Any]:
     return _need_session(state, "telemetry").telemetry_window(req.seconds)
 
@@ -289,6 +306,7 @@ OPS: dict[str, tuple[type, Callable[[_State, Any], Any]]] = {
     "calibrate": (Calibrate, _calibrate),
     "build": (Build, _build),
     "rounds": (Rounds, _rounds),
+    "timer_check": (TimerCheck, _timer_check),
     "telemetry": (Telemetry, _telemetry),
     "finish": (Finish, _finish),
     "side_probe": (SideProbe, _side_probe),

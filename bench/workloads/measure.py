@@ -8,11 +8,14 @@ A `CaseSession` is one case's life in its worker, in phases the coordinator asks
    is where torch.compile traces and generates code, timed on its own (``compile_time_s``);
    it is cold by construction, because the worker starts with empty inductor and Triton cache
    directories of its own (set by the coordinator before torch touches a device); then the
-   untimed warm-up rounds (lazy init, cuDNN autotuning, CUDA-graph recording).
+   untimed warm-up rounds (lazy init, cuDNN autotuning, CUDA-graph recording). A compiled CUDA
+   case first warms inductor's compile pool (`warm_compile_pool`), outside the clock.
 2. `rounds`: timed rounds, each one step ending with a device sync, each preceded by a pace
    GEMM sample (and one after the last), with this process's own clock. Right before the
    first round: ``empty_cache`` and the peak reset on CUDA; the kernel's peak-RSS mark
    (``VmHWM``) reset on a CPU; the foreign-load probe starts.
+   Optionally (`timer_check`), more rounds interleaved with ``torch.utils.benchmark.Timer``
+   measurements of the same step, kept apart from the case's samples.
 3. `telemetry_window` (CUDA): back-to-back steps for several seconds, inside the NVML sampler,
    so energy per image comes from the energy counter over a window NVML can resolve. Timing
    comes from the rounds only. On a CPU the sampler covers the rounds instead.
@@ -35,6 +38,7 @@ from alexnet.config import RunConfig
 from alexnet.arch import flops_per_image
 from alexnet.model import build_model
 from alexnet.runtime import StepRunner, autocast_context, backend_switches, cpu_has_bf16, seed_everything, synchronize
+from bench.instruments.foreign import ForeignLoad, foreign_notices, foreign_warnings
 from bench.instruments.mfu import ABOVE_ONE_REASON, compute_dtype, gemm_rate_fraction, mfu_for
 from bench.instruments.timing import NOISY_REL_IQR, PaceKernel, cold_step_time, summarize, timed_rounds, warm_up
 from bench.workloads.workload import CaseOptions, Workload
@@ -180,6 +184,54 @@ def _fresh_compile_state(cfg: RunConfig) -> Iterator[None]:
                 os.environ["TORCHINDUCTOR_CACHE_DIR"] = saved
 
 
+def warm_compile_pool(timeout_s: float = 120.0) -> dict[str, Any]:
+    """Start inductor's compile worker pool and wait until it answers, before a cold compile.
+
+    Inductor compiles a Triton kernel in its process pool only once the pool has answered a
+    no-op job; until then it compiles serially in the calling process
+    (torch/_inductor/async_compile.py: ``AsyncCompile.triton`` asks ``use_process_pool()``,
+    which submits ``_get_ready`` once and returns whether it is done). The pool starts with the
+    first compile, so how much of a cold compile ran serially changed from run to run, and so
+    did ``compile_time_s``. ``AsyncCompile.warm_pool()`` then ``wait_pool_ready()`` make every
+    cold compile use the pool from its first kernel. The pool is this worker's child (its
+    process group goes when the worker goes), and it is handed the case's fresh cache
+    directories with every job (``TORCHINDUCTOR_CACHE_DIR``, ``TRITON_CACHE_DIR``: the same file).
+
+    Only Triton (CUDA) kernels go through the process pool; a CPU case's C++ kernels compile
+    in a thread pool (``AsyncCompile.cpp``), so the caller warms for CUDA cases only.
+    Returns ``{"warmed", "seconds", "workers"}`` (+ ``"reason"`` when it was not warmed).
+    """
+    from torch._inductor.async_compile import AsyncCompile, get_compile_threads
+
+    t0 = time.perf_counter()
+    workers = get_compile_threads()
+    if workers <= 1:
+        return {"warmed": False, "seconds": 0.0, "workers": workers,
+                "reason": "compile_threads <= 1: inductor compiles in this process"}
+    try:
+        AsyncCompile.warm_pool()
+        if hasattr(AsyncCompile, "wait_pool_ready"):
+            AsyncCompile.wait_pool_ready(timeout=timeout_s)
+        else:  # what wait_pool_ready does, in torch versions without it
+            AsyncCompile.use_process_pool()
+            ready = getattr(AsyncCompile, "_ready_future", None)
+            if ready is not None:
+                ready.result(timeout=timeout_s)
+    except Exception as exc:  # noqa: BLE001 - a cold compile still works without the pool
+        return {"warmed": False, "seconds": time.perf_counter() - t0, "workers": workers,
+                "reason": f"{type(exc).__name__}: {exc}"}
+    return {"warmed": True, "seconds": time.perf_counter() - t0, "workers": workers}
+
+
+def compiled_graphs() -> int:
+    """Graphs dynamo has compiled in this process so far (``counters["stats"]["unique_graphs"]``,
+    bumped once per compiled frame in torch/_dynamo/convert_frame.py; ``torch._dynamo.reset()``
+    does not clear it, so a case counts from its build on)."""
+    from torch._dynamo.utils import counters
+
+    return int(counters["stats"]["unique_graphs"])
+
+
 @contextlib.contextmanager
 def _cold_compile(cfg: RunConfig) -> Iterator[None]:
     """Make the first step's compilation really cold: no inductor FX-graph or AOT-autograd
@@ -226,6 +278,8 @@ class CaseSession:
         self._foreign: Any = None
         self._telemetry: dict[str, Any] | None = None
         self._window: dict[str, Any] | None = None
+        self._timer_check: dict[str, Any] | None = None
+        self.compile_pool: dict[str, Any] | None = None
 
     # --- 1. build ----------------------------------------------------------------------
     def build(self) -> dict[str, Any]:
@@ -259,6 +313,9 @@ class CaseSession:
             step_pid.append(os.getpid())
             self.workload.one()  # one step, whatever a timed round holds
 
+        self._graphs0 = compiled_graphs() if cfg.compile != "off" else 0
+        if cfg.is_cuda and cfg.compile != "off":
+            self.compile_pool = warm_compile_pool()  # before the clock: compile_time_s is the compile's own
         with _cold_compile(cfg):
             self.cold_s = cold_step_time(first, device=cfg.device)
         self.warmup_done = warm_up(self.round, rounds=self.warmup, min_seconds=self.warmup_min_s)
@@ -295,6 +352,37 @@ class CaseSession:
         out = timed_rounds(self.round, n, pace=self.pace if pace else None, steps_per_round=self.steps_per_round)
         self.samples.extend(out)
         return {"samples": out, "pace": self.pace.samples[pace_before:]}
+
+    def timer_check(self, pairs: int = 10, min_run_time: float = 0.05) -> dict[str, Any]:
+        """The suite's blocked timing against ``torch.utils.benchmark.Timer.blocked_autorange``.
+
+        ``pairs`` times: a Timer measurement of the unsynchronised step (its default timer
+        synchronises the device at both ends of each block of back-to-back calls:
+        torch/utils/benchmark/utils/timer.py, ``timer()``), then one of the suite's own rounds
+        (k back-to-back steps, one sync, divided by k). Interleaved, so drift hits both alike;
+        neither enters the case's samples. Returns the median of the per-pair ratios
+        (suite / Timer) and both sides' medians, seconds per step.
+        """
+        import numpy as np
+
+        from bench.instruments.timing import timer_samples
+
+        if not self.samples:
+            raise RuntimeError("timer_check before the timed rounds")
+        ratios, suite, timer = [], [], []
+        for _ in range(pairs):
+            reference = float(np.mean(timer_samples(self.workload.step, min_run_time=min_run_time)))
+            [per_step] = timed_rounds(self.round, 1, pace=None, steps_per_round=self.steps_per_round)
+            ratios.append(per_step / reference)
+            suite.append(per_step)
+            timer.append(reference)
+        self._timer_check = {
+            "pairs": pairs, "ratio_median": float(np.median(ratios)), "ratios": ratios,
+            "suite_step_s": float(np.median(suite)), "timer_step_s": float(np.median(timer)),
+            "steps_per_round": self.steps_per_round,
+            "what": "suite round / k vs torch.utils.benchmark.Timer.blocked_autorange, interleaved in pairs",
+        }
+        return dict(self._timer_check)
 
     # --- 3. telemetry window -----------------------------------------------------------
     def telemetry_window(self, seconds: float) -> dict[str, Any]:
@@ -379,16 +467,22 @@ class CaseSession:
             from torch._dynamo.utils import counters
 
             extra["compile_counters"] = {k: {kk: int(vv) for kk, vv in v.items()} for k, v in counters.items() if v}
+        graphs_timed = compiled_graphs() - self._graphs0 if cfg.compile != "off" else 0
         x, y = self.workload.batch()
         if self.check_correctness:
             correctness = correctness_check(self.runner, self.weights, x, y)
         else:
             correctness = {"skipped": "--no-correctness"}
+        if cfg.compile != "off":
+            # Dynamo's graphs over the worker's whole life: the timed path's (cold step, warm-up,
+            # rounds, telemetry window) and the correctness check's, if it compiled one more.
+            extra["compiled_graphs"] = {"timed_path": graphs_timed, "worker_total": compiled_graphs() - self._graphs0}
+            extra["compile_pool"] = self.compile_pool
         metrics = _step_metrics(cfg, list(self.samples), cold_s=self.cold_s, cpu_cal=self.cpu_calibration,
                                 gpu_name=self.gpu_name, warnings=self.warnings)
         if telemetry.get("kind") == "unavailable":
             self.warnings.append(f"telemetry unavailable: {telemetry.get('reason')}")
-        foreign_warn = _foreign_warnings(foreign) if foreign is not None else []
+        foreign_warn = foreign_warnings(foreign) if foreign is not None else []
         self.warnings.extend(foreign_warn)
         out = {
             "config": cfg.flat(),
@@ -405,8 +499,10 @@ class CaseSession:
             "warnings": self.warnings,
             "telemetry": telemetry,
             "telemetry_window": self._window,
+            "timer_check": self._timer_check,
             "foreign_load": foreign,
             "foreign_warnings": foreign_warn,
+            "foreign_notices": foreign_notices(foreign),
             **extra,
         }
         out.update(self.workload.record(self.warnings))
@@ -418,11 +514,8 @@ class CaseSession:
 
 
 def _start_foreign(device: str, own_pids: set[int]) -> Any:
-    """The foreign-load probe (`bench.instruments.foreign`) around the rounds, when it is available."""
-    try:
-        from bench.instruments.foreign import ForeignLoad
-    except ImportError:
-        return None
+    """The foreign-load probe (`bench.instruments.foreign`) around the rounds: the suite's processes
+    and every descendant of theirs (inductor's compile pool included) are its own."""
     mine = set(own_pids) | {os.getpid()}
 
     def own() -> set[int]:
@@ -442,12 +535,6 @@ def _start_foreign(device: str, own_pids: set[int]) -> Any:
     probe = ForeignLoad(device, own)
     probe.start()
     return probe
-
-
-def _foreign_warnings(result: dict[str, Any]) -> list[str]:
-    from bench.instruments.foreign import foreign_warnings
-
-    return foreign_warnings(result)
 
 
 def _step_metrics(cfg: RunConfig, samples: list[float], *, cold_s: float, cpu_cal: dict[str, Any] | None,
