@@ -1,44 +1,50 @@
-"""``alexnet-bench gpu-check``: the first-run self-check of a GPU machine, in about 5 minutes.
+"""``alexnet-bench gpu-check``: the first-run self-check of a GPU machine, in about 4 minutes.
 
-Device time on the lent GPU machines is scarce (15 minutes for everything, start-up
-included), so this runs the checks that only a GPU can answer, each as a user would run the
-suite, and prints one pass/fail line per item, with the figure behind it, as soon as that item
-is done:
+Device time on the lent GPU machines is scarce (15 minutes for everything, start-up included),
+so this runs the checks that only a GPU can answer, as a user would run the suite, and prints
+one pass/fail line per item, with the figure behind it. The items, in the order of what only a
+GPU can prove (a budget cut drops the last ones first):
 
 ========================  ========================================================================
 item                      passes when
 ========================  ========================================================================
-``deterministic``         a deterministic CUDA train case runs (``--deterministic on``)
-``cudnn-benchmark``       ``cudnn.benchmark`` off and on both run (one suite run, a worker per case);
-                          both step times are printed
 ``cudagraphs``            ``compile reduce-overhead`` replays CUDA graphs: its case's
                           ``compile_counters["inductor"]["cudagraph_skips"]`` is 0 (a missing key is
                           "unknown": the run's output decides), no "skipping cudagraphs" in the
-                          output, and its step is at most 1.05x default compile's
-``cold-compile``          the same compiled case in a second, separate suite run compiles within 20%
-                          of the first run's ``compile_time_s`` (caches do not leak between runs)
+                          output, and its step is at most eager's at the same launch-bound shape
+``cold-compile``          the same compiled config in a second worker compiles within 20% of the
+                          first (caches do not leak between workers; both with a warm compile pool)
 ``mfu``                   MFU below 1 for the TF32 and bf16 cases (fp32 is printed, not judged:
                           Winograd/FFT convolutions can pass 1)
-``profiler``              ``alexnet-bench profile --device cuda`` covers 0.9-1.0 of the step, with
-                          device time in every conv and linear layer, forward and backward
-``nvml-power``            NVML's energy counter advances over a burst of bf16 GEMMs, and the mean
-                          power lies above idle and at most the enforced limit (+5%)
+``timer``                 the suite's blocked rounds agree with ``torch.utils.benchmark.Timer``
+                          within 5% (per step, interleaved pairs, a launch-bound case)
+``telemetry``             the suite's own 5 s window of back-to-back steps: energy counter above 0,
+                          window at least 3 s, power source recorded, mean power at most the limit
 ``memory``                the seed's train step (d2l, batch 128, 224x224, fp32) peaks within +-30%
                           of the analytic estimate (`bench.instruments.memory_model`)
+``deterministic``         a deterministic CUDA train case runs (``deterministic=True``)
+``cudnn-benchmark``       ``cudnn.benchmark`` off and on both run, each in its own worker; both step
+                          times are printed
+``profiler``              ``alexnet-bench profile --device cuda`` covers 0.9-1.0 of the step, with
+                          device time in every conv and linear layer, forward and backward
 ``ddp-nccl``              ``alexnet-bench ddp --nproc 1 --device cuda`` runs under nccl
+``nvml-power``            NVML's energy counter advances over a burst of bf16 GEMMs, and the mean
+                          power lies above idle and at most the enforced limit (+5%)
 ========================  ========================================================================
 
-Every item runs in fresh processes of its own (suite runs, ``python -m bench profile|ddp``, a
-probe), started in a session of their own; an item has its own time limit, and when it runs
-out, every process the item started (its process group, and descendants that left it, such as
-torchrun's workers) is killed and the item fails with "timeout". ``--budget`` (default 300 s)
-caps the whole check. A suite run that two items need (the TF32/bf16 run serves ``mfu`` and
-``memory``; the default/reduce-overhead run serves ``cudagraphs`` and ``cold-compile``) is made
-once per invocation.
+Every item that needs suite cases reads them from **one** suite run (``pytest bench/ --cases
+FILE``: one pytest process, one zygote, one probe and calibration; each case in a fresh worker),
+made when the first such item comes up, with the cases in item order. Its time limit is the sum
+of those items' limits, capped by what is left of ``--budget``; past it the run gets SIGINT,
+saves the cases it measured, and is killed after a grace period. A case the budget left
+unmeasured makes its item ``NOT RUN (budget)``; one its own limit cut makes it fail with
+"timeout". The other items run in fresh processes of their own, each within its limit.
 
-Exit status: 0 all pass, 1 any fails, 2 bad input or no CUDA GPU (one line). The GPU is
-detected without initialising CUDA in this process (``torch.cuda.is_available()`` under
-``PYTORCH_NVML_BASED_CUDA_CHECK=1``, which asks NVML: torch docs of ``torch.cuda.is_available``).
+Exit status (docs/cli.md): 0 all pass, 2 bad input or no CUDA GPU (one line), 3 an item
+failed (the work failed: never 1, which means a regression), 4 nothing failed but the budget
+left items not run. The GPU is detected without initialising CUDA in this
+process (``torch.cuda.is_available()`` under ``PYTORCH_NVML_BASED_CUDA_CHECK=1``, which asks
+NVML: torch docs of ``torch.cuda.is_available``).
 
 Untested on GPU: no GPU was available to this work; the thresholds' mechanics, the process
 handling and the parsing of saved runs are tested on the CPU (tests/test_gpu_check.py).
@@ -50,6 +56,7 @@ import argparse
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -60,12 +67,14 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from bench.instruments.memory_model import train_memory_estimate
+from bench.cli.errors import EXIT_FAILED as EXIT_FAILED_WORK
 from bench.workers.proc import describe_exit, run_limited
 
 NAME = "gpu-check"
-HELP = "first-run self-check of a CUDA machine: one pass/fail line per GPU figure and path (about 5 min)"
+HELP = "first-run self-check of a CUDA machine: one pass/fail line per GPU figure and path (about 4 min)"
 
-__all__ = ["NAME", "HELP", "ITEMS", "Item", "Outcome", "Context", "SuiteRun", "add_arguments", "run", "run_items"]
+__all__ = ["NAME", "HELP", "CASES", "ITEMS", "Item", "Outcome", "Context", "SuiteRun", "add_arguments", "run",
+           "run_items"]
 
 REPO = Path(__file__).resolve().parents[3]
 DEFAULT_BUDGET_S = 300.0
@@ -73,26 +82,51 @@ SUMMARY_FILE = "gpu-check.json"
 NVML_CHECK_ENV = "PYTORCH_NVML_BASED_CUDA_CHECK"
 
 # Thresholds: fixed requirements of this check, not tuned on a GPU (docs/bench.md, gpu-check).
-CUDAGRAPH_MAX_RATIO = 1.05  # reduce-overhead's step / default compile's step
+CUDAGRAPH_MAX_RATIO = 1.0  # reduce-overhead's step / eager's, same launch-bound shape
 COLD_COMPILE_TOLERANCE = 0.20  # |second / first - 1| of compile_time_s
 PROFILE_COVERAGE = (0.9, 1.0)
 MEMORY_TOLERANCE = 0.30  # |measured / estimate - 1|
+TIMER_TOLERANCE = 0.05  # |suite per step / Timer per step - 1|, median of interleaved pairs
+TELEMETRY_MIN_WINDOW_S = 3.0
 # NVML enforces the limit on a power average; the energy counter's reads at the two ends of a
 # few-second window can each be one update period off, so the mean may sit a little above.
 POWER_LIMIT_TOLERANCE = 0.05
+SUITE_GRACE_S = 20.0  # after SIGINT, how long the suite run may take to save what it measured
 
-# Suite runs (overrides of the tiny preset, on CUDA, one case per combination).
+# The one suite run's cases (``pytest bench/ --cases``: bench/suite/caselist.py), in the order
+# the items need them, so a budget cut drops the last. What a row leaves out is the seed's
+# (d2l, train, batch 128, 224x224, fp32, eager, cudnn.benchmark off).
 # Batch 8 at 96x96: a train step is about 8 x 5.56 GFLOP x (96/224)^2 = 8 GFLOP, some 0.1 ms of
 # an H100's fp32 arithmetic, against about 60 kernels (forward, backward, SGD) launched at a few
-# microseconds each: launch-bound, which is where CUDA graphs must pay. A bigger step would
-# hide the launch overhead and let the 1.05x check pass even if graphs did nothing.
-# --no-correctness: a compiled train case's check compiles a second, forward-only graph (its
-# forward under eval() and inference_mode fails dynamo's guards on the training flag and grad
-# mode), GPU time this check's budget cannot spare; the suite's own runs keep the check.
-COMPILE_RUN = ["--modes", "train", "--batch-sizes", "8", "--resolutions", "96", "--warmup-rounds", "3",
-               "--no-correctness"]
-# The seed's shape (d2l, batch 128, 224x224): its fp32 case is also the memory item's.
-MFU_RUN = ["--modes", "train", "--batch-sizes", "128", "--resolutions", "224", "--tf32", "off,on", "--amp", "off,bf16"]
+# microseconds each: launch-bound, which is where CUDA graphs must pay and where blocked timing
+# matters. The compiled cases skip the correctness check: a compiled train case's check compiles
+# a second, forward-only graph (its forward under eval() and inference_mode fails dynamo's guards
+# on the training flag and grad mode), GPU time this check's budget cannot spare.
+B8 = {"mode": "train", "batch_size": 8, "resolution": "96x96", "device": "cuda"}
+SEED = {"device": "cuda"}
+CASES: dict[str, dict[str, Any]] = {
+    "reduce-overhead": {"config": {**B8, "compile": "reduce-overhead"}, "correctness": False},
+    "reduce-overhead-again": {"config": {**B8, "compile": "reduce-overhead"}, "label": "again", "correctness": False},
+    "eager-b8": {"config": B8, "timer_check": True},
+    "fp32": {"config": SEED},  # the seed's step: also the memory item's and cudnn-benchmark's "off"
+    "tf32": {"config": {**SEED, "tf32": True}},
+    "bf16": {"config": {**SEED, "amp": "bf16"}, "telemetry_seconds": 5.0},
+    "bf16-tf32": {"config": {**SEED, "amp": "bf16", "tf32": True}},
+    "deterministic": {"config": {**SEED, "deterministic": True}},
+    "cudnn-benchmark": {"config": {**SEED, "cudnn_benchmark": True}},
+}
+# The suite run's options around the cases: the tiny preset's rounds (10), 3 warm-up rounds
+# (and the suite's 2 s minimum on CUDA), no NVML window after each case's rounds unless its row
+# asks for one (5 s a CUDA case by default; only the telemetry item reads it).
+SUITE_ARGS = ["--preset", "tiny", "--warmup-rounds", "3", "--telemetry-seconds", "0"]
+
+
+def case_id(key: str) -> str:
+    """The saved case id of ``CASES[key]`` (the suite's own: `bench.suite.caselist.CaseRow`)."""
+    from bench.suite.caselist import load_rows
+
+    [row] = load_rows([CASES[key]], where="gpu-check")
+    return row.case_id
 
 
 class CheckFailed(Exception):
@@ -101,6 +135,10 @@ class CheckFailed(Exception):
 
 class ItemTimeout(Exception):
     """The item ran past its time limit; what it was running has been killed."""
+
+
+class NotRunBudget(Exception):
+    """The budget ran out before the item's cases were measured: not a failure of the GPU."""
 
 
 @dataclass
@@ -116,6 +154,7 @@ class Item:
     check: Callable[["Context"], Outcome]
     timeout_s: float
     what: str
+    cases: tuple[str, ...] = ()  # keys of CASES it reads from the one suite run (none: it starts its own process)
 
 
 @dataclass
@@ -146,12 +185,17 @@ class Proc:
 
 @dataclass
 class SuiteRun:
-    """One ``pytest bench/`` run: its exit status, output and saved run (None if none was saved)."""
+    """One ``pytest bench/`` run: its exit status, output and saved run (None if none was saved).
+
+    ``cut``: None, or why it was stopped before its last case ("budget": ``--budget`` ran out;
+    "timeout": its own limit, the sum of its items' limits)."""
 
     returncode: int
     output: str
     doc: dict[str, Any] | None
     log: Path
+    cut: str | None = None
+    seconds: float = 0.0
 
     def failure_line(self) -> str:
         return failure_line(self.output, self.returncode, self.log)
@@ -178,7 +222,7 @@ def _child_env(extra: dict[str, str] | None = None) -> dict[str, str]:
 class Context:
     """What an item gets: its own folder, a deadline, and processes that die with the item."""
 
-    def __init__(self, *, root: Path, item: str, deadline: float, shared: dict[tuple, SuiteRun]) -> None:
+    def __init__(self, *, root: Path, item: str, deadline: float, shared: dict[str, Any]) -> None:
         self.root = root
         self.dir = root / item
         self.deadline = deadline
@@ -209,60 +253,91 @@ class Context:
             raise ItemTimeout(f"{log} still running at the item's limit; killed it and its processes")
         return Proc(done.returncode, path.read_text(errors="replace"), path)
 
-    def suite(self, key: str, args: Sequence[str], *, device: str = "cuda",
-              env: dict[str, str] | None = None) -> SuiteRun:
-        """``python -m pytest bench/ --preset tiny --devices DEVICE --channels-last off
-        --telemetry-seconds 0 ARGS``, saved under ``<root>/runs/<key>``; a finished run with the
-        same key and arguments is reused."""
-        memo = (key, tuple(args), device, tuple(sorted((env or {}).items())))
-        if memo in self._shared:
-            return self._shared[memo]
-        storage = self.root / "runs" / key
-        n = 1
-        while storage.exists():  # an earlier try of this run was cut short: keep it, start anew
-            n += 1
-            storage = self.root / "runs" / f"{key}-{n}"
-        name = f"gpu-check-{key}"
-        # --telemetry-seconds 0: no extra NVML window after each case's rounds (5 s a CUDA case by
-        # default); nothing here reads that telemetry, and the power item has its own probe.
-        cmd = [sys.executable, "-m", "pytest", str(REPO / "bench"), "-p", "no:cacheprovider", "-q",
-               "--preset", "tiny", "--devices", device, "--channels-last", "off", "--telemetry-seconds", "0", *args,
-               f"--benchmark-save={name}", f"--benchmark-storage=file://{storage}"]
-        proc = self.run(cmd, log=f"suite-{key}", env=env)
-        saved = sorted(storage.glob(f"*/*_{name}.json"))
-        doc = json.loads(saved[-1].read_text()) if saved else None
-        result = SuiteRun(proc.returncode, proc.output, doc, proc.log)
-        self._shared[memo] = result
-        return result
+    def suite_output(self) -> str:
+        run = self._shared.get("suite")
+        return run.output if run is not None else ""
+
+    def suite_machine_info(self) -> dict[str, Any]:
+        run = self._shared.get("suite")
+        return ((run.doc if run is not None else None) or {}).get("machine_info") or {}
+
+    def case(self, key: str) -> dict[str, Any]:
+        """The saved case of ``CASES[key]`` from the one suite run; `NotRunBudget` when the budget
+        stopped the run before it, `ItemTimeout` when the run's own limit did, else `need_case`'s
+        `CheckFailed` saying why it is missing."""
+        run: SuiteRun | None = self._shared.get("suite")
+        if run is None:
+            raise CheckFailed("the suite run was not made (no item that needs it came first)")
+        cid = case_id(key)
+        found = find_case_id(run.doc, cid) if run.doc is not None else None
+        if found is not None:
+            return found
+        if run.cut == "budget":
+            raise NotRunBudget(f"the budget stopped the suite run before case {cid}")
+        if run.cut == "timeout":
+            raise ItemTimeout(f"the suite run reached its limit before case {cid}; killed it and its processes")
+        return need_case_id(run, cid)
+
+
+def make_suite_run(root: Path, keys: Sequence[str], *, limit_s: float, by_budget: bool, device: str = "cuda",
+                   extra_args: Sequence[str] = (), cases: dict[str, dict[str, Any]] | None = None) -> SuiteRun:
+    """The one ``python -m pytest bench/ --cases FILE`` run of ``CASES[keys]`` (in that order),
+    saved under ``<root>/runs``, its output in ``<root>/suite.log``.
+
+    Past ``limit_s`` (less a grace period) it gets SIGINT, as a user's Ctrl-C: pytest stops,
+    pytest-benchmark saves the cases measured so far, the suite's coordinator closes its zygote
+    and workers; whatever is left after the grace is killed with its process group. ``device``
+    replaces every row's device; ``cases`` replaces `CASES` (the CPU tests run small rows).
+    """
+    root.mkdir(parents=True, exist_ok=True)
+    cases = CASES if cases is None else cases
+    rows = [{**cases[k], "config": {**cases[k]["config"], "device": device}} for k in keys]
+    case_file = root / "cases.json"
+    case_file.write_text(json.dumps({"cases": rows}, indent=1))
+    storage = root / "runs"
+    name = "gpu-check"
+    cmd = [sys.executable, "-m", "pytest", str(REPO / "bench"), "-p", "no:cacheprovider", "-q", "--cases",
+           str(case_file), *SUITE_ARGS, *extra_args, f"--benchmark-save={name}", f"--benchmark-storage=file://{storage}"]
+    log = root / "suite.log"
+    grace = min(SUITE_GRACE_S, limit_s / 4)
+    t0 = time.monotonic()
+    with open(log, "wb") as out:
+        out.write(("$ " + " ".join(str(c) for c in cmd) + "\n").encode())
+        out.flush()
+        done = run_limited(cmd, timeout_s=max(limit_s - grace, 0.1), stdout=out, stderr=subprocess.STDOUT,
+                           env=_child_env(), cwd=REPO, grace_s=grace, grace_signal=signal.SIGINT)
+    saved = sorted(storage.glob(f"*/*_{name}.json"))
+    doc = json.loads(saved[-1].read_text()) if saved else None
+    cut = ("budget" if by_budget else "timeout") if done.timed_out else None
+    return SuiteRun(done.returncode, log.read_text(errors="replace"), doc, log, cut, time.monotonic() - t0)
 
 
 # --- reading saved runs ---------------------------------------------------------------------
 
 
-def _matches(config: dict[str, Any], fields: dict[str, Any]) -> bool:
-    return all(config.get(k) == v for k, v in fields.items())
-
-
-def find_case(doc: dict[str, Any], **fields: Any) -> dict[str, Any] | None:
-    """The saved case whose ``extra_info.config`` has all ``fields`` (e.g. ``compile="default"``)."""
-    for b in doc.get("benchmarks", []):
-        if _matches((b.get("extra_info") or {}).get("config") or {}, fields):
+def find_case_id(doc: dict[str, Any] | None, cid: str) -> dict[str, Any] | None:
+    """The saved case whose ``extra_info.case_id`` is ``cid``."""
+    for b in (doc or {}).get("benchmarks", []):
+        if (b.get("extra_info") or {}).get("case_id") == cid:
             return b
     return None
 
 
-def need_case(run: SuiteRun, **fields: Any) -> dict[str, Any]:
-    """`find_case`, or `CheckFailed` saying why the case is not there (skip reason, error)."""
-    what = ", ".join(f"{k}={v}" for k, v in fields.items())
+def need_case_id(run: SuiteRun, cid: str) -> dict[str, Any]:
+    """`find_case_id`, or `CheckFailed` saying why the case is not there (skip, failure, error)."""
     if run.doc is None:
-        raise CheckFailed(f"no run was saved for {what}: {run.failure_line()}")
-    case = find_case(run.doc, **fields)
+        raise CheckFailed(f"no run was saved for {cid}: {run.failure_line()}")
+    case = find_case_id(run.doc, cid)
     if case is not None:
         return case
-    for s in (run.doc.get("alexnet") or {}).get("skipped") or []:
-        if _matches(s.get("config") or {}, fields):
-            raise CheckFailed(f"case {s.get('case_id')} was skipped: {s.get('reason')}")
-    raise CheckFailed(f"no saved case with {what}: {run.failure_line()}")
+    section = run.doc.get("alexnet") or {}
+    for s in section.get("skipped") or []:
+        if s.get("case_id") == cid:
+            raise CheckFailed(f"case {cid} was skipped: {s.get('reason')}")
+    for f in section.get("failed") or []:
+        if f.get("case_id") == cid:
+            raise CheckFailed(f"case {cid} failed: {f.get('reason')}")
+    raise CheckFailed(f"no saved case {cid}: {run.failure_line()}")
 
 
 def _extra(case: dict[str, Any]) -> dict[str, Any]:
@@ -277,9 +352,7 @@ def _ms(seconds: float | None) -> str:
 
 
 def check_deterministic(ctx: Context) -> Outcome:
-    run = ctx.suite("deterministic", ["--modes", "train", "--batch-sizes", "32", "--resolutions", "224",
-                                      "--deterministic", "on"])
-    return judge_deterministic(need_case(run, deterministic=True))
+    return judge_deterministic(ctx.case("deterministic"))
 
 
 def judge_deterministic(case: dict[str, Any]) -> Outcome:
@@ -292,9 +365,7 @@ def judge_deterministic(case: dict[str, Any]) -> Outcome:
 
 
 def check_cudnn_benchmark(ctx: Context) -> Outcome:
-    run = ctx.suite("cudnn-benchmark", ["--modes", "train", "--batch-sizes", "64", "--resolutions", "224",
-                                        "--cudnn-benchmark", "off,on"])
-    return judge_cudnn_benchmark(need_case(run, cudnn_benchmark=False), need_case(run, cudnn_benchmark=True))
+    return judge_cudnn_benchmark(ctx.case("fp32"), ctx.case("cudnn-benchmark"))
 
 
 def judge_cudnn_benchmark(off: dict[str, Any], on: dict[str, Any]) -> Outcome:
@@ -317,11 +388,10 @@ def judge_cudnn_benchmark(off: dict[str, Any], on: dict[str, Any]) -> Outcome:
 
 
 def check_cudagraphs(ctx: Context) -> Outcome:
-    run = ctx.suite("compile", [*COMPILE_RUN, "--compile", "default,reduce-overhead"])
-    return judge_cudagraphs(need_case(run, compile="reduce-overhead"), need_case(run, compile="default"), run.output)
+    return judge_cudagraphs(ctx.case("reduce-overhead"), ctx.case("eager-b8"), ctx.suite_output())
 
 
-def judge_cudagraphs(ro: dict[str, Any], default: dict[str, Any], output: str) -> Outcome:
+def judge_cudagraphs(ro: dict[str, Any], eager: dict[str, Any], output: str) -> Outcome:
     e = _extra(ro)
     # The inductor counter that log_cudagraph_skip_and_bump_counter bumps with every skip
     # (torch/_inductor/cudagraph_utils.py); it also logs "skipping cudagraphs due to ...".
@@ -329,8 +399,8 @@ def judge_cudagraphs(ro: dict[str, Any], default: dict[str, Any], output: str) -
     skips = ((counters or {}).get("inductor") or {}).get("cudagraph_skips", 0) if counters is not None else None
     logged = [ln.strip() for ln in output.splitlines() if "skipping cudagraphs" in ln]
     logged += ["(in the saved case) skipping cudagraphs"] if "skipping cudagraphs" in json.dumps(e) else []
-    t_ro, t_def = e.get("step_time_s"), _extra(default).get("step_time_s")
-    ratio = t_ro / t_def if t_ro and t_def else None
+    t_ro, t_eager = e.get("step_time_s"), _extra(eager).get("step_time_s")
+    ratio = t_ro / t_eager if t_ro and t_eager else None
     problems = []
     if skips:
         problems.append(f"{skips} cudagraph skip(s)")
@@ -339,9 +409,9 @@ def judge_cudagraphs(ro: dict[str, Any], default: dict[str, Any], output: str) -
     if ratio is None:
         problems.append("a step time is missing")
     elif ratio > CUDAGRAPH_MAX_RATIO:
-        problems.append(f"reduce-overhead {ratio:.2f}x default compile's step (limit {CUDAGRAPH_MAX_RATIO}x)")
+        problems.append(f"reduce-overhead {ratio:.2f}x eager's step (limit {CUDAGRAPH_MAX_RATIO}x)")
     skip_text = "unknown (no compile_counters saved; the output shows no skip)" if skips is None else str(skips)
-    figure = (f"reduce-overhead {_ms(t_ro)} vs default {_ms(t_def)} per step"
+    figure = (f"reduce-overhead {_ms(t_ro)} vs eager {_ms(t_eager)} per step"
               + (f" ({ratio:.2f}x, limit {CUDAGRAPH_MAX_RATIO}x)" if ratio else "") + f"; cudagraph_skips {skip_text}")
     if problems:
         figure += "; " + "; ".join(problems)
@@ -349,21 +419,34 @@ def judge_cudagraphs(ro: dict[str, Any], default: dict[str, Any], output: str) -
 
 
 def check_cold_compile(ctx: Context) -> Outcome:
-    first = ctx.suite("compile", [*COMPILE_RUN, "--compile", "default,reduce-overhead"])  # cudagraphs' run
-    second = ctx.suite("compile-again", [*COMPILE_RUN, "--compile", "default"])
-    return judge_cold_compile(need_case(first, compile="default"), need_case(second, compile="default"))
+    return judge_cold_compile(ctx.case("reduce-overhead"), ctx.case("reduce-overhead-again"))
 
 
 def judge_cold_compile(first: dict[str, Any], second: dict[str, Any]) -> Outcome:
+    """Two cold compiles of one config, each in a fresh worker with empty caches and a warm compile
+    pool (`bench.workloads.measure.warm_compile_pool`): like with like."""
     a, b = _extra(first).get("compile_time_s"), _extra(second).get("compile_time_s")
     if not a or not b or a <= 0 or b <= 0:
         return Outcome(False, f"compile_time_s missing or not positive: first {a}, second {b}")
     ratio = b / a
-    ok = abs(ratio - 1) <= COLD_COMPILE_TOLERANCE
-    why = "" if ok else ("; the second compiled faster: a cache leaked between runs?" if ratio < 1
-                         else "; the second compiled slower")
-    return Outcome(ok, f"compile_time_s {a:.1f} s, then {b:.1f} s in a separate run (ratio {ratio:.2f}, "
-                       f"limit 1 +- {COLD_COMPILE_TOLERANCE:.0%}){why}", {"first_s": a, "second_s": b, "ratio": ratio})
+    problems = []
+    if abs(ratio - 1) > COLD_COMPILE_TOLERANCE:
+        problems.append("the second compiled faster: a cache leaked between workers?" if ratio < 1
+                        else "the second compiled slower")
+    pids = [(_extra(c).get("isolation") or {}).get("worker_pid") for c in (first, second)]
+    if None not in pids and pids[0] == pids[1]:
+        problems.append(f"both in worker {pids[0]}: not two cold compiles")
+    pools = [(_extra(c).get("compile_pool") or {}) for c in (first, second)]
+    cold_pool = [f"{'first' if i == 0 else 'second'} ({p.get('reason') or 'not recorded'})"
+                 for i, p in enumerate(pools) if not p.get("warmed")]
+    if cold_pool:
+        problems.append("compile pool not warmed before the cold step: " + ", ".join(cold_pool))
+    pool_s = "/".join(f"{p['seconds']:.1f}" for p in pools if p.get("seconds") is not None)
+    figure = (f"compile_time_s {a:.1f} s, then {b:.1f} s in a second worker (ratio {ratio:.2f}, limit 1 +- "
+              f"{COLD_COMPILE_TOLERANCE:.0%})" + (f"; pools warmed first in {pool_s} s" if pool_s else ""))
+    if problems:
+        figure += "; " + "; ".join(problems)
+    return Outcome(not problems, figure, {"first_s": a, "second_s": b, "ratio": ratio, "worker_pids": pids})
 
 
 def _mfu_label(config: dict[str, Any]) -> str:
@@ -373,10 +456,58 @@ def _mfu_label(config: dict[str, Any]) -> str:
 
 
 def check_mfu(ctx: Context) -> Outcome:
-    run = ctx.suite("tf32-bf16", MFU_RUN)
-    cases = [need_case(run, amp="off", tf32=False), need_case(run, amp="off", tf32=True),
-             need_case(run, amp="bf16", tf32=False), need_case(run, amp="bf16", tf32=True)]
-    return judge_mfu(cases)
+    return judge_mfu([ctx.case(k) for k in ("fp32", "tf32", "bf16", "bf16-tf32")])
+
+
+def check_timer(ctx: Context) -> Outcome:
+    return judge_timer(ctx.case("eager-b8"))
+
+
+def judge_timer(case: dict[str, Any]) -> Outcome:
+    """The suite's blocked rounds (k steps, one sync, / k) against torch.utils.benchmark.Timer's
+    blocked_autorange of the same step, interleaved in pairs in the case's worker
+    (`bench.workloads.measure.CaseSession.timer_check`)."""
+    e = _extra(case)
+    tc = e.get("timer_check")
+    if not tc or tc.get("ratio_median") is None:
+        return Outcome(False, f"no timer_check saved for {e.get('case_id')}")
+    r = tc["ratio_median"]
+    ok = abs(r - 1) <= TIMER_TOLERANCE
+    return Outcome(ok, f"suite {_ms(tc.get('suite_step_s'))} vs Timer {_ms(tc.get('timer_step_s'))} per step "
+                       f"({tc.get('steps_per_round')} steps per round; median of {tc.get('pairs')} pairs {r:.3f}, "
+                       f"limit 1 +- {TIMER_TOLERANCE:.0%})", {"ratio_median": r, "steps_per_round": tc.get("steps_per_round")})
+
+
+def check_telemetry(ctx: Context) -> Outcome:
+    return judge_telemetry(ctx.case("bf16"), ctx.suite_machine_info().get("gpu_power_limit_w"))
+
+
+def judge_telemetry(case: dict[str, Any], limit_w: float | None) -> Outcome:
+    """The suite's own window of back-to-back steps after the timed rounds (``telemetry_window``),
+    read through NVML's energy counter (`bench.instruments.telemetry`)."""
+    e = _extra(case)
+    t = e.get("telemetry") or {}
+    summary = t.get("summary") or {}
+    window = (e.get("telemetry_window") or {}).get("seconds")
+    energy, mean_w = summary.get("energy_j"), summary.get("power_mean_w")
+    problems = []
+    if t.get("kind") != "nvml":
+        problems.append(f"telemetry is {t.get('kind')!r}, not NVML: {t.get('reason')}")
+    if not energy or energy <= 0:
+        problems.append(f"energy {energy} J: the counter did not advance")
+    if window is None or window < TELEMETRY_MIN_WINDOW_S:
+        problems.append(f"window {window} s, shorter than {TELEMETRY_MIN_WINDOW_S:g} s")
+    if not summary.get("power_mean_source") or not summary.get("power_sample_source"):
+        problems.append("the power source is not recorded")
+    if mean_w is not None and limit_w and mean_w > limit_w * (1 + POWER_LIMIT_TOLERANCE):
+        problems.append(f"mean power {mean_w:.0f} W above the enforced limit {limit_w:.0f} W (+{POWER_LIMIT_TOLERANCE:.0%})")
+    figure = (f"{e.get('case_id')}: {window or 0:.1f} s window, energy {energy or 0:.0f} J"
+              + (f", {summary['energy_j_per_image']:.3f} J/image" if summary.get("energy_j_per_image") else "")
+              + (f", mean {mean_w:.0f} W ({summary.get('power_mean_source')})" if mean_w is not None else "")
+              + (f", limit {limit_w:.0f} W" if limit_w else "") + f"; samples from {summary.get('power_sample_source')}")
+    if problems:
+        figure += "; " + "; ".join(problems)
+    return Outcome(not problems, figure, {"energy_j": energy, "window_s": window, "power_mean_w": mean_w})
 
 
 def judge_mfu(cases: list[dict[str, Any]]) -> Outcome:
@@ -465,10 +596,7 @@ def judge_power(p: dict[str, Any]) -> Outcome:
 
 
 def check_memory(ctx: Context) -> Outcome:
-    run = ctx.suite("tf32-bf16", MFU_RUN)  # its fp32 case is the seed's step
-    case = need_case(run, mode="train", variant="d2l", batch_size=128, resolution="224x224", amp="off", tf32=False,
-                     compile="off")
-    return judge_memory(case, train_memory_estimate(batch_size=128, resolution=(224, 224)))
+    return judge_memory(ctx.case("fp32"), train_memory_estimate(batch_size=128, resolution=(224, 224)))
 
 
 def judge_memory(case: dict[str, Any], estimate: dict[str, int]) -> Outcome:
@@ -509,76 +637,110 @@ def judge_ddp(doc: dict[str, Any]) -> Outcome:
     return Outcome(True, figure, {"scaling_efficiency": eff, "images_per_s": e.get("images_per_s")})
 
 
+# In the order of what only a GPU can prove: a budget cut drops the last ones first.
 ITEMS: list[Item] = [
-    Item("deterministic", check_deterministic, 90, "a deterministic CUDA train case runs (b32, 224x224)"),
-    Item("cudnn-benchmark", check_cudnn_benchmark, 90,
-         "cudnn.benchmark off and on, each case in its own worker; both step times printed (b64, 224x224)"),
-    Item("cudagraphs", check_cudagraphs, 180,
-         "compile reduce-overhead: 0 cudagraph skips, step <= 1.05x default compile's (b8, 96x96: launch-bound)"),
-    Item("cold-compile", check_cold_compile, 120,
-         "the default-compiled case again in a separate run: compile_time_s within 20% of the first"),
-    Item("mfu", check_mfu, 100, "MFU < 1 for TF32 and bf16 (b128, 224x224); fp32 printed, not judged"),
-    Item("profiler", check_profiler, 90,
+    Item("cudagraphs", check_cudagraphs, 100,
+         "compile reduce-overhead: 0 cudagraph skips, step <= eager's (b8, 96x96: launch-bound)",
+         ("reduce-overhead", "eager-b8")),
+    Item("cold-compile", check_cold_compile, 90,
+         "the same reduce-overhead config in a second worker: compile_time_s within 20%, pools warmed",
+         ("reduce-overhead", "reduce-overhead-again")),
+    Item("mfu", check_mfu, 40, "MFU < 1 for TF32 and bf16 (b128, 224x224); fp32 printed, not judged",
+         ("fp32", "tf32", "bf16", "bf16-tf32")),
+    Item("timer", check_timer, 20, "blocked rounds vs torch.utils.benchmark.Timer per step within 5% (b8, 96x96)",
+         ("eager-b8",)),
+    Item("telemetry", check_telemetry, 20,
+         "the suite's 5 s NVML window (bf16 case): energy > 0, window >= 3 s, power source, mean <= limit",
+         ("bf16",)),
+    Item("memory", check_memory, 15,
+         "peak memory of the seed's train step (d2l, b128, 224x224, fp32) within 30% of the analytic estimate",
+         ("fp32",)),
+    Item("deterministic", check_deterministic, 20, "a deterministic CUDA train case runs (b128, 224x224)",
+         ("deterministic",)),
+    Item("cudnn-benchmark", check_cudnn_benchmark, 20,
+         "cudnn.benchmark off and on, each case in its own worker; both step times printed (b128, 224x224)",
+         ("fp32", "cudnn-benchmark")),
+    Item("profiler", check_profiler, 60,
          "alexnet-bench profile --device cuda: coverage 0.9-1.0, device time in every conv and linear layer"),
-    Item("nvml-power", check_power, 60, "NVML energy counter advances; mean power above idle, at most the limit"),
-    Item("memory", check_memory, 100,
-         "peak memory of the seed's train step (d2l, b128, 224x224, fp32) within 30% of the analytic estimate"),
-    Item("ddp-nccl", check_ddp, 120, "alexnet-bench ddp --nproc 1 --device cuda runs under nccl"),
+    Item("ddp-nccl", check_ddp, 60, "alexnet-bench ddp --nproc 1 --device cuda runs under nccl"),
+    Item("nvml-power", check_power, 40, "NVML energy counter advances; mean power above idle, at most the limit"),
 ]
 
 
 # --- the time plan (--plan) -----------------------------------------------------------------
-# Seconds on one H200 with torch 2.11, item by item, from a model of what each item starts. The
-# figures are estimates (this CPU machine's measurements where a CPU can show them, the review's
-# 30-60 s for a cold compile) until the first real run corrects them (docs/bench.md, "gpu-check").
+# Seconds on one H200 with torch 2.11, from a model of what each item starts. The figures are
+# estimates (this CPU machine's measurements where a CPU can show them, the review's 30-60 s
+# for a cold compile) until the first real run corrects them (docs/bench.md, "gpu-check").
 PLAN_MODEL_S: dict[str, float] = {
-    "pytest": 2.0,  # a `pytest bench/` process up to its first case (this CPU machine: 1.0)
+    "pytest": 2.0,  # the `pytest bench/` process up to its first case (this CPU machine: 1.0)
     "zygote": 4.0,  # the zygote's torch import, CUDA libraries included (CPU machine: 1.3)
     "probe+calibration": 3.0,  # two workers, each making a CUDA context; the 8192^3 fp32 GEMM
     "case": 3.0,  # fork, CUDA context, build, correctness check, exit (CPU machine: 0.2-0.4 without CUDA)
     "warmup": 2.0,  # the suite's CUDA warm-up lasts at least 2 s (bench.suite.runner.DEFAULT_CUDA_WARMUP_S)
     "rounds": 1.0,  # 10 rounds of k steps at these sizes: well under 0.1 s each on an H200
+    "compile pool": 4.0,  # inductor's compile pool started and answering before a CUDA cold compile: a python
+    # process importing torch, as the zygote (bench.workloads.measure.warm_compile_pool)
     "compile default": 45.0,  # a cold inductor compile (the review: 30-60 s on an H200, torch 2.11)
-    "compile reduce-overhead": 60.0,  # the same plus CUDA-graph capture
+    # The same kernels as default; the CUDA-graph recording happens in the warm-up's first calls
+    # (cudagraph trees warm up once, then record: torch/_inductor/cudagraph_trees.py), not in the
+    # cold step, and takes milliseconds for these graphs.
+    "compile reduce-overhead": 45.0,
+    "timer check": 2.0,  # 10 pairs of a 0.05 s Timer.blocked_autorange and one round
     "process": 6.0,  # a CLI process that imports torch and makes a CUDA context
 }
-# item -> what it starts: ("suite", run name, the compile mode of each case) or ("process", label, extra seconds).
-ITEM_PLANS: dict[str, list[tuple[str, str, Any]]] = {
-    "deterministic": [("suite", "deterministic", ["off"])],
-    "cudnn-benchmark": [("suite", "cudnn-benchmark", ["off", "off"])],
-    "cudagraphs": [("suite", "compile", ["default", "reduce-overhead"])],
-    "cold-compile": [("suite", "compile", ["default", "reduce-overhead"]), ("suite", "compile-again", ["default"])],
-    "mfu": [("suite", "tf32-bf16", ["off"] * 4)],
-    "profiler": [("process", "alexnet-bench profile --device cuda", 10.0)],
-    "nvml-power": [("process", "python -m bench.instruments.power", 5.0)],
-    "memory": [("suite", "tf32-bf16", ["off"] * 4)],
-    "ddp-nccl": [("process", "torchrun, its rank, the 1-process baseline", 2 * PLAN_MODEL_S["process"] + 2.0)],
+# The items that start a process of their own: (what, seconds on top of "process").
+PROCESS_PLANS: dict[str, tuple[str, float]] = {
+    "profiler": ("alexnet-bench profile --device cuda", 10.0),
+    "ddp-nccl": ("torchrun, its rank, the 1-process baseline", 2 * PLAN_MODEL_S["process"] + 2.0),
+    "nvml-power": ("python -m bench.instruments.power", 5.0),
 }
 PLAN_TARGET_S = 240.0
 
 
+def case_plan_s(key: str) -> tuple[float, str]:
+    """Estimated seconds of one case of the suite run, and how."""
+    m, row = PLAN_MODEL_S, CASES[key]
+    seconds = m["case"] + m["warmup"] + m["rounds"]
+    parts = [f"{key} {seconds:.0f}"]
+    mode = row["config"].get("compile", "off")
+    if mode != "off":
+        seconds += m["compile pool"] + m[f"compile {mode}"]
+        parts.append(f"+ pool {m['compile pool']:.0f} + cold compile {m[f'compile {mode}']:.0f}")
+    if row.get("telemetry_seconds"):
+        seconds += row["telemetry_seconds"]
+        parts.append(f"+ window {row['telemetry_seconds']:.0f}")
+    if row.get("timer_check"):
+        seconds += m["timer check"]
+        parts.append(f"+ Timer {m['timer check']:.0f}")
+    return seconds, " ".join(parts)
+
+
 def plan(items: Sequence[Item]) -> list[tuple[str, float, str]]:
-    """(item, estimated seconds, how) for ``items`` in order; a suite run shared by items is paid by the first."""
+    """(item, estimated seconds, how) for ``items`` in order. The one suite run's start is paid by
+    the first item that needs it, each case by the first item that reads it."""
     m = PLAN_MODEL_S
-    made: set[str] = set()
+    paid: set[str] = set()
+    started = False
     rows = []
     for item in items:
+        if not item.cases:
+            what, extra = PROCESS_PLANS[item.name]
+            rows.append((item.name, m["process"] + extra, f"{what} {m['process'] + extra:.0f}"))
+            continue
         total, parts = 0.0, []
-        for kind, name, what in ITEM_PLANS[item.name]:
-            if kind == "process":
-                total += m["process"] + what
-                parts.append(f"{name} {m['process'] + what:.0f}")
-                continue
-            if name in made:
-                parts.append(f"run {name} shared")
-                continue
-            made.add(name)
+        if not started:
+            started = True
             fixed = m["pytest"] + m["zygote"] + m["probe+calibration"]
-            cases = sum(m["case"] + m["warmup"] + m["rounds"] + m.get(f"compile {c}", 0.0) for c in what)
-            total += fixed + cases
-            compiled = [c for c in what if c != "off"]
-            parts.append(f"run {name}: {fixed:.0f} start + {len(what)} case(s) {cases:.0f}"
-                         + (f" (cold compiles: {', '.join(compiled)})" if compiled else ""))
+            total += fixed
+            parts.append(f"the suite run's start {fixed:.0f}")
+        for key in item.cases:
+            if key in paid:
+                parts.append(f"{key} shared")
+                continue
+            paid.add(key)
+            seconds, how = case_plan_s(key)
+            total += seconds
+            parts.append(how)
         rows.append((item.name, total, "; ".join(parts)))
     return rows
 
@@ -591,31 +753,47 @@ def print_plan(items: Sequence[Item], out: Any = None) -> float:
     total = sum(r[1] for r in rows)
     verdict = (f"within the {PLAN_TARGET_S:.0f} s target" if total <= PLAN_TARGET_S
                else f"OVER the {PLAN_TARGET_S:.0f} s target by {total - PLAN_TARGET_S:.0f} s")
-    print(f"total {total:.0f} s estimated on an H200 with torch 2.11 ({verdict}"
-          + ("" if total <= PLAN_TARGET_S else "; the cold compiles and one pytest process, zygote and calibration "
-             "per suite run are most of it") + "). The model: " + ", ".join(f"{k} {v:g} s" for k, v in PLAN_MODEL_S.items()),
-          file=out)
+    print(f"total {total:.0f} s estimated on an H200 with torch 2.11 ({verdict}). The model: "
+          + ", ".join(f"{k} {v:g} s" for k, v in PLAN_MODEL_S.items()), file=out)
     return total
 
 
 # --- running the items ----------------------------------------------------------------------
 
 
+def _suite_keys(items: Sequence[Item]) -> list[str]:
+    """The suite run's cases: every item's, in item order, each once."""
+    return list(dict.fromkeys(k for item in items for k in item.cases))
+
+
 def run_items(items: Sequence[Item], *, root: Path, budget_s: float = DEFAULT_BUDGET_S,
-              out: Any = None) -> list[ItemResult]:
+              out: Any = None, suite_device: str = "cuda") -> list[ItemResult]:
     """Run ``items`` in order, each within min(its timeout, what is left of the budget); print
-    each one's line as soon as it is done."""
+    each one's line as soon as it is done. The first item that needs suite cases makes the one
+    suite run for all of them (`make_suite_run`), within the sum of their limits."""
     out = out or sys.stdout
-    shared: dict[tuple, SuiteRun] = {}
+    shared: dict[str, Any] = {}
     end = time.monotonic() + budget_s
     results = []
+    suite_items = [i for i in items if i.cases]
     for item in items:
         t0 = time.monotonic()
+        if item.cases and "suite" not in shared and end - t0 > 0:
+            want = sum(i.timeout_s for i in suite_items)
+            limit = min(want, end - t0)
+            run = make_suite_run(root / "suite", _suite_keys(suite_items), limit_s=limit, by_budget=limit < want,
+                                 device=suite_device)
+            shared["suite"] = run
+            n = len((run.doc or {}).get("benchmarks") or [])
+            print(f"suite run: {n} of {len(_suite_keys(suite_items))} cases saved in {run.seconds:.0f} s "
+                  f"(limit {limit:.0f} s" + (f"; stopped: {run.cut}" if run.cut else "") + f"); log {run.log}",
+                  file=out, flush=True)
+            t0 = time.monotonic()
         limit = min(item.timeout_s, end - t0)
         by_budget = limit < item.timeout_s
         ctx = Context(root=root, item=item.name, deadline=t0 + limit, shared=shared)
         details: dict[str, Any] = {}
-        if limit <= 0:  # not a failure of the GPU: say so, distinctly, and go on listing
+        if limit <= 0 and not (item.cases and "suite" in shared):  # not a failure of the GPU: say so, distinctly
             r = ItemResult(item.name, "not_run", "NOT RUN (budget): the gpu-check budget was spent before it started",
                            0.0, item.timeout_s, {})
             results.append(r)
@@ -624,6 +802,8 @@ def run_items(items: Sequence[Item], *, root: Path, budget_s: float = DEFAULT_BU
         try:
             oc = item.check(ctx)
             status, figure, details = ("pass" if oc.passed else "fail"), oc.figure, oc.details
+        except NotRunBudget as exc:
+            status, figure = "not_run", f"NOT RUN (budget): {exc}"
         except ItemTimeout as exc:
             status = "timeout"
             figure = f"timeout after {time.monotonic() - t0:.0f} s (limit {max(limit, 0):.0f} s" + \
@@ -634,7 +814,8 @@ def run_items(items: Sequence[Item], *, root: Path, budget_s: float = DEFAULT_BU
             status, figure = "error", f"{type(exc).__name__}: {exc}"
         r = ItemResult(item.name, status, figure, time.monotonic() - t0, item.timeout_s, details)
         results.append(r)
-        print(f"{'PASS' if r.passed else 'FAIL'}  {item.name:<16} {figure}  [{r.seconds:.0f} s]", file=out, flush=True)
+        label = "PASS" if r.passed else "NOT RUN (budget)" if status == "not_run" else "FAIL"
+        print(f"{label}  {item.name:<16} {figure}  [{r.seconds:.0f} s]", file=out, flush=True)
     return results
 
 
@@ -761,10 +942,11 @@ def run(args: argparse.Namespace) -> int:
     return EXIT_FAILED if failed else EXIT_NOT_RUN if not_run else 0
 
 
-# Exit status: 0 every item passed; 1 an item failed (or timed out, or errored); 2 usage, no
-# GPU, or a CUDA runtime that does not start; 3 nothing failed, but the budget left items not run.
-EXIT_FAILED = 1
-EXIT_NOT_RUN = 3
+# Exit status: 0 every item passed; 3 an item failed (or timed out, or errored): the work
+# failed, as in every command (bench.cli.errors.EXIT_FAILED); 2 usage, no GPU, or a CUDA runtime
+# that does not start; 4 nothing failed, but the budget left items not run.
+EXIT_FAILED = EXIT_FAILED_WORK
+EXIT_NOT_RUN = 4
 CUDA_INIT_TIMEOUT_S = 120.0
 
 
