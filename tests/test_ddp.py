@@ -187,7 +187,7 @@ def test_failing_rank_exits_nonzero_with_its_error_and_saves_nothing(tmp_path):
     t0 = time.monotonic()
     r = run_cli("ddp", "--nproc", "2", *SMALL, "--storage", str(tmp_path), "--timeout", str(LAUNCH_TIMEOUT_S),
                 env={FAIL_RANK_ENV: "1"}, timeout=2 * LAUNCH_TIMEOUT_S + 60)
-    assert r.returncode == 1, (r.stdout, r.stderr)
+    assert r.returncode == 3, (r.stdout, r.stderr)  # the work failed (1 means a regression, never this)
     last = r.stderr.strip().splitlines()[-1]
     assert last.startswith("alexnet-bench ddp: error: the 2-process torchrun run failed"), last
     assert "rank 1: RuntimeError: rank 1 failed on purpose" in last
@@ -332,3 +332,29 @@ def test_two_nccl_ranks_on_two_gpus(tmp_path):
     energies = [t["summary"]["energy_j"] for t in tel["per_rank"]]
     assert all(x is not None and x > 0 for x in energies), tel["unavailable"]
     assert tel["summary"]["energy_j_per_image"] == pytest.approx(sum(energies) / (2 * 8 * 5))
+
+
+def test_the_energy_window_follows_the_timed_steps_with_one_step_count_for_every_rank(monkeypatch):
+    """On a GPU each rank's energy comes from a window of back-to-back steps after the timed ones;
+    every rank must take the same number (each all-reduces with the others), so rank 0's count is
+    broadcast. Here: a real gloo process group of one rank on the CPU, a 0.3 s window."""
+    import socket
+
+    from bench.ddp.rank import energy_window_s, run_worker
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    for key, value in {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1",
+                       "MASTER_PORT": str(port)}.items():
+        monkeypatch.setenv(key, value)
+    cfg = RunConfig(batch_size=2, resolution=(65, 65), device="cpu", dist_backend="gloo")
+    result = run_worker(cfg, steps=3, warmup=1, threads=1, timeout_s=60, window_s=0.3)
+    [rank] = result["ranks"]
+    window = rank["telemetry_window"]
+    median = sorted(rank["step_s"])[1]
+    assert window["seconds"] == 0.3 and window["steps"] >= 1 and window["steps"] * median >= 0.3 * 0.99
+    assert rank["images"] == 2 * window["steps"] and len(rank["step_s"]) == 3
+    assert energy_window_s(cfg) == 0.0 and energy_window_s(cfg.replace(device="cuda")) == 5.0
+    plain = run_worker(cfg.replace(dist_backend="none"), steps=3, warmup=1, threads=1, timeout_s=60)
+    assert plain["ranks"][0]["telemetry_window"] == {"what": "the timed steps", "steps": 3}

@@ -406,8 +406,6 @@ def test_a_missing_folder_or_no_runs_is_one_line_and_exit_2(tmp_path, capsys):
     assert code == 2 and len(err) == 1 and "no readable runs" in err[0]
     code, _, err = history_main(capsys, str(bad), "--out", str(tmp_path / "p"), "--threshold", "150%")
     assert code == 2 and len(err) == 1 and "--threshold" in err[0]
-    code, _, err = history_main(capsys, str(bad))
-    assert code == 2 and len(err) == 1 and "--out" in err[0]
 
 
 @pytest.mark.slow

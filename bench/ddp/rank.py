@@ -13,8 +13,10 @@ What one rank does:
   synthetic batch per rank, so unsynchronised gradients would make the ranks diverge);
 - times each step between two synchronisations, and times every gradient all-reduce with a
   DDP communication hook (below);
-- samples its own device's telemetry (`bench.instruments.telemetry.Sampler`: NVML on its GPU, psutil for
-  its process on CPU) over its timed steps;
+- samples its own device's telemetry (`bench.instruments.telemetry.Sampler`): on a GPU over a
+  window of at least 5 s of back-to-back steps after the timed ones (the same step count on
+  every rank, from rank 0's timing), so NVML's energy counter has seconds of steady work, as
+  the suite's cases do; on a CPU (its process, psutil) over its timed steps;
 - gathers its timings, telemetry and a digest of its parameters to rank 0, which writes one
   JSON file. The run's energy per image is the sum of the ranks' energies over the sum of the
   ranks' images (`combine_telemetry`).
@@ -35,8 +37,10 @@ the collective were busy.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
+import math
 import os
 import platform
 import resource
@@ -70,6 +74,10 @@ __all__ = [
 # Fault injection for the tests (and for anyone checking the failure path): the rank named
 # here raises before its first step, as a crashing rank would.
 FAIL_RANK_ENV = "ALEXNET_DDP_FAIL_RANK"
+# The energy window on a GPU, as a suite case's (bench.suite.runner.DEFAULT_CUDA_TELEMETRY_S;
+# docs/measurement-notes.md, "NVML"): NVML averages power over about a second, and the energy
+# counter needs several seconds of steady work for a J/image figure worth keeping.
+DDP_ENERGY_WINDOW_S = 5.0
 
 
 def busy_time(intervals: Sequence[tuple[float, float]]) -> float:
@@ -242,8 +250,12 @@ def combine_telemetry(ranks: Sequence[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def run_worker(cfg: RunConfig, *, steps: int, warmup: int, threads: int | None, timeout_s: float) -> dict[str, Any] | None:
+def run_worker(cfg: RunConfig, *, steps: int, warmup: int, threads: int | None, timeout_s: float,
+               window_s: float | None = None) -> dict[str, Any] | None:
     """Run this rank's benchmark; return the gathered result on rank 0, None on other ranks.
+
+    ``window_s``: the energy window after the timed steps (`energy_window_s`: 5 s on CUDA, none
+    on a CPU); 0 samples the timed steps instead.
 
     ``cfg.world_size == 1`` with ``dist_backend == "none"`` is the baseline: no process
     group and a plain model. Otherwise the process group comes from torchrun's environment.
@@ -274,13 +286,46 @@ def run_worker(cfg: RunConfig, *, steps: int, warmup: int, threads: int | None, 
         # The timeout makes a rank whose peer died raise instead of waiting forever.
         dist.init_process_group(backend=cfg.dist_backend, timeout=timedelta(seconds=timeout_s))
     try:
-        return _measure(cfg, device=device, rank=rank, world=world, steps=steps, warmup=warmup, distributed=distributed)
+        return _measure(cfg, device=device, rank=rank, world=world, steps=steps, warmup=warmup, distributed=distributed,
+                        window_s=window_s)
     finally:
         if distributed:
             dist.destroy_process_group()
 
 
-def _measure(cfg: RunConfig, *, device: str, rank: int, world: int, steps: int, warmup: int, distributed: bool) -> dict[str, Any] | None:
+def energy_window_s(cfg: RunConfig) -> float:
+    """Seconds of back-to-back steps after the timed ones, for NVML's energy counter: as the
+    suite's cases (`DDP_ENERGY_WINDOW_S`); 0 on a CPU, where the timed steps are the window."""
+    return DDP_ENERGY_WINDOW_S if cfg.is_cuda else 0.0
+
+
+def _energy_window(runner: Any, x: torch.Tensor, y: torch.Tensor, *, device: str, seconds: float,
+                   step_s: list[float], distributed: bool) -> tuple[dict[str, Any], int, int]:
+    """Back-to-back steps for at least ``seconds`` inside this rank's sampler; (telemetry, images, steps).
+
+    Every rank must take the same number of steps (each one all-reduces its gradients with the
+    others'), so the count comes from rank 0's median timed step and is broadcast, never decided
+    by each rank's own clock."""
+    steps = [max(1, math.ceil(seconds / max(_median(step_s), 1e-6)))]
+    if distributed:
+        import torch.distributed as dist
+
+        dist.broadcast_object_list(steps, src=0)
+        dist.barrier()
+    n = int(steps[0])
+    synchronize(device)
+    with _telemetry(device) as sampler:
+        for i in range(n):
+            runner.step(x, y)
+            if i % 8 == 7:
+                synchronize(device)  # keep the queue short, so the window's end is its work's end
+        synchronize(device)
+    images = runner.cfg.batch_size * n
+    return sampler.result(images=images), images, n
+
+
+def _measure(cfg: RunConfig, *, device: str, rank: int, world: int, steps: int, warmup: int, distributed: bool,
+             window_s: float | None = None) -> dict[str, Any] | None:
     from alexnet.model import build_model
 
     seed_everything(cfg.seed)  # same initial weights on every rank (DDP also broadcasts rank 0's)
@@ -325,7 +370,9 @@ def _measure(cfg: RunConfig, *, device: str, rank: int, world: int, steps: int, 
 
         step_s: list[float] = []
         allreduce_s: list[float] = []
-        sampler = _telemetry(device)  # every rank samples its own device over its own timed steps
+        window = energy_window_s(rank_cfg) if window_s is None else window_s
+        # On a CPU (no window) every rank samples its process over its own timed steps.
+        sampler = _telemetry(device) if window <= 0 else contextlib.nullcontext()
         with sampler:
             for _ in range(steps):
                 synchronize(device)
@@ -337,6 +384,11 @@ def _measure(cfg: RunConfig, *, device: str, rank: int, world: int, steps: int, 
                 if timer is not None:
                     allreduce_s.append(busy_time(timer.take(start)))
         peak, memory_kind = _peak_memory(rank_cfg, device)
+        if window > 0:
+            telemetry, images, window_steps = _energy_window(runner, x, y, device=device, seconds=window,
+                                                             step_s=step_s, distributed=distributed)
+        else:
+            telemetry, images, window_steps = sampler.result(images=cfg.batch_size * steps), cfg.batch_size * steps, None
         mine = {
             "rank": rank,
             "host": platform.node(),
@@ -349,8 +401,10 @@ def _measure(cfg: RunConfig, *, device: str, rank: int, world: int, steps: int, 
             "param_digest_after": param_digest(runner.eager_model),
             "peak_memory_bytes": peak,
             "memory_kind": memory_kind,
-            "images": cfg.batch_size * steps,  # this rank's, for energy per image
-            "telemetry": sampler.result(images=cfg.batch_size * steps),
+            "images": images,  # this rank's in its telemetry window, for energy per image
+            "telemetry": telemetry,
+            "telemetry_window": {"seconds": window, "steps": window_steps} if window > 0 else
+            {"what": "the timed steps", "steps": steps},
         }
     ranks = [mine]
     if distributed:
@@ -493,6 +547,9 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=None,
                    help="torch threads per rank (default: torch's, i.e. OMP_NUM_THREADS, which torchrun sets to 1 when N > 1)")
     p.add_argument("--timeout", type=float, default=600.0, help="process-group timeout in seconds (default 600)")
+    p.add_argument("--energy-window", type=float, default=None, metavar="S",
+                   help=f"seconds of back-to-back steps after the timed ones for the energy counter "
+                        f"(default {DDP_ENERGY_WINDOW_S:g} on CUDA; on a CPU none: the timed steps are sampled)")
     p.add_argument("--result", default=None, help="JSON file rank 0 writes with every rank's raw timings")
     p.add_argument("--error-dir", default=None, help="folder where a failing rank writes rank<R>.error (one line)")
     _add_config_flags(p)
@@ -517,7 +574,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     def _run() -> int:
         try:
             cfg = _config(args)
-            result = run_worker(cfg, steps=args.steps, warmup=args.warmup, threads=args.threads, timeout_s=args.timeout)
+            result = run_worker(cfg, steps=args.steps, warmup=args.warmup, threads=args.threads, timeout_s=args.timeout,
+                                window_s=args.energy_window)
         except BaseException as exc:
             if args.error_dir:
                 rank = os.environ.get("RANK", "0")
