@@ -131,3 +131,27 @@ def test_a_case_session_chooses_its_workload_once() -> None:
     loop = CaseSession(cfg.replace(mode="train"), CaseOptions(kind="loop", profile_layers=True))
     assert isinstance(loop.workload, LoopWorkload) and loop.case_id.startswith("loop-")
     assert not loop.profile_layers  # --profile-layers applies to step cases only
+
+
+def test_a_duet_side_times_the_same_blocks_of_steps_as_a_suite_case() -> None:
+    """Both duet sides get k from the config alone (the suite's rule, read from a plain dict);
+    a side's round is k back-to-back steps and one sync, saved per step; its cold step is one."""
+    from bench.workloads.subject import SubjectSession
+    from bench.workloads.workload import config_steps_per_round
+
+    assert config_steps_per_round({"mode": "inference", "batch_size": 32, "resolution": "224x224",
+                                   "device": "cuda"}) == 17  # as bench.workloads.workload.steps_per_round
+    assert config_steps_per_round({"mode": "inference", "batch_size": 32, "device": "cpu"}) == 1
+    w = InProcessWorker()
+    config = {"mode": "inference", "batch_size": 2, "resolution": "65x65", "device": "cpu"}
+    built = w.request("subject_build", config=config, warmup=1, steps_per_round=3)
+    assert built["cold_step_s"] > 0
+    session = w._state.session  # noqa: SLF001 - the in-process worker's case, to count its steps
+    assert isinstance(session, SubjectSession) and session.steps_per_round == 3
+    steps: list[int] = []
+    real = session.workload.subject.step
+    session.workload.subject.step = lambda: (steps.append(1), real())
+    w.request("subject_rounds", n=2, pace=False)
+    assert len(steps) == 6 and len(session.samples) == 2
+    with pytest.raises(WorkerError, match="steps_per_round 0"):
+        w.request("subject_build", config=config, steps_per_round=0)

@@ -117,6 +117,7 @@ class SessionResult:
     rewarm: int = 0  # untimed steps right before each timed round
     allocator: dict[str, dict[str, Any]] = field(default_factory=dict)  # per side: bench.instruments.allocator's record
     env: dict[str, dict[str, Any]] = field(default_factory=dict)  # per side: the per-worker settings it ran with
+    steps_per_round: int = 1  # back-to-back steps per timed round, the same on both sides
 
 
 def abba(first: str, other: str, rounds: int) -> list[str]:
@@ -168,7 +169,11 @@ class Launchers:
 
 def run_session(launchers: Launchers, config: dict[str, Any], *, index: int, rounds: int, warmup: int,
                 rng: random.Random, timeout_s: float, rewarm: int = 1, malloc: str = "pinned") -> SessionResult:
-    """One duet session of one case: a fresh worker per side, built in random order, rounds alternated."""
+    """One duet session of one case: a fresh worker per side, built in random order, rounds alternated.
+    Both sides time rounds of the same number of back-to-back steps, from the config alone."""
+    from bench.workloads.workload import config_steps_per_round
+
+    steps = config_steps_per_round(config)
     t0 = time.monotonic()
     workers: dict[str, Any] = {}
     caches: dict[str, str] = {}
@@ -185,7 +190,8 @@ def run_session(launchers: Launchers, config: dict[str, Any], *, index: int, rou
             caches[name] = tempfile.mkdtemp(prefix=f"duet-{name}-{index}-")
             workers[name] = zygotes[name].fork(tag=f"{name}-{index}", env=fresh_cache_env(caches[name]))
             workers[name].deadline = time.monotonic() + timeout_s
-            built = workers[name].request("subject_build", config=config, warmup=warmup, malloc=malloc)
+            built = workers[name].request("subject_build", config=config, warmup=warmup, malloc=malloc,
+                                          steps_per_round=steps)
             cold[name] = built["cold_step_s"]
             envs[name] = built.get("env") or {}
             allocator[name] = built.get("allocator") or {"policy": "default"}
@@ -210,7 +216,8 @@ def run_session(launchers: Launchers, config: dict[str, Any], *, index: int, rou
         for path in caches.values():
             shutil.rmtree(path, ignore_errors=True)
     return SessionResult(index=index, order=order, samples=samples, pace=pace, cold_s=cold, worker_pids=pids,
-                         wall_s=time.monotonic() - t0, rewarm=rewarm, allocator=allocator, env=envs)
+                         wall_s=time.monotonic() - t0, rewarm=rewarm, allocator=allocator, env=envs,
+                         steps_per_round=steps)
 
 
 def save_side_run(*, storage: Path, name: str, side: DuetSide, config: dict[str, Any], case_id: str,
@@ -254,6 +261,7 @@ def save_side_run(*, storage: Path, name: str, side: DuetSide, config: dict[str,
             "step_time_s": summarize(data).median,
             "rounds": len(data),
             "cold_step_s": session.cold_s[side.name],
+            "steps_per_round": session.steps_per_round,
             "pace": {"kernel": "mm (the running tool's pace kernel)", "samples": session.pace[side.name]},
             "duet": duet.to_json(),
             "isolation": Isolation(mode="process", worker_pid=session.worker_pids[side.name],

@@ -126,12 +126,14 @@ class SubjectBuild:
     config: dict[str, Any]
     warmup: int = 2
     malloc: str = "default"
+    steps_per_round: int = 1  # the coordinator's, from the config (bench.workloads.workload.config_steps_per_round)
 
     def __post_init__(self) -> None:
         if self.malloc not in ("default", "pinned"):
             raise ValueError(f"malloc {self.malloc!r} is not valid; use default or pinned")
-        if self.warmup < 0:
-            raise ValueError(f"warmup {self.warmup} is not valid; it must be >= 0")
+        if self.warmup < 0 or self.steps_per_round < 1:
+            raise ValueError(f"warmup {self.warmup} / steps_per_round {self.steps_per_round} are not valid; "
+                             "warmup must be >= 0 and steps_per_round >= 1")
 
 
 @dataclass(frozen=True)
@@ -288,7 +290,7 @@ def _subject_build(state: _State, req: SubjectBuild) -> dict[str, Any]:
         from bench.instruments.allocator import pin_malloc
 
         allocator = pin_malloc()
-    state.session = SubjectSession(req.config, warmup=req.warmup)
+    state.session = SubjectSession(req.config, warmup=req.warmup, steps_per_round=req.steps_per_round)
     return {"cold_step_s": state.session.cold_s, "worker_pid": os.getpid(), "allocator": allocator,
             "env": {k: os.environ.get(k) for k in CASE_ENV_KEYS},
             "subject_file": state.session.subject_file, "api_version": state.session.api_version,

@@ -1,8 +1,10 @@
 """A duet side's case (`bench.duet.session`, ``alexnet-bench ab``): the ref's subject, timed by this tool.
 
 `SubjectSession` builds a `SubjectWorkload` (only `alexnet.subject` comes from the ref), times
-its cold step, warms it up, then runs timed rounds with this tool's clock and pace kernel
-(`bench.instruments.timing`), ``rewarm`` untimed steps before each. It imports nothing else of
+its cold step (one step), warms it up, then runs timed rounds with this tool's clock and pace
+kernel (`bench.instruments.timing`), ``rewarm`` untimed rounds before each. A round is
+``steps_per_round`` back-to-back steps and one sync, saved per step, as a suite case's; both
+sides get the same count, from the config (`bench.workloads.workload.config_steps_per_round`). It imports nothing else of
 the ref: not `bench.workloads.measure`, which builds the tool's own model.
 """
 
@@ -18,15 +20,16 @@ __all__ = ["SubjectSession"]
 class SubjectSession:
     """A duet side's case: the ref's subject, timed by this tool's rounds and pace kernel."""
 
-    def __init__(self, config: dict[str, Any], *, warmup: int) -> None:
+    def __init__(self, config: dict[str, Any], *, warmup: int, steps_per_round: int = 1) -> None:
         from bench.instruments.timing import PaceKernel, cold_step_time, warm_up
 
-        self.workload = SubjectWorkload(config)
+        self.steps_per_round = steps_per_round
+        self.workload = SubjectWorkload(config, steps=steps_per_round)
         self.workload.build()
         self.case_id = self.workload.subject.case_id
         self.round = self.workload.round
         self.pace = PaceKernel(self.workload.device)
-        self.cold_s = cold_step_time(self.round, device=self.workload.device)
+        self.cold_s = cold_step_time(self.workload.one, device=self.workload.device)
         warm_up(self.round, rounds=warmup)
         self.workload.after_warmup()
         self.samples: list[float] = []
@@ -37,7 +40,8 @@ class SubjectSession:
         from bench.instruments.timing import timed_rounds
 
         before = len(self.pace.samples)
-        out = timed_rounds(self.round, n, pace=self.pace if pace else None, pace_after=pace_after, rewarm=rewarm)
+        out = timed_rounds(self.round, n, pace=self.pace if pace else None, pace_after=pace_after, rewarm=rewarm,
+                           steps_per_round=self.steps_per_round)
         self.samples.extend(out)
         return {"samples": out, "pace": self.pace.samples[before:]}
 

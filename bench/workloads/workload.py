@@ -22,7 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-__all__ = ["CUDA_BLOCK_FLOP", "MAX_STEPS_PER_ROUND", "CaseOptions", "LoopWorkload", "StepWorkload", "SubjectWorkload",
+__all__ = ["CUDA_BLOCK_FLOP", "MAX_STEPS_PER_ROUND", "CaseOptions", "config_steps_per_round", "LoopWorkload", "StepWorkload", "SubjectWorkload",
            "WORKLOADS", "Workload", "steps_per_round", "workload_for"]
 
 # Steps per timed round (docs/bench.md, "How a case is timed"). On CUDA a round is a block of
@@ -52,6 +52,19 @@ def steps_per_round(cfg: Any, requested: int | None = None, *, kind: str = "step
 
     step = flops_per_image(cfg.variant, cfg.resolution, train=cfg.mode == "train") * cfg.batch_size
     return max(1, min(MAX_STEPS_PER_ROUND, math.ceil(CUDA_BLOCK_FLOP / step)))
+
+
+def config_steps_per_round(config: dict[str, Any]) -> int:
+    """`steps_per_round` for a plain config dict (a duet case's, which may come from another
+    version of `alexnet`): only the fields k depends on are read, with the seed's defaults."""
+    from types import SimpleNamespace
+
+    from alexnet.config import parse_resolution
+
+    device = str(config.get("device", "cpu"))
+    return steps_per_round(SimpleNamespace(
+        is_cuda=device.startswith("cuda"), variant=config.get("variant", "d2l"), mode=config.get("mode", "train"),
+        resolution=parse_resolution(config.get("resolution", "224x224")), batch_size=int(config.get("batch_size", 128))))
 
 
 class Workload:
@@ -183,6 +196,13 @@ class SubjectWorkload(Workload):
         self.subject_file = subject_mod.__file__
 
     def round(self) -> None:
+        from bench.instruments.timing import synchronize
+
+        for _ in range(self.steps):
+            self.subject.step()
+        synchronize(self.device)
+
+    def one(self) -> None:
         from bench.instruments.timing import synchronize
 
         self.subject.step()
