@@ -50,6 +50,7 @@ COMMANDS = [
     "run",
     "max-batch",
     "gpu-check",
+    "sweep",
 ]
 
 _INVALID_CHOICE_RE = re.compile(r"invalid choice: '([^']*)'")
