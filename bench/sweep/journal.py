@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import time
 from typing import Any
 
@@ -53,9 +54,15 @@ def pytest_runtest_protocol(item: pytest.Item, nextitem: Any) -> Any:
         lines.append({"case_id": (entry.get("extra_info") or {}).get("case_id"), "status": "done", "entry": entry})
     lines += [{"case_id": _get(s, "case_id"), "status": "skipped", "reason": _get(s, "reason")} for s in skipped[before[1]:]]
     lines += [{"case_id": _get(f, "case_id"), "status": "failed", "reason": _get(f, "reason")} for f in failed[before[2]:]]
-    if lines:
+    if not lines:
+        return
+    try:
         with open(path, "a", encoding="utf-8") as fh:
             for line in lines:
-                fh.write(json.dumps({**line, "t": time.time()}) + "\n")
+                # As the saved run writes a value JSON cannot hold (runrecord.store.dumps): the
+                # params' RunConfig becomes UNSERIALIZABLE[repr], exactly as in the run's file.
+                fh.write(json.dumps({**line, "t": time.time()}, default=lambda o: f"UNSERIALIZABLE[{o!r}]") + "\n")
             fh.flush()
             os.fsync(fh.fileno())
+    except OSError as exc:  # the journal is a safety net: losing it never costs the run
+        print(f"sweep journal {path}: not written ({exc.strerror or exc})", file=sys.stderr)

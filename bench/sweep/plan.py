@@ -116,6 +116,7 @@ def make_plan(cases: list[dict[str, Any]], *, shards: int, options: Mapping[str,
     if shards > len(cases):
         raise ValueError(f"--shards {shards} is more than the {len(cases)} cases; at most {len(cases)}")
     model = model or CostModel()
+    cases = sorted(cases, key=lambda c: c["case_id"])  # the plan never depends on the order given
     for c in cases:
         base = default_cost(c["config"], c["kind"], rounds=options["rounds"], warmup=options["warmup_rounds"],
                             telemetry_seconds=options.get("telemetry_seconds"))

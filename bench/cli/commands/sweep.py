@@ -27,17 +27,25 @@ REPO = Path(__file__).resolve().parents[3]
 _FORWARDED = (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT)
 
 
+ACTIONS = ("plan", "run", "status", "merge", "submit")
+# What each action takes besides its options (checked in `run`: the parser is one flat parser, so
+# that the command follows the command line's conventions, docs/cli.md, as every other does).
+_NEEDS = {"plan": ("--shards", "--out"), "run": ("PLAN", "--storage"), "status": ("SWEEP_DIR",),
+          "merge": ("SWEEP_DIR", "--out"), "submit": ("PLAN", "--storage", "--slurm")}
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    sub = p.add_subparsers(dest="action", metavar="ACTION", required=True)
-    pl = sub.add_parser("plan", help="collect the cases once and balance them into shards")
-    pl.add_argument("--preset", default="full", help="tiny | quick | standard | full (default full)")
-    pl.add_argument("--cases", default=None, metavar="FILE", help="plan the rows of a --cases file instead of a preset")
     from bench.suite.presets import AXES
 
+    p.add_argument("words", nargs="*", metavar="ACTION [PLAN|SWEEP_DIR]",
+                   help="plan | run PLAN | status SWEEP_DIR | merge SWEEP_DIR | submit PLAN")
+    pl = p.add_argument_group("plan")
+    pl.add_argument("--preset", default="full", help="tiny | quick | standard | full (default full)")
+    pl.add_argument("--cases", default=None, metavar="FILE", help="plan the rows of a --cases file instead of a preset")
     for axis in AXES.values():
         pl.add_argument(axis.flag, dest=f"axis_{axis.field}", default=None, metavar="V1,V2", help=axis.valid)
     pl.add_argument("--pipelines", default=None, metavar="P1,P2", help="training-loop pipelines (default both)")
-    pl.add_argument("--shards", type=int, required=True, help="how many shards")
+    pl.add_argument("--shards", type=int, default=None, help="how many shards")
     pl.add_argument("--costs", action="append", default=[], metavar="RUN_OR_DIR",
                     help="learn case costs from saved runs (extra_info.case_wall_s); repeatable")
     pl.add_argument("--hardware", default=None, help="which learned hardware to plan for (default: the only one)")
@@ -47,44 +55,32 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     pl.add_argument("--telemetry-seconds", type=float, default=None, help="CUDA telemetry window (default the suite's)")
     pl.add_argument("--no-correctness", action="store_true", help="skip each case's correctness check")
     pl.add_argument("--case-timeout", type=float, default=900.0, help="seconds per case (default 900)")
-    pl.add_argument("--out", required=True, metavar="PLAN.json", help="the plan file (new)")
-
-    r = sub.add_parser("run", help="run one shard of a plan (the command each array task runs)")
-    r.add_argument("plan", metavar="PLAN.json")
+    pl.add_argument("--out", default=None, metavar="PATH",
+                    help="plan: the plan file (new); merge: the storage folder the merged runs are saved in")
+    r = p.add_argument_group("run (one shard) and submit")
     r.add_argument("--shard", type=int, default=None,
                    help="the shard (default: $SLURM_ARRAY_TASK_ID, else $JOB_COMPLETION_INDEX)")
-    r.add_argument("--storage", required=True, metavar="SWEEP_DIR", help="the sweep's folder (shared by every shard)")
+    r.add_argument("--storage", default=None, metavar="SWEEP_DIR", help="the sweep's folder (shared by every shard)")
     r.add_argument("--resume", action="store_true", help="skip the cases this sweep already measured (same code, "
                    "machine and options); failed cases run again")
-    r.add_argument("--dry-run", action="store_true", help="print what would run and exit")
     r.add_argument("--pytest-option", action="append", default=[], metavar="OPT",
                    help="one more pytest option for the shard's run (not a measurement option: the plan fixes those)")
-
-    st = sub.add_parser("status", help="per shard: done, failed, running or missing")
-    st.add_argument("sweep_dir", metavar="SWEEP_DIR")
-    st.add_argument("--plan", default=None, metavar="PLAN.json", help="default: SWEEP_DIR/plan.json")
-    st.add_argument("--json", action="store_true", help="print the rows as JSON")
-
-    m = sub.add_parser("merge", help="join the shards' runs into ordinary saved runs")
-    m.add_argument("sweep_dir", metavar="SWEEP_DIR")
-    m.add_argument("--out", required=True, metavar="STORAGE", help="storage folder the merged runs are saved in")
+    r.add_argument("--dry-run", action="store_true", help="run: list the cases; submit: print the script")
+    m = p.add_argument_group("status and merge")
     m.add_argument("--plan", default=None, metavar="PLAN.json", help="default: SWEEP_DIR/plan.json")
-    m.add_argument("--name", default=None, help="save name (default sweep-<plan id>)")
+    m.add_argument("--json", action="store_true", help="status: print the rows as JSON")
+    m.add_argument("--name", default=None, help="merge: save name (default sweep-<plan id>)")
     m.add_argument("--allow-env-diff", default="", metavar="NAME[,NAME]",
                    help="merge across these differences: gpu, memory, cpu, driver, torch, cuda, cudnn, python, commit")
-
-    sb = sub.add_parser("submit", help="write and submit the engine's job (Slurm: one sbatch --array)")
-    sb.add_argument("plan", metavar="PLAN.json")
-    sb.add_argument("--slurm", action="store_true", required=True, help="submit to Slurm with sbatch")
-    sb.add_argument("--storage", required=True, metavar="SWEEP_DIR", help="the sweep's folder (shared storage)")
+    sb = p.add_argument_group("submit")
+    sb.add_argument("--slurm", action="store_true", help="submit to Slurm with sbatch (one array)")
     sb.add_argument("--gpu-type", default=None, help="pin the GPU type: --gres=gpu:TYPE:1 (e.g. h100)")
     sb.add_argument("--constraint", default=None, help="sbatch --constraint (a node feature naming the GPU)")
-    sb.add_argument("--partition", default=None)
+    sb.add_argument("--partition", default=None, help="sbatch --partition")
     sb.add_argument("--parallel", type=int, default=None, help="at most N shards at once (--array=...%%N)")
-    sb.add_argument("--cpus-per-task", type=int, default=None)
+    sb.add_argument("--cpus-per-task", type=int, default=None, help="sbatch --cpus-per-task")
     sb.add_argument("--time", type=int, default=None, metavar="S", help="time limit per shard (default: the plan's)")
     sb.add_argument("--sbatch-option", action="append", default=[], metavar="OPT", help="another #SBATCH line")
-    sb.add_argument("--dry-run", action="store_true", help="print the script, submit nothing")
 
 
 def _plan(path: str | None, sweep_dir: Path | None = None) -> dict:
@@ -148,7 +144,7 @@ def _do_run(args: argparse.Namespace) -> int:
     from bench.sweep.shard import (code_state, done_cases, local_fingerprint, new_attempt, pytest_options,
                                    shard_cases, shard_index, shard_rows)
 
-    plan = _plan(args.plan)
+    plan = _plan(args.target)
     k, source = shard_index(args.shard, plan["shards"])
     sweep_dir = Path(args.storage)
     extra = list(args.pytest_option)
@@ -174,7 +170,7 @@ def _do_run(args: argparse.Namespace) -> int:
     if not plan_copy.exists():
         try:
             with open(plan_copy, "x") as fh:
-                fh.write(Path(args.plan).read_text())
+                fh.write(Path(args.target).read_text())
         except FileExistsError:
             pass
     attempt = new_attempt(sweep_dir, k, {"plan_id": plan["plan_id"], "plan_options": plan["options"],
@@ -226,7 +222,7 @@ def _run_forwarding(cmd: list[str], end: Path) -> int:
 def _do_status(args: argparse.Namespace) -> int:
     from bench.sweep.status import shard_states
 
-    sweep_dir = Path(args.sweep_dir)
+    sweep_dir = Path(args.target)
     plan = _plan(args.plan, sweep_dir)
     rows = shard_states(sweep_dir, plan)
     if args.json:
@@ -245,7 +241,7 @@ def _do_merge(args: argparse.Namespace) -> int:
     from runrecord.store import RunStore
     from bench.sweep.merge import merge_sweep
 
-    sweep_dir = Path(args.sweep_dir)
+    sweep_dir = Path(args.target)
     plan = _plan(args.plan, sweep_dir)
     allow = [x.strip() for x in args.allow_env_diff.split(",") if x.strip()]
     merged, missing, lines = merge_sweep(sweep_dir, plan, allow=allow)
@@ -265,9 +261,9 @@ def _do_merge(args: argparse.Namespace) -> int:
 def _do_submit(args: argparse.Namespace) -> int:
     from bench.sweep.slurm import max_array_size, sbatch_script, submit
 
-    plan = _plan(args.plan)
+    plan = _plan(args.target)
     sweep_dir = Path(args.storage)
-    script = sbatch_script(plan, Path(args.plan), sweep_dir, repo=REPO, gpu_type=args.gpu_type,
+    script = sbatch_script(plan, Path(args.target), sweep_dir, repo=REPO, gpu_type=args.gpu_type,
                            constraint=args.constraint, partition=args.partition, parallel=args.parallel,
                            cpus=args.cpus_per_task, time_s=args.time, extra=args.sbatch_option,
                            limit=max_array_size() if not args.dry_run else 10**9)
@@ -277,7 +273,7 @@ def _do_submit(args: argparse.Namespace) -> int:
     (sweep_dir / "slurm").mkdir(parents=True, exist_ok=True)
     plan_copy = sweep_dir / "plan.json"
     if not plan_copy.exists():
-        plan_copy.write_text(Path(args.plan).read_text())
+        plan_copy.write_text(Path(args.target).read_text())
     path = sweep_dir / "slurm" / f"sweep-{plan['plan_id']}.sbatch"
     path.write_text(script)
     job = submit(path)
@@ -288,5 +284,19 @@ def _do_submit(args: argparse.Namespace) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
+    words = list(args.words)
+    if not words or words[0] not in ACTIONS:
+        got = f"{words[0]!r} is not an action" if words else "no action given"
+        raise ValueError(f"{got}; choose from {', '.join(ACTIONS)}")
+    args.action = words[0]
+    needs = _NEEDS[args.action]
+    takes = 1 if needs and needs[0].isupper() else 0
+    if len(words) != 1 + takes:
+        raise ValueError(f"sweep {args.action} takes {'one ' + needs[0] if takes else 'no other word'}; got "
+                         f"{' '.join(words[1:]) or 'none'}")
+    args.target = words[1] if takes else None
+    missing = [n for n in needs if n.startswith("--") and not getattr(args, n[2:].replace("-", "_"))]
+    if missing:
+        raise ValueError(f"sweep {args.action} needs {' and '.join(missing)}")
     return {"plan": _do_plan, "run": _do_run, "status": _do_status, "merge": _do_merge,
             "submit": _do_submit}[args.action](args)
