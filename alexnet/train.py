@@ -133,6 +133,23 @@ def plot_history(history: list[EpochStats], path: Path, *, title: str) -> Path:
     return path
 
 
+def _write_history(history: list[EpochStats], out_dir: Path, *, title: str) -> None:
+    """``history.csv`` and ``curves.png`` for the epochs so far, each written beside and renamed
+    over the last (``os.replace``): a reader, or an interrupt, never sees half a file."""
+    import os
+
+    tmp_csv = out_dir / ".history.csv.tmp"
+    with open(tmp_csv, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=HISTORY_COLUMNS)
+        writer.writeheader()
+        for h in history:
+            writer.writerow({k: v for k, v in asdict(h).items() if k in HISTORY_COLUMNS})
+    os.replace(tmp_csv, out_dir / "history.csv")
+    tmp_png = out_dir / ".curves.tmp.png"
+    plot_history(history, tmp_png, title=title)
+    os.replace(tmp_png, out_dir / "curves.png")
+
+
 def fit(
     cfg: RunConfig,
     *,
@@ -143,7 +160,8 @@ def fit(
     log=print,
     out_name: str | Path | None = None,
 ) -> list[EpochStats]:
-    """Train ``cfg.epochs`` epochs; write ``history.csv`` and ``curves.png`` to ``out``.
+    """Train ``cfg.epochs`` epochs; write ``history.csv`` and ``curves.png`` to ``out`` after every
+    epoch (an interrupted run keeps the epochs it finished).
 
     ``out_name``: the name the files are announced under, when ``out`` is a temporary folder the
     caller renames into place after this returns (the command line's ``--out`` policy)."""
@@ -190,17 +208,13 @@ def fit(
                 data_wait_fraction=wait_s / train_s if train_s > 0 else math.nan,
             )
             history.append(stats)
+            # After every epoch, each file replaced whole: an interrupted run keeps its finished epochs.
+            _write_history(history, out_dir, title=f"{cfg.case_id()} [{data.name}]")
             log(
                 f"epoch {epoch}/{cfg.epochs}  train_loss {train_loss:.4f}  val_loss {val_loss:.4f}  "
                 f"val_acc {val_acc:.3f}  {stats.images_per_s:,.1f} images/s  {epoch_s:.1f} s  "
                 f"data wait {100 * stats.data_wait_fraction:.1f}% of the training pass"
             )
-    with open(out_dir / "history.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=HISTORY_COLUMNS)
-        writer.writeheader()
-        for h in history:
-            writer.writerow({k: v for k, v in asdict(h).items() if k in HISTORY_COLUMNS})
-    plot_history(history, out_dir / "curves.png", title=f"{cfg.case_id()} [{data.name}]")
     shown = Path(out_name) if out_name is not None else out_dir
     log(f"wrote {shown / 'history.csv'} and {shown / 'curves.png'}")
     return history

@@ -13,4 +13,6 @@ from bench.suite.plugin import (  # noqa: F401 - pytest finds hooks and fixtures
     pytest_benchmark_update_machine_info,
     pytest_unconfigure,
     pytest_benchmark_update_json,
+    pytest_keyboard_interrupt,
+    pytest_runtest_logreport,
 )

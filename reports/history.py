@@ -9,7 +9,8 @@ the cases into *series* and finds where each series changed speed:
 - **Points.** A point is a commit together with its software stack (torch, CUDA, cuDNN,
   driver): several runs of it are one point with their spread, and a nightly that re-ran the
   same commit after a torch upgrade is a new point, marked on the line as a software change.
-  Runs from a dirty tree, or with no commit id, are left out with a note.
+  Runs from a dirty tree, with no commit id, or interrupted (``alexnet.interrupted``) are left
+  out with a note.
 - **Order.** Points follow the first-parent history of ``--ref`` in the git repository when
   every commit is on it; else commit time (``commit_info.time``); else run time, with a note.
 - **Values.** ``median_s`` is always the raw median step time in seconds. Detection uses paced
@@ -465,6 +466,7 @@ def build_history(
     notes: list[str] = []
     dirty: list[str] = []
     no_commit: list[str] = []
+    partial: list[str] = []
     n_runs = 0
     # Group: series by (hardware, threads, case), points by (commit, software). Each file is read,
     # taken apart and let go: hundreds of nightly runs need not sit in memory at once.
@@ -483,6 +485,9 @@ def build_history(
         n_runs += 1
         if run.commit_info.get("dirty"):
             dirty.append(run.label)
+            continue
+        if run.interrupted:  # cut short by a signal: not a night's run of its commit
+            partial.append(f"{run.label} ({run.interrupted.get('signal')})")
             continue
         commit = run.commit_info.get("id")
         if not isinstance(commit, str) or not _COMMIT_RE.match(commit):
@@ -525,6 +530,9 @@ def build_history(
     if no_commit:
         notes.append(f"{len(no_commit)} run(s) without a commit id (saved outside a git repository) left out: "
                      + _few(no_commit))
+    if partial:
+        notes.append(f"{len(partial)} interrupted run(s) left out (cut short by a signal, alexnet.interrupted): "
+                     + _few(partial))
     if not series:
         raise RunLoadError(f"none of the {n_runs} run(s) under {', '.join(roots)} has a case from a clean commit "
                            "(runs from a dirty tree or without a commit id are left out)")

@@ -278,6 +278,9 @@ def build_report(runs: Sequence[Run], *, out_dir: Path, csv: bool = False) -> Pa
         comparisons=comparisons,
         n_runs=len(runs),
         csv_file=CSV_NAME if csv else None,
+        interrupted=[{"label": r.label, "signal": r.interrupted.get("signal"),
+                      "not_run": r.interrupted.get("not_run") or [], "collected": r.interrupted.get("collected")}
+                     for r in runs if r.interrupted],
     )
     index = out_dir / INDEX
     index.write_text(html, encoding="utf-8")

@@ -99,6 +99,11 @@ class Run:
         return list(self.suite.get("skipped") or [])
 
     @property
+    def interrupted(self) -> dict | None:
+        """``{signal, not_run, collected}`` when a signal cut the run short (a partial run), else None."""
+        return self.suite.get("interrupted") or None
+
+    @property
     def schema(self) -> int | None:
         """The suite's schema version (`runrecord.schema.schema_version`); None for a run not of ours."""
         return schema_version(self.raw)

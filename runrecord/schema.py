@@ -242,7 +242,9 @@ class Section:
     recorded it (`alexnet-bench ddp` before it had the field) reads as None. ``failed`` and
     ``skipped`` read as [] where absent; ``rounds``/``warmup_rounds`` as None. ``notices``: what
     the run said once rather than for every case (e.g. that NVML's pids cannot be matched with
-    the suite's in this container); [] where absent.
+    the suite's in this container); [] where absent. ``interrupted``: None, or for a run cut short
+    by a signal ``{signal, not_run, collected}`` (the case ids it did not run): a partial run,
+    which `history` leaves out and `compare` judges only when asked.
     """
 
     schema_version: int | None = SCHEMA_VERSION
@@ -255,10 +257,11 @@ class Section:
     calibration: dict[str, Any] | None = None
     calibrations: dict[str, Any] = field(default_factory=dict)
     notices: list[str] = field(default_factory=list)
+    interrupted: dict[str, Any] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     _KEYS: ClassVar[tuple[str, ...]] = ("schema_version", "preset", "rounds", "warmup_rounds", "skipped", "failed",
-                                        "isolation", "calibration", "calibrations", "notices")
+                                        "isolation", "calibration", "calibrations", "notices", "interrupted")
 
     def to_json(self) -> dict[str, Any]:
         out = {k: getattr(self, k) for k in self._KEYS}

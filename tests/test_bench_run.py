@@ -176,3 +176,42 @@ def test_a_case_list_replaces_the_preset_and_bad_lists_are_one_line(tmp_path: Pa
     assert proc.returncode == pytest.ExitCode.USAGE_ERROR and "cannot be combined with --batch-sizes" in proc.stderr
     proc = bench_inline("--cases", str(tmp_path / "missing.json"), "--collect-only")
     assert proc.returncode == pytest.ExitCode.USAGE_ERROR and "cannot read it" in proc.stderr
+
+
+@pytest.mark.slow
+def test_ctrl_c_to_alexnet_bench_run_saves_what_was_measured_marked_and_leaves_no_process(tmp_path: Path) -> None:
+    """SIGINT to `alexnet-bench run` (a terminal's Ctrl-C) mid-case: it is forwarded to pytest once,
+    the case's worker is stopped, the measured case is saved with alexnet.interrupted naming the
+    case not run, and the command says so in one line, exit 130; no process of the run is left."""
+    import json
+    import signal
+    import time
+
+    from bench.workers import faults
+
+    rows = [{"config": TINY_INFER}, {"config": TINY_INFER, "label": "again"}]
+    pidfile, zygotes = tmp_path / "hang.pid", tmp_path / "zygotes"
+    env = {**os.environ, "PYTHONPATH": str(REPO), faults.ENABLE_ENV: "1",
+           faults.CASE_FAULT_ENV: json.dumps({"~again": "hang"}), faults.PIDFILE_ENV: str(pidfile),
+           faults.ZYGOTE_PIDFILE_ENV: str(zygotes)}
+    proc = subprocess.Popen([sys.executable, "-m", "bench", "run", "--save", "cut", "--storage", str(tmp_path / "runs"),
+                             "--", "--cases", str(_case_file(tmp_path, rows)), "-p", "no:cacheprovider"],
+                            cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300
+    while not (pidfile.exists() and pidfile.read_text().strip()) and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)  # the second case's worker hangs at its rounds: the first case is done
+    assert proc.poll() is None, proc.communicate()
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, (out[-2000:], err)
+    assert "Traceback" not in err and err.strip().splitlines()[-1].startswith(
+        "alexnet-bench run: interrupted (SIGINT); the cases measured so far are saved in "), err
+    [saved] = sorted((tmp_path / "runs").glob("*/*_cut.json"))
+    doc = json.loads(saved.read_text())
+    assert [b["extra_info"]["case_id"] for b in doc["benchmarks"]] == ["inference-d2l-b2-65x65-fp32-cpu"]
+    assert doc["alexnet"]["interrupted"] == {"signal": "SIGINT", "not_run": ["inference-d2l-b2-65x65-fp32-cpu~again"],
+                                             "collected": 2}
+    pids = [int(pidfile.read_text())] + [int(p) for p in zygotes.read_text().split()]
+    time.sleep(1)
+    for pid in pids:
+        assert not Path(f"/proc/{pid}").exists() or Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z", pid

@@ -436,3 +436,19 @@ def test_cpu_peak_memory_is_not_compared_across_schema_versions(real_runs, tmp_p
     assert {c["memory_verdict"] for c in result["cases"]} == {"n/a"}
     assert all(c["ratio"] is not None for c in result["cases"])
     assert any("peak memory not compared" in n and "schema 1" in n for n in result["notes"])
+
+
+def test_an_interrupted_run_is_judged_only_when_asked(shared_tiny_run, tmp_path, compare_main):
+    """A run cut short by a signal (alexnet.interrupted) would read its cases never run as gone:
+    `compare` refuses it in one line (exit 2) unless --allow-partial."""
+    cut = tmp_path / "0002_cut.json"
+    data = json.loads(shared_tiny_run.path.read_text())
+    data["alexnet"]["interrupted"] = {"signal": "SIGTERM", "not_run": ["inference-d2l-b2-65x65-fp32-cl-cpu"],
+                                      "collected": 3}
+    data["benchmarks"] = data["benchmarks"][:2]
+    cut.write_text(json.dumps(data))
+    r = compare_main(shared_tiny_run.path, cut)
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert "interrupted by SIGTERM (1 of 3 cases not run)" in r.stderr and "--allow-partial" in r.stderr
+    r = compare_main(shared_tiny_run.path, cut, "--allow-partial")
+    assert r.returncode in (0, 1) and "train-d2l-b2-65x65-fp32-cpu" in r.stdout, r.stderr

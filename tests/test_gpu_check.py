@@ -242,6 +242,8 @@ def test_the_suite_run_is_one_pytest_bench_run_and_sigint_at_its_limit_saves_wha
     assert one["isolation"]["worker_pid"] != two["isolation"]["worker_pid"]
     assert one["telemetry_window"]["seconds"] >= 0.3 and two["telemetry_window"]["what"] == "the timed rounds"
     assert one["timer_check"]["pairs"] == 10 and one["timer_check"]["ratio_median"] > 0 and two["timer_check"] is None
+    for e in (one, two):  # the whole case, from asking for its worker to its exit: more than its rounds
+        assert e["case_wall_s"] > e["isolation"]["fixed_cost_s"] and e["case_wall_s"] > sum(e["pace"]["samples"])
 
 
 # --- reading and judging saved runs -----------------------------------------------------------

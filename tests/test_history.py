@@ -409,18 +409,21 @@ def test_a_missing_folder_or_no_runs_is_one_line_and_exit_2(tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_ab_runs_and_dirty_trees_are_left_out(real_run, tmp_path):
+def test_ab_runs_dirty_trees_and_interrupted_runs_are_left_out(real_run, tmp_path):
     storage = tmp_path / ".benchmarks"
 
-    def dirty(i: int, doc: dict) -> None:
+    def dirty_or_cut(i: int, doc: dict) -> None:
         doc["commit_info"]["dirty"] = i == 3
+        if i == 5:  # a night cut short by a signal: partial, not a point of its commit
+            doc["alexnet"]["interrupted"] = {"signal": "SIGTERM", "not_run": ["x"], "collected": 4}
 
-    write_series(real_run, storage, n=8, step_at=None, edit=dirty)
+    write_series(real_run, storage, n=8, step_at=None, edit=dirty_or_cut)
     write_series(real_run, storage / "ab", n=3, step_at=None, salt="ab")
     history = build_history([], storage=storage, repo=None)
     commits = {p.commit for s in history.series for p in s.points}
-    assert commits == {fake_commit(i) for i in range(8) if i != 3}
+    assert commits == {fake_commit(i) for i in range(8) if i not in (3, 5)}
     assert any("uncommitted changes" in n and "0004_nightly" in n for n in history.notes)
+    assert any("interrupted run(s) left out" in n and "0006_nightly (SIGTERM)" in n for n in history.notes)
     files, _ = find_run_files([], storage=storage)
     assert all("/ab/" not in str(f) for f in files) and len(files) == 8
 

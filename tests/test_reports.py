@@ -165,6 +165,8 @@ def test_hostile_names_and_skips_are_escaped(real_run, tmp_path, capsys):
         doc.setdefault("alexnet", {})["skipped"] = [
             {"name": "test_step[x]", "fullname": "bench/x", "case_id": "train-d2l-b2-65x65-fp16-cpu",
              "config": {}, "reason": f"fp16 autocast is not supported on cpu {HOSTILE}"}]
+        # Cut short by a signal: the page says so at the top.
+        doc["alexnet"]["interrupted"] = {"signal": "SIGTERM", "not_run": [HOSTILE, "train-x"], "collected": 5}
 
     run_file = edited_copy(real_run, tmp_path / "0001_hostile.json", edit)
     out = tmp_path / "r"
@@ -179,6 +181,8 @@ def test_hostile_names_and_skips_are_escaped(real_run, tmp_path, capsys):
     assert HOSTILE in text  # shown to the reader as text, not run
     assert "Skipped cases" in page.headings
     assert "fp16 autocast is not supported on cpu" in text and "train-d2l-b2-65x65-fp16-cpu" in text
+    assert "Interrupted run:" in text and "stopped by SIGTERM after 3 of 5 cases; 2 not run" in " ".join(text.split())
+    assert html.index("Interrupted run:") < html.index('id="environment"')  # at the top
 
 
 def test_two_runs_get_a_comparison_section(real_run, tmp_path):

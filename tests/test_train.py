@@ -61,3 +61,40 @@ def test_synthetic_set_is_learnable(tmp_path):
         log=lambda s: None,
     )
     assert hist[-1].val_acc >= 0.5, [h.val_acc for h in hist]
+
+
+@pytest.mark.slow
+def test_an_interrupted_training_run_keeps_its_finished_epochs_and_never_replaces_a_complete_one(
+        tmp_path, cli_main, monkeypatch):
+    """history.csv and curves.png are written after every epoch; Ctrl-C in epoch 3 keeps epochs
+    1-2 in --out (its marker says interrupted) and the command says so in one line, exit 130. An
+    interrupted run into a folder holding a complete earlier run goes beside it, never over it."""
+    import json
+
+    import alexnet.train as train_mod
+
+    real_fit = train_mod.fit
+
+    def fit_until_epoch_3(cfg, **kw):
+        def log(line: str) -> None:
+            if line.startswith("epoch 2/"):
+                raise KeyboardInterrupt  # as a Ctrl-C during epoch 3
+        return real_fit(cfg, **{**kw, "log": log})
+
+    args = ("train", "--data", "synthetic", "--synthetic-size", "32", "--batch-size", "16", "--resolution", "65",
+            "--device", "cpu", "--epochs", "4", "--no-progress", "--out", tmp_path / "run")
+    monkeypatch.setattr(train_mod, "fit", fit_until_epoch_3)
+    r = cli_main(*args)
+    assert r.returncode == 130, r.stderr
+    (line,) = r.stderr.strip().splitlines()
+    assert line == f"alexnet-bench train: interrupted; the 2 finished epoch(s) are kept in {tmp_path / 'run'} " \
+                   "(history.csv, curves.png)"
+    assert (tmp_path / "run" / "history.csv").read_text().count("\n") == 3  # header + 2 epochs
+    assert json.loads((tmp_path / "run" / ".alexnet-bench-out.json").read_text())["interrupted"] is True
+    monkeypatch.setattr(train_mod, "fit", real_fit)
+    assert cli_main(*args).returncode == 0  # a complete run replaces the command's partial one
+    assert (tmp_path / "run" / "history.csv").read_text().count("\n") == 5
+    monkeypatch.setattr(train_mod, "fit", fit_until_epoch_3)
+    r = cli_main(*args)
+    assert r.returncode == 130 and f"kept in {tmp_path / 'run-interrupted'}" in r.stderr
+    assert (tmp_path / "run" / "history.csv").read_text().count("\n") == 5  # the complete run is untouched

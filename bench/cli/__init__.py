@@ -155,11 +155,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CommandFailed as exc:
         print(f"{prog}: error: {str(exc).splitlines()[0] if str(exc) else 'failed'}", file=sys.stderr)
         return EXIT_FAILED
-    except KeyboardInterrupt:
-        print(f"{prog}: interrupted", file=sys.stderr)
+    except KeyboardInterrupt as exc:  # a command may say what it kept: KeyboardInterrupt("...")
+        print(f"{prog}: interrupted" + (f"; {exc}" if str(exc) else ""), file=sys.stderr)
         return EXIT_INTERRUPTED
-    except _Terminated:
-        print(f"{prog}: terminated", file=sys.stderr)
+    except _Terminated as exc:
+        print(f"{prog}: terminated" + (f"; {exc}" if str(exc) else ""), file=sys.stderr)
         return EXIT_TERMINATED
     except Exception as exc:  # a bug: its traceback, then one line; never 1, which means a regression
         traceback.print_exc()

@@ -85,11 +85,18 @@ def check_out_dir(out: Path, command: str, what: str, *, flag: str = "--out",
         raise UsageError(f"{flag} {shown!r}: the folder {str(parent)!r} is not writable")
 
 
-def write_out_dir(out: Path, command: str, build: Callable[[Path], T], *, flag: str = "--out") -> T:
+def write_out_dir(out: Path, command: str, build: Callable[[Path], T], *, flag: str = "--out",
+                  keep_on_interrupt: bool = False) -> T:
     """Build into a temporary sibling of ``out`` with ``build(tmp)``, write the marker, rename it
     into place (replacing the command's earlier output, already checked by `check_out_dir`), and
     return what ``build`` returned. An error writing is one line and exit 2; a failed build or an
-    interrupt removes the temporary folder and leaves ``out`` as it was."""
+    interrupt removes the temporary folder and leaves ``out`` as it was.
+
+    ``keep_on_interrupt``: a build that writes complete files as it goes (``train``: every
+    finished epoch) is kept when interrupted (SIGINT, SIGTERM) if it wrote anything, its marker
+    saying ``"interrupted": true``: as ``out``, or beside it as ``OUT-interrupted[-N]`` when
+    ``out`` holds the command's earlier, complete output (never replaced by a partial one). The
+    interrupt then goes on, carrying the folder as ``exc.kept_in``."""
     created = [p for p in (out.parent, *out.parent.parents) if not p.exists()]  # innermost first
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -105,24 +112,44 @@ def write_out_dir(out: Path, command: str, build: Callable[[Path], T], *, flag: 
             if exc.filename is None or not str(exc.filename).startswith(str(tmp)):
                 raise
             raise _write_error(out, flag, exc) from None
-        try:
-            files = sorted(p.name for p in tmp.iterdir())
-            (tmp / MARKER).write_text(json.dumps({"command": command, "files": files}, indent=1) + "\n",
-                                      encoding="utf-8")
-            if out.exists():
-                old = out.with_name(f".{out.name}.old-{os.getpid()}")
-                out.rename(old)
-                tmp.rename(out)
-                shutil.rmtree(old)
-            else:
-                tmp.rename(out)
-        except OSError as exc:
-            raise _write_error(out, flag, exc) from None
+        except BaseException as exc:
+            if keep_on_interrupt and not isinstance(exc, Exception) and any(tmp.iterdir()):
+                # Never over the command's complete earlier output: then beside it, in a new folder.
+                target = out if not out.exists() else _fresh_sibling(out, "interrupted")
+                exc.kept_in = _put_in_place(tmp, target, command, flag, interrupted=True)  # type: ignore[attr-defined]
+            raise
+        _put_in_place(tmp, out, command, flag)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         _remove_empty(created)  # the folders made for it, so a refused or failed run leaves nothing
         raise
     return result
+
+
+def _fresh_sibling(out: Path, tag: str) -> Path:
+    path, n = out.with_name(f"{out.name}-{tag}"), 1
+    while path.exists():
+        n += 1
+        path = out.with_name(f"{out.name}-{tag}-{n}")
+    return path
+
+
+def _put_in_place(tmp: Path, out: Path, command: str, flag: str, *, interrupted: bool = False) -> Path:
+    """Write the marker into ``tmp`` and rename it to ``out`` (replacing the command's own earlier output)."""
+    try:
+        files = sorted(p.name for p in tmp.iterdir())
+        marker = {"command": command, "files": files, **({"interrupted": True} if interrupted else {})}
+        (tmp / MARKER).write_text(json.dumps(marker, indent=1) + "\n", encoding="utf-8")
+        if out.exists():
+            old = out.with_name(f".{out.name}.old-{os.getpid()}")
+            out.rename(old)
+            tmp.rename(out)
+            shutil.rmtree(old)
+        else:
+            tmp.rename(out)
+    except OSError as exc:
+        raise _write_error(out, flag, exc) from None
+    return out
 
 
 def _remove_empty(folders: list[Path]) -> None:

@@ -52,6 +52,9 @@ class BenchSession:
     correctness: bool = True
     rows: dict[str, Any] = field(default_factory=dict)  # --cases: case id -> bench.suite.caselist.CaseRow
     notices: list[str] = field(default_factory=list)  # said once per run (alexnet.notices)
+    interrupted_by: str | None = None  # the signal that cut the run short (SIGINT, SIGTERM, SIGUSR1)
+    case_ids: dict[str, str] = field(default_factory=dict)  # collected node id -> case id, in run order
+    done: set[str] = field(default_factory=set)  # node ids that ran to an outcome (measured, skipped, failed)
     skipped: list[dict[str, Any]] = field(default_factory=list)
     _runner: Any = None
 
@@ -218,6 +221,55 @@ def _session_from_options(config: pytest.Config) -> BenchSession:
     )
 
 
+# --- interrupts --------------------------------------------------------------------------------
+# SIGINT (Ctrl-C) is pytest's own KeyboardInterrupt. SIGTERM (kill, a scheduler's stop,
+# Kubernetes' termination grace) and SIGUSR1 (Slurm's --signal=B:USR1@120 before a time limit)
+# are turned into the same interrupt: the current case's worker is killed
+# (bench.suite.runner.CaseRunner.measure), pytest ends the session as interrupted (exit 2, its
+# one-line summary), pytest-benchmark saves the cases measured so far, and the saved run says
+# it was cut short (alexnet.interrupted: the signal and the cases not run). A plain SIGTERM
+# would end pytest at once (exit 143) and save nothing.
+INTERRUPT_SIGNALS = ("SIGTERM", "SIGUSR1")
+
+
+def _install_interrupt_handlers(s: BenchSession) -> dict[int, Any]:
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+
+    def handler(signum: int, frame: Any) -> None:
+        if s.interrupted_by is not None:
+            return  # already stopping: a repeated SIGTERM must not break the save
+        s.interrupted_by = signal.Signals(signum).name
+        raise KeyboardInterrupt(f"{s.interrupted_by} received: stopping, saving the cases measured so far")
+
+    previous = {}
+    for name in INTERRUPT_SIGNALS:
+        sig = getattr(signal, name, None)
+        if sig is not None:
+            previous[sig] = signal.signal(sig, handler)
+    return previous
+
+
+def pytest_keyboard_interrupt(excinfo: Any) -> None:
+    s = _ACTIVE.get("session")
+    if s is not None and s.interrupted_by is None:
+        s.interrupted_by = "SIGINT"
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    """A case that ran to an outcome (measured, skipped, failed) is not among an interrupted run's not-run."""
+    s = _ACTIVE.get("session")
+    if s is not None and (report.when == "call" or (report.when == "setup" and not report.passed)):
+        s.done.add(report.nodeid)
+
+
+_ACTIVE: dict[str, Any] = {}  # this process's session, for the hooks that get no config
+_PREVIOUS_HANDLERS = pytest.StashKey[dict]()
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_configure(config: pytest.Config) -> None:
     # Later comparisons (reports/compare/) need every raw round, not just the summary.
@@ -225,7 +277,11 @@ def pytest_configure(config: pytest.Config) -> None:
     bs = getattr(config, "_benchmarksession", None)
     if bs is not None:  # pytest-benchmark already read the option
         bs.save_data = True
-    config.stash[_SESSION] = _session_from_options(config)
+    s = _session_from_options(config)
+    config.stash[_SESSION] = s
+    _ACTIVE["session"] = s
+    if not config.option.collectonly:
+        config.stash[_PREVIOUS_HANDLERS] = _install_interrupt_handlers(s)
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -253,7 +309,14 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
-    """``--alexnet-dump-cases FILE``: the cases left after -k and the overrides, for `ab`'s duet."""
+    """Note every collected case's id (an interrupted run lists those not run); and
+    ``--alexnet-dump-cases FILE``: the cases left after -k and the overrides, for `ab`'s duet."""
+    s = session.config.stash[_SESSION]
+    for item in session.items:
+        params = getattr(getattr(item, "callspec", None), "params", {})
+        cfg = params.get("case") or params.get("loop_case")
+        if cfg is not None:
+            s.case_ids[item.nodeid] = case_id_of(item, cfg, StepWorkload if "case" in params else LoopWorkload)
     path = session.config.getoption("alexnet_dump_cases")
     if not path:
         return
@@ -311,6 +374,11 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     s = config.stash.get(_SESSION, None)
     if s is not None and s._runner is not None:
         s._runner.close()  # the zygote and any worker left: no process outlives the run
+    import signal
+
+    for sig, previous in config.stash.get(_PREVIOUS_HANDLERS, {}).items():
+        signal.signal(sig, previous if previous is not None else signal.SIG_DFL)
+    _ACTIVE.pop("session", None)
 
 
 def pytest_benchmark_update_json(config: pytest.Config, benchmarks: list, output_json: dict[str, Any]) -> None:
@@ -328,4 +396,9 @@ def pytest_benchmark_update_json(config: pytest.Config, benchmarks: list, output
         calibration=calibration,
         calibrations=s.calibrations,
         notices=list(s.notices),
+        interrupted=None if s.interrupted_by is None else {
+            "signal": s.interrupted_by,
+            "not_run": [cid for node, cid in s.case_ids.items() if node not in s.done],
+            "collected": len(s.case_ids),
+        },
     ).to_json()

@@ -196,6 +196,7 @@ class CaseRunner:
         Raises `WorkerError` (the worker reported an exception: oom, unsupported, fatal, error)
         or `WorkerDied` (it died, or overran the case timeout and was killed).
         """
+        t_case = time.perf_counter()
         cache_root = tempfile.mkdtemp(prefix="case-", dir=self._tmp)
         w = self.worker(tag=case_id, env=case_env(cfg, cache_root))
         try:
@@ -234,6 +235,9 @@ class CaseRunner:
         if "test_leak_seen" in built:
             isolation["test_leak_seen"] = built["test_leak_seen"]
         extra["isolation"] = isolation
+        # The case's whole cost in wall time, from asking for its worker to the worker's exit:
+        # what a sweep plan learns per case and machine (cold compile, warm-up, rounds, window).
+        extra["case_wall_s"] = time.perf_counter() - t_case
         if window is not None:
             extra["telemetry_window"] = {**window, "what": "back-to-back steps after the timed rounds"}
         return {"samples": timed["samples"], "extra": extra}

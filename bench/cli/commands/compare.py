@@ -143,7 +143,22 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="baseline[i] and candidate[i] ran next to each other (interleaved, as `ab` does): test the pairs",
     )
     p.add_argument("--storage", type=Path, default=Path(".benchmarks"), help="where run ids are looked up (default .benchmarks)")
+    p.add_argument("--allow-partial", action="store_true",
+                   help="judge runs that a signal cut short (alexnet.interrupted) on the cases they have; "
+                        "refused otherwise")
     add_judging_options(p)
+
+
+def refuse_partial(runs: list, allow: bool) -> None:
+    """`UsageError` (one line) for an interrupted run, unless ``allow``: a partial run judged as a
+    whole would read a case it never ran as gone."""
+    if allow:
+        return
+    for run in runs:
+        cut = run.interrupted
+        if cut:
+            raise UsageError(f"run {run.label} was interrupted by {cut.get('signal')} ({len(cut.get('not_run') or [])} "
+                             f"of {cut.get('collected')} cases not run); judge the cases it has with --allow-partial")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -161,5 +176,6 @@ def run(args: argparse.Namespace) -> int:
     check_outputs(args)
     baseline = load_runs(base_specs, storage=args.storage)
     candidate = load_runs(cand_specs, storage=args.storage)
+    refuse_partial([*baseline, *candidate], args.allow_partial)
     comparison = compare_runs(baseline, candidate, paired=args.paired, **judging_kwargs(args))
     return emit(comparison, args)

@@ -1,8 +1,10 @@
 """``alexnet-bench run --preset P --save NAME [-- PYTEST_ARGS]``: the benchmark matrix without pytest flags.
 
 It runs ``python -m pytest bench/ --preset P --benchmark-save=NAME
---benchmark-storage=file://DIR [PYTEST_ARGS]`` and returns pytest's exit status (a pytest usage
-error, e.g. a bad axis value, becomes status 2 like every other bad input here). With
+--benchmark-storage=file://DIR [PYTEST_ARGS]`` in a session of its own. Exit status as every
+command's (docs/cli.md): 0, 2 for pytest's usage error (a bad axis value), 3 when a case failed
+(the run is still saved), 130/143 when SIGINT/SIGTERM interrupted it: the signal is forwarded to
+pytest, which saves the cases measured so far, marked interrupted, and this says where. With
 ``--report OUT`` it then writes the HTML report of the run it just saved.
 """
 
@@ -21,6 +23,7 @@ HELP = "run the benchmark matrix (pytest bench/) and save it; extra args after -
 BENCH_DIR = Path(__file__).resolve().parents[3] / "bench"
 DEFAULT_STORAGE = ".benchmarks"
 _PYTEST_USAGE_ERROR = 4  # pytest.ExitCode.USAGE_ERROR
+_PYTEST_INTERRUPTED = 2  # pytest.ExitCode.INTERRUPTED
 _SAVE_NAME_RE = re.compile(r"^[A-Za-z0-9_.-]+$")
 
 
@@ -77,19 +80,69 @@ def pytest_command(args: argparse.Namespace) -> list[str]:
     return cmd + extra
 
 
+def _run_pytest(cmd: list[str]) -> tuple[int, str | None]:
+    """Run pytest in a session of its own; SIGINT and SIGTERM sent to this command are forwarded
+    to it once, and this waits while it saves what it measured (the suite's plugin marks the run
+    interrupted). A second signal stops the waiting: pytest and everything it started are
+    killed. Returns (pytest's status, the name of the signal that interrupted it, or None)."""
+    import os
+    import signal
+
+    from bench.workers.proc import kill_tree
+
+    def default_sigint() -> None:
+        # A command started in the background of a script inherits SIGINT ignored, an ignored
+        # signal stays ignored across exec, and Python then never raises KeyboardInterrupt:
+        # pytest would ignore the SIGINT this forwards. Default before exec, as in a terminal.
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+    # A session of its own: a terminal's Ctrl-C reaches this command only, which forwards it once.
+    proc = subprocess.Popen(cmd, start_new_session=True, preexec_fn=default_sigint)
+    received: list[int] = []
+
+    def forward(signum: int, frame: object) -> None:
+        if received:
+            kill_tree(proc)
+            return
+        received.append(signum)
+        try:
+            os.kill(proc.pid, signum)
+        except ProcessLookupError:
+            pass
+
+    previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        rc = proc.wait()
+    except BaseException:
+        kill_tree(proc)
+        raise
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    return rc, (signal.Signals(received[0]).name if received else None)
+
+
 def run(args: argparse.Namespace) -> int:
+    from bench.cli.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_TERMINATED
+
     cmd = pytest_command(args)
     print(" ".join(cmd), flush=True)
     if args.dry_run:
         return 0
     storage = Path(args.storage)
     before = set(storage.glob("*/*.json"))
-    rc = subprocess.call(cmd)
+    rc, signal_name = _run_pytest(cmd)
     if rc == _PYTEST_USAGE_ERROR:
         return 2
     new = sorted(set(storage.glob("*/*.json")) - before)
+    if signal_name is not None or rc == _PYTEST_INTERRUPTED:
+        saved = f"the cases measured so far are saved in {new[-1]}, marked interrupted" if new else "no case was saved"
+        print(f"alexnet-bench run: interrupted ({signal_name or 'pytest was interrupted'}); {saved}", file=sys.stderr)
+        return EXIT_TERMINATED if signal_name == "SIGTERM" else EXIT_INTERRUPTED
     # Failed cases (a worker that died or timed out: pytest's exit 1) do not cost the others:
-    # the run was saved, so it is reported, and the command still exits 1.
+    # the run was saved, so it is reported, and the command exits 3 (the work failed; 1 means a
+    # regression, never this).
+    status = EXIT_FAILED if rc == 1 else rc
     if rc in (0, 1) and args.report and new:
         from bench.cli.commands import report
 
@@ -98,5 +151,5 @@ def run(args: argparse.Namespace) -> int:
         report_parser = argparse.ArgumentParser(prog="alexnet-bench report")
         report.add_arguments(report_parser)
         report_rc = report.run(report_parser.parse_args([str(new[-1]), "--out", args.report]))
-        return rc or report_rc
-    return rc
+        return status or report_rc
+    return status

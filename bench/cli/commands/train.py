@@ -56,7 +56,17 @@ def run(args: argparse.Namespace) -> int:
     )
     out = Path(args.out).expanduser() if args.out else default_out()
     check_out_dir(out.absolute(), NAME, "training run")
-    write_out_dir(out.absolute(), NAME, lambda tmp: fit(
-        cfg, out=tmp, out_name=out, download=args.download, synthetic_size=args.synthetic_size,
-        progress=not args.no_progress))
+    try:
+        write_out_dir(out.absolute(), NAME, lambda tmp: fit(
+            cfg, out=tmp, out_name=out, download=args.download, synthetic_size=args.synthetic_size,
+            progress=not args.no_progress), keep_on_interrupt=True)
+    except BaseException as exc:  # SIGINT or SIGTERM: say, in the command's one line, what was kept
+        kept = getattr(exc, "kept_in", None)
+        if isinstance(exc, Exception) or kept is None or not (kept / "history.csv").exists():
+            raise
+        import csv
+
+        with open(kept / "history.csv", newline="") as f:
+            epochs = sum(1 for _ in csv.DictReader(f))
+        raise type(exc)(f"the {epochs} finished epoch(s) are kept in {kept} (history.csv, curves.png)") from None
     return 0
