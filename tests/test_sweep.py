@@ -166,3 +166,32 @@ def test_slurm_script_is_one_array_with_requeue_signal_exec_and_pinned_gpu(tmp_p
     assert text.splitlines()[-1].startswith("exec ") and "--resume" in text
     with pytest.raises(ValueError, match="MaxArraySize"):
         sbatch_script({**plan, "shards": 1002}, tmp_path / "p", tmp_path, repo=tmp_path)
+
+
+def test_pytest_bench_runs_exactly_a_plans_shard_with_the_plans_options(tmp_path, bench_inline, monkeypatch):
+    """``pytest bench/ --sweep-plan PLAN --shard K``: the shard's cases and nothing else; K from
+    --shard or the engine's index variable; an option that differs from the plan's, a shard the
+    plan has not, or --shard alone, is one line (pytest's usage error)."""
+    cases = collect_cases("tiny", {"device": ["cpu"]})
+    plan = make_plan([dict(c) for c in cases], shards=2, options=OPTIONS, preset="tiny", selection={})
+    path = tmp_path / "plan.json"
+    path.write_text(json.dumps(plan))
+    for k in (0, 1):
+        proc = bench_inline("--sweep-plan", str(path), "--shard", str(k), "--collect-only")
+        assert proc.returncode == 0, proc.stderr
+        got = sorted(ln.split("[", 1)[1].rstrip("]") for ln in proc.stdout.splitlines() if "::test_" in ln)
+        assert got == sorted(c["case_id"] for c in plan["cases"] if c["shard"] == k)
+    monkeypatch.setenv("SLURM_ARRAY_TASK_ID", "1")
+    assert bench_inline("--sweep-plan", str(path), "--collect-only").returncode == 0
+    monkeypatch.delenv("SLURM_ARRAY_TASK_ID")
+    for args, message in [(["--shard", "0", "--rounds", "12"], "--rounds 12 differs from the plan's rounds 20"),
+                          (["--shard", "0", "--rounds", "20"], None),
+                          (["--shard", "2"], "shard 2 (from --shard) is not valid; the plan has shards 0-1"),
+                          ([], "no shard index: give --shard K or set one of SLURM_ARRAY_TASK_ID")]:
+        proc = bench_inline("--sweep-plan", str(path), *args, "--collect-only")
+        if message is None:
+            assert proc.returncode == 0, proc.stderr
+        else:
+            assert proc.returncode == pytest.ExitCode.USAGE_ERROR and message in proc.stderr, (args, proc.stderr)
+    proc = bench_inline("--shard", "0", "--collect-only")
+    assert proc.returncode == pytest.ExitCode.USAGE_ERROR and "--shard needs --sweep-plan PLAN" in proc.stderr

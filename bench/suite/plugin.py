@@ -51,6 +51,7 @@ class BenchSession:
     steps_per_round: int | None = None  # None: the default per device (bench.workloads.workload.steps_per_round)
     correctness: bool = True
     rows: dict[str, Any] = field(default_factory=dict)  # --cases: case id -> bench.suite.caselist.CaseRow
+    sweep: dict[str, Any] | None = None  # --sweep-plan: {plan_id, shard, shard_from, shards} (alexnet.sweep)
     notices: list[str] = field(default_factory=list)  # said once per run (alexnet.notices)
     interrupted_by: str | None = None  # the signal that cut the run short (SIGINT, SIGTERM, SIGUSR1)
     case_ids: dict[str, str] = field(default_factory=dict)  # collected node id -> case id, in run order
@@ -87,6 +88,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     g.addoption("--preset", default=None,
                 help="; ".join(f"{p.name}: {p.help}" for p in PRESETS.values())
                 + " (default: standard with CUDA, else quick)")
+    g.addoption("--sweep-plan", default=None, metavar="PLAN",
+                help="run shard --shard K of a sweep plan (alexnet-bench sweep plan): exactly its cases, with its "
+                     "measurement options (docs/sweeps.md)")
+    g.addoption("--shard", type=int, default=None, metavar="K",
+                help="the plan's shard to run (default: SLURM_ARRAY_TASK_ID or JOB_COMPLETION_INDEX)")
     g.addoption("--cases", default=None, metavar="FILE",
                 help="run the cases listed in FILE (JSON: bench/suite/caselist.py) instead of a preset's product; "
                      "--preset then only gives the rounds and warm-up")
@@ -140,6 +146,14 @@ def _session_from_options(config: pytest.Config) -> BenchSession:
                 raise pytest.UsageError(f"{axis.flag}: {exc}") from None
     case_file = config.getoption("cases")
     rows: dict[str, Any] = {}
+    sweep = None
+    if config.getoption("sweep_plan") is not None:
+        if case_file is not None:
+            raise pytest.UsageError("--sweep-plan and --cases both list the cases; give one")
+        sweep, rows = _sweep_shard(config)
+        case_file = config.getoption("sweep_plan")
+    elif config.getoption("shard") is not None:
+        raise pytest.UsageError("--shard needs --sweep-plan PLAN")
     if case_file is not None:
         from bench.suite.caselist import load_case_list
 
@@ -148,10 +162,11 @@ def _session_from_options(config: pytest.Config) -> BenchSession:
         if given:
             raise pytest.UsageError(f"--cases lists its cases in full; it cannot be combined with {', '.join(given)} "
                                     "(put the values in the file's configs)")
-        try:
-            rows = {r.case_id: r for r in load_case_list(case_file)}
-        except ValueError as exc:
-            raise pytest.UsageError(str(exc)) from None
+        if sweep is None:
+            try:
+                rows = {r.case_id: r for r in load_case_list(case_file)}
+            except ValueError as exc:
+                raise pytest.UsageError(str(exc)) from None
         cases = [r.cfg for r in rows.values() if r.kind == "step"]
     else:
         try:
@@ -211,14 +226,70 @@ def _session_from_options(config: pytest.Config) -> BenchSession:
     telemetry_seconds = config.getoption("telemetry_seconds")
     if telemetry_seconds is not None and telemetry_seconds < 0:
         raise pytest.UsageError(f"--telemetry-seconds {telemetry_seconds} is not valid; it must be >= 0")
+    if sweep is not None:  # the plan's measurement options, never this command line's
+        opts = sweep["options"]
+        rounds, warmup, case_timeout = int(opts["rounds"]), int(opts["warmup_rounds"]), float(opts["case_timeout"])
+        spr = None if str(opts["steps_per_round"]) == "auto" else int(opts["steps_per_round"])
+        telemetry_seconds = opts.get("telemetry_seconds")
     return BenchSession(
-        preset="cases" if case_file is not None else preset, cases=cases, rows=rows, loop_cases=loop_cases,
+        preset=(sweep["preset"] if sweep is not None else "cases") if case_file is not None else preset,
+        cases=cases, rows=rows, loop_cases=loop_cases, sweep=sweep and {k: v for k, v in sweep.items() if k != "options"},
         rounds=rounds, warmup=warmup, telemetry_interval_s=interval,
         profile_layers=profile, allow_emulated_bf16=config.getoption("allow_emulated_bf16"),
         isolation=isolation, case_timeout_s=case_timeout, telemetry_seconds=telemetry_seconds,
         strict_isolation=config.getoption("strict_isolation"), steps_per_round=spr,
-        correctness=not config.getoption("no_correctness"),
+        correctness=(not config.getoption("no_correctness")) if sweep is None else bool(sweep["options"]["correctness"]),
     )
+
+
+# The plan's measurement options and the command-line options that set them (--sweep-plan).
+_PLAN_OPTIONS = {"rounds": "--rounds", "warmup_rounds": "--warmup-rounds", "steps_per_round": "--steps-per-round",
+                 "case_timeout": "--case-timeout", "telemetry_seconds": "--telemetry-seconds",
+                 "correctness": "--no-correctness"}
+
+
+def _same_value(a: Any, b: Any) -> bool:
+    try:
+        return float(a) == float(b)
+    except (TypeError, ValueError):
+        return str(a) == str(b)
+
+
+def _sweep_shard(config: pytest.Config) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``--sweep-plan PLAN [--shard K]``: (the run's sweep record with the plan's options, its rows).
+
+    Exactly the plan's cases of shard K, with the plan's measurement options: an option given on
+    the command line that differs from the plan's, or a plan case this checkout would give another
+    id, is one line (a usage error)."""
+    from bench.suite.caselist import load_rows
+    from bench.sweep.plan import load_plan
+    from bench.sweep.shard import shard_cases, shard_index, shard_rows
+
+    path = config.getoption("sweep_plan")
+    try:
+        plan = load_plan(path)
+        k, source = shard_index(config.getoption("shard"), int(plan["shards"]))
+        planned = shard_cases(plan, k)
+        rows = {r.case_id: r for r in load_rows(shard_rows(planned), where=f"--sweep-plan {path}")}
+    except ValueError as exc:
+        raise pytest.UsageError(str(exc)) from None
+    foreign = [c["case_id"] for c in planned if c["case_id"] not in rows]
+    if foreign:
+        raise pytest.UsageError(f"--sweep-plan {path}: shard {k}'s case {foreign[0]} is not a case this checkout "
+                                "collects (another version made the plan?); make the plan with this checkout")
+    args = [str(a) for a in config.invocation_params.args]
+    options = plan["options"]
+    for key, flag in _PLAN_OPTIONS.items():
+        given = [a for a in args if a == flag or a.startswith(flag + "=")]
+        if not given:
+            continue
+        mine = (not config.getoption("no_correctness")) if key == "correctness" else config.getoption(key)
+        planned_value = options.get(key)
+        if not _same_value(mine, planned_value):
+            raise pytest.UsageError(f"{flag} {mine} differs from the plan's {key} {planned_value}: a shard measures with "
+                                    "its plan's options (leave it out, or make a new plan)")
+    return {"plan_id": plan.get("plan_id"), "shard": k, "shard_from": source, "shards": plan["shards"],
+            "preset": f"sweep:{plan.get('preset')}", "options": options}, rows
 
 
 # --- interrupts --------------------------------------------------------------------------------
@@ -396,6 +467,7 @@ def pytest_benchmark_update_json(config: pytest.Config, benchmarks: list, output
         calibration=calibration,
         calibrations=s.calibrations,
         notices=list(s.notices),
+        extra={"sweep": s.sweep} if s.sweep else {},
         interrupted=None if s.interrupted_by is None else {
             "signal": s.interrupted_by,
             "not_run": [cid for node, cid in s.case_ids.items() if node not in s.done],

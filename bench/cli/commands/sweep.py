@@ -190,15 +190,19 @@ def _do_run(args: argparse.Namespace) -> int:
 
 
 def _run_forwarding(cmd: list[str], end: Path) -> int:
-    """Run pytest; SIGTERM, SIGUSR1 (Slurm's --signal, Kubernetes' grace) and SIGINT reach it as SIGINT,
-    on which it stops its current case's worker and saves the cases it measured."""
-    child = subprocess.Popen(cmd, cwd=REPO, start_new_session=True)
+    """Run pytest; SIGTERM, SIGUSR1 (Slurm's --signal, Kubernetes' grace) and SIGINT are passed on to
+    it as they came (once: a repeat is not forwarded), and the suite stops its current case's
+    worker and saves the cases it measured, marked with the signal (alexnet.interrupted)."""
+    def default_sigint() -> None:  # an ignored SIGINT (a background job's) would stay ignored across exec
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+    child = subprocess.Popen(cmd, cwd=REPO, start_new_session=True, preexec_fn=default_sigint)
     got: list[int] = []
 
     def forward(signum, frame) -> None:
         got.append(signum)
-        if child.poll() is None:
-            child.send_signal(signal.SIGINT)
+        if len(got) == 1 and child.poll() is None:
+            child.send_signal(signum)
 
     previous = {s: signal.signal(s, forward) for s in _FORWARDED}
     try:
@@ -251,10 +255,10 @@ def _do_merge(args: argparse.Namespace) -> int:
     for m in merged:
         path = store.save(m.doc, args.name or f"sweep-{plan['plan_id']}", machine_id=m.machine_id)
         print(f"saved {path}")
-    if missing:
+    if missing:  # the work is incomplete: 3, as every command's failed work (1 means a regression only)
         print(f"{len(missing)} of {len(plan['cases'])} case(s) missing (not measured by any shard): "
               + ", ".join(missing[:20]) + (" ..." if len(missing) > 20 else ""))
-        return 1
+        return 3
     return 0
 
 
