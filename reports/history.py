@@ -43,8 +43,9 @@ import numpy as np
 from runrecord.samples import paced_samples, summarize
 from runrecord.store import DEFAULT_STORAGE, storage_dir
 from reports.history_accept import Acceptance, matches
-from reports.history_detect import (COST_MODEL, DEFAULT_THRESHOLD, MIN_SEGMENT, PENALTY_C, Creep, Detection, detect,
-                                    fails, find_creep)
+from reports.history_detect import (ALPHA, COST_MODEL, DEFAULT_DETECTOR, DEFAULT_THRESHOLD, MIN_SEGMENT, PENALTY_C,
+                                    SCORE_CLIP, SUSPECT_RUNS, Creep, Detection, detect, fails, find_creep, resolution,
+                                    suspected)
 from reports.load import Run, RunLoadError, load_run
 
 __all__ = [
@@ -196,6 +197,17 @@ class Series:
                          f"{'from' if newest_era else 'before'} schema {changed_at} are compared")
                 if changed_at and len({era(r.schema) for p in self.points for r in p.runs}) > 1 else None}
 
+    def noise(self) -> dict[str, Any] | None:
+        """The noise the detection saw in this series and the step it resolves within 5 runs."""
+        d = self.detection
+        if not d:
+            return None
+        resolves = resolution(d.sigma, runs_after=5)
+        return {"sigma": d.sigma, "judged_on": "paced medians" if self.paced else "raw medians",
+                "resolves_within_5_runs": resolves,
+                "text": f"Noise {d.sigma:.1%} per run ({'paced' if self.paced else 'raw'} medians): this series "
+                        f"resolves about {resolves:.0%} within 5 runs"}
+
     def newest_change(self):
         d = self.detection
         return d.changes[-1] if d and d.changes else None
@@ -225,6 +237,7 @@ class History:
     n_runs: int
     acceptances: list[Acceptance] = field(default_factory=list)
     sources: list[str] = field(default_factory=list)
+    detector: str = DEFAULT_DETECTOR
 
     def change_rows(self) -> list[dict[str, Any]]:
         """Every change point, regressions first (largest first), then improvements, then minor ones."""
@@ -236,6 +249,7 @@ class History:
             sw = {c["index"]: c["changes"] for c in s.software_changes()}
             for i, ch in enumerate(d.changes):
                 prev, new = s.points[ch.index - 1], s.points[ch.index]
+                is_suspected = suspected(ch, len(s.points))
                 rows.append({
                     "series": s.key, "case": s.case_id, "machine": s.machine,
                     "commit": new.commit, "previous_commit": prev.commit,
@@ -246,6 +260,10 @@ class History:
                     and i not in s.accepted_changes,
                     "software_change": _software_text(sw.get(ch.index)),
                     "ab_command": ab_command(s, prev, new),
+                    "runs_after": sum(len(p.runs) for p in s.points[ch.after[0]:ch.after[1]]),
+                    # Seen only in the newest few points: those points are the evidence, `ab` settles it.
+                    "suspected": is_suspected,
+                    "confirming_commits": [p.commit for p in s.points[ch.after[0]:ch.after[1]]] if is_suspected else [],
                 })
         order = {"regression": 0, "improvement": 1, "minor": 2}
         rows.sort(key=lambda r: (order[r["verdict"]], -abs(math.log(r["ratio"])), r["case"]))
@@ -281,6 +299,7 @@ class History:
                 "key": s.key, "case": s.case_id, "kind": s.kind, "machine": s.machine, "threads": s.threads,
                 "config": s.config, "paced": s.paced, "pace_ref_s": s.pace_ref_s,
                 "sigma": d.sigma if d else None, "penalty": d.pen if d else None,
+                "detector": d.detector if d else None, "noise": s.noise(),
                 "segments": [list(b) for b in d.segments] if d else [],
                 "software_changes": s.software_changes(),
                 "memory": s.memory(),
@@ -296,8 +315,8 @@ class History:
             })
         return {
             "settings": {"threshold": self.threshold, "order": self.order_method,
-                         "detection": f"ruptures Pelt, {COST_MODEL} cost on log medians, min_size {MIN_SEGMENT}, "
-                                      f"pen = {PENALTY_C:g} * sigma * ln(n)",
+                         "detector": self.detector,
+                         "detection": _detection_text(self.detector),
                          "value": "value_s is the median the detection used, in seconds: paced medians rescaled "
                                   "by the series' pace_ref_s when paced, else the raw median (median_s)"},
             "sources": self.sources,
@@ -310,6 +329,15 @@ class History:
             "skipped_files": [{"path": f.path, "reason": f.reason} for f in self.skipped_files],
             "notes": self.notes,
         }
+
+
+def _detection_text(detector: str) -> str:
+    if detector == "pelt":
+        return (f"ruptures Pelt, {COST_MODEL} cost on log medians, min_size {MIN_SEGMENT}, "
+                f"pen = {PENALTY_C:g} * sigma * ln(n)")
+    return (f"binary segmentation of log medians by a CUSUM scan of scores clipped at {SCORE_CLIP:g} noise units, "
+            f"each split a permutation test at {ALPHA:g} per series, min_size {MIN_SEGMENT}; a change whose new "
+            f"segment is the newest and shorter than {SUSPECT_RUNS} points is suspected")
 
 
 def _software_text(changes: list[dict] | None) -> str:
@@ -459,9 +487,15 @@ def build_history(
     threshold: float = DEFAULT_THRESHOLD,
     pace: bool = True,
     acceptances: Sequence[Acceptance] = (),
+    detector: str = DEFAULT_DETECTOR,
+    runs: Sequence[Run] | None = None,
 ) -> History:
-    """Read, group, order and judge every saved run under ``sources`` (default: ``storage``)."""
-    files, roots = find_run_files(sources, storage=storage)
+    """Read, group, order and judge every saved run under ``sources`` (default: ``storage``), or the
+    runs given as ``runs`` (already parsed: no file is read)."""
+    if runs is not None:
+        files, roots = list(runs), ["(runs given)"]
+    else:
+        files, roots = find_run_files(sources, storage=storage)
     skipped: list[SkippedFile] = []
     notes: list[str] = []
     dirty: list[str] = []
@@ -475,7 +509,7 @@ def build_history(
     schemas: set[int | None] = set()
     for path in files:
         try:
-            run = load_run(path)
+            run = path if isinstance(path, Run) else load_run(path)
         except RunLoadError as exc:
             reason = str(exc)  # load_run's messages start with the path, which SkippedFile already holds
             if reason.startswith(str(path)):
@@ -584,7 +618,7 @@ def build_history(
         if len(s.points) < 2 * MIN_SEGMENT:
             s.notes.append(f"{len(s.points)} points: a change needs {MIN_SEGMENT} commits on each side, so none "
                            f"can be placed before {2 * MIN_SEGMENT}")
-        s.detection = detect(s.run_values(), threshold=threshold)
+        s.detection = detect(s.run_values(), threshold=threshold, detector=detector)
         since = _apply_acceptances(s, acceptances)
         s.creep = find_creep(s.run_values(), s.detection, threshold=threshold, since=since)
         out.append(s)
@@ -593,7 +627,7 @@ def build_history(
     if pace and n_raw:
         notes.append(f"{n_raw} of {len(out)} series judged on raw medians: some of their runs have no pace samples")
     return History(series=out, skipped_files=skipped, notes=notes, order_method=method, threshold=threshold,
-                   n_files=len(files), n_runs=n_runs, acceptances=list(acceptances), sources=roots)
+                   n_files=len(files), n_runs=n_runs, acceptances=list(acceptances), sources=roots, detector=detector)
 
 
 def _apply_acceptances(s: Series, acceptances: Sequence[Acceptance]) -> int:

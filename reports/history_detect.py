@@ -41,7 +41,14 @@ from ruptures.base import BaseCost
 from ruptures.costs import NotEnoughPoints
 
 __all__ = [
+    "ALPHA",
+    "BLIP_LONGEST",
+    "BLIP_SHARE",
     "BOOTSTRAP_REPLICATES",
+    "DEFAULT_DETECTOR",
+    "DETECTORS",
+    "PERMUTATIONS",
+    "SUSPECT_RUNS",
     "COST_MODEL",
     "RowL1Cost",
     "DEFAULT_THRESHOLD",
@@ -51,13 +58,20 @@ __all__ = [
     "Change",
     "Creep",
     "Detection",
+    "blip_test",
     "bootstrap_ratio",
     "detect",
     "fails",
     "find_creep",
     "noise_sigma",
     "penalty",
+    "scan_scores",
+    "scan_segment",
+    "scan_test",
+    "resolution",
     "segment",
+    "shift_ratio",
+    "suspected",
     "verdict",
 ]
 
@@ -81,6 +95,28 @@ BOOTSTRAP_SEED = 0  # fixed: the same runs always give the same interval
 _MAD_TO_SD = 1.4826
 
 VERDICTS = ("regression", "improvement", "minor")
+# "scan": binary segmentation with a rank scan whose false-alarm rate per series is set by a
+# permutation test (the default); "pelt": ruptures' PELT with the penalty above (docs/history.md,
+# "Choosing the detector").
+DETECTORS = ("scan", "pelt")
+DEFAULT_DETECTOR = "scan"
+# The scan's false-alarm rate per series: a flat series gets any change point with this probability.
+ALPHA = 0.01
+# Permutations behind each p-value of the scan.
+PERMUTATIONS = 2000
+_CHUNK = 250  # permutations drawn at a time (the scan stops early once it cannot be significant)
+# Blips: runs of 3 to BLIP_LONGEST commits unlike the commits on both sides; BLIP_SHARE of ALPHA is theirs.
+BLIP_LONGEST = 10
+BLIP_SHARE = 0.2
+# The scan's scores are clipped at this many noise units (a Huber score, `scan_scores`).
+SCORE_CLIP = 3.0
+PERMUTATION_SEED = 0
+# A change whose new segment is the newest one and has fewer points than this is "suspected": seen
+# in the last few runs only, to be settled with `ab` (or by more nights).
+SUSPECT_RUNS = 6
+# Step size, in units of the series' noise estimate (`noise_sigma`), that the scan finds within one
+# commit in 90% of 40-run series with this many runs after the step (studies/history_power.py).
+RESOLUTION_K = {3: 8.0, 5: 6.0, 8: 5.0}
 
 
 def noise_sigma(log_values: Sequence[float]) -> float:
@@ -152,6 +188,169 @@ def segment(log_values: Sequence[float], *, pen: float, min_size: int = MIN_SEGM
     return [int(b) for b in bkps[:-1]]
 
 
+def scan_scores(log_values: Sequence[float]) -> np.ndarray:
+    """What the scan adds up: each log value's distance from the series' median in units of its
+    noise (`noise_sigma`), clipped at ±`SCORE_CLIP` (a Huber score), minus their mean.
+
+    Clipping keeps one wild night (runs on a shared machine can be several times slow) from
+    outweighing a real step; unlike ranks, a step of 3 noise units still scores 3, so a step seen in
+    the last 3 runs can be significant."""
+    y = np.asarray(log_values, dtype=float)
+    r = np.clip((y - np.median(y)) / noise_sigma(y), -SCORE_CLIP, SCORE_CLIP)
+    return r - r.mean()
+
+
+def _scan_z(c: np.ndarray, min_size: int) -> np.ndarray:
+    """Standardised sums of centred scores ``c`` before each split (rows: permutations of one
+    series' scores), sign flipped.
+
+    Column j is the split after ``min_size + j`` values; > 0 means the values after the split score
+    higher (slower). Under exchangeability each has mean 0 and variance 1 (sampling without
+    replacement from the series' own scores)."""
+    m = c.shape[-1]
+    ks = np.arange(min_size, m - min_size + 1)
+    ss = float(np.sum(c.reshape(-1, m)[0] ** 2))  # the same for every permutation
+    if ss <= 0:
+        return np.zeros(c.shape[:-1] + ks.shape)
+    scale = -1 / np.sqrt(ks * (m - ks) / (m * (m - 1)) * ss)
+    return np.cumsum(c, axis=-1)[..., ks - 1] * scale
+
+
+def _blip_z(c: np.ndarray, min_size: int, longest: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Standardised sums of centred scores over every window of ``min_size`` to ``longest`` values
+    that leaves ``min_size`` values on each side (rows: permutations): the largest |z| per row,
+    and its window's start and length."""
+    m = c.shape[-1]
+    rows = c.reshape(-1, m)
+    ss = float(np.sum(rows[0] ** 2))
+    best = np.zeros(rows.shape[0])
+    start = np.zeros(rows.shape[0], dtype=int)
+    length = np.zeros(rows.shape[0], dtype=int)
+    if ss <= 0:
+        return best, start, length
+    cs = np.concatenate([np.zeros((rows.shape[0], 1)), np.cumsum(rows, axis=1)], axis=1)
+    for n in range(min_size, min(longest, m - 2 * min_size) + 1):
+        starts = np.arange(min_size, m - min_size - n + 1)
+        z = np.abs(cs[:, starts + n] - cs[:, starts]) / math.sqrt(n * (m - n) / (m * (m - 1)) * ss)
+        j = np.argmax(z, axis=1)
+        zj = z[np.arange(z.shape[0]), j]
+        better = zj > best
+        best = np.where(better, zj, best)
+        start = np.where(better, starts[j], start)
+        length = np.where(better, n, length)
+    return best, start, length
+
+
+def _permutation_p(c: np.ndarray, observed: float, stat, alpha: float | None) -> float:
+    """Permutation p-value of ``stat`` (a function of rows of shuffled scores), stopping early once it
+    is sure to be above ``alpha``."""
+    rng = np.random.default_rng(PERMUTATION_SEED)
+    limit = math.inf if alpha is None else alpha * (PERMUTATIONS + 1) - 1  # more exceedances: p > alpha
+    exceed = done = 0
+    while done < PERMUTATIONS and exceed <= limit:
+        n = min(_CHUNK, PERMUTATIONS - done)
+        exceed += int(np.count_nonzero(stat(rng.permuted(np.tile(c, (n, 1)), axis=1)) >= observed - 1e-9))
+        done += n
+    return (1 + exceed) / (PERMUTATIONS + 1)
+
+
+def scan_test(log_values: Sequence[float], *, min_size: int = MIN_SEGMENT,
+              alpha: float | None = None) -> tuple[int, float, float]:
+    """The best single split of a series: (split index, |z|, permutation p-value).
+
+    The statistic is the largest standardised sum of `scan_scores` over the splits that leave
+    ``min_size`` values on each side (a two-sided CUSUM scan); its null distribution comes from
+    `PERMUTATIONS` shuffles of the same scores (fixed seed: the same series, the same answer). A
+    permutation test holds its false-alarm rate whatever the shape of the noise, and needs no
+    estimate of it to be right. With ``alpha``, the shuffles stop as soon as the p-value is sure to
+    be above it (the p-value returned is then a lower bound, still above ``alpha``)."""
+    c = scan_scores(log_values)
+    z = np.abs(_scan_z(c, min_size))
+    j = int(np.argmax(z))
+    p = _permutation_p(c, float(z[j]), lambda rows: np.abs(_scan_z(rows, min_size)).max(axis=1), alpha)
+    return min_size + j, float(z[j]), p
+
+
+def blip_test(log_values: Sequence[float], *, min_size: int = MIN_SEGMENT, longest: int = BLIP_LONGEST,
+              alpha: float | None = None) -> tuple[int, int, float, float]:
+    """The most unusual run of ``min_size`` to ``longest`` consecutive values inside a series (a
+    regression fixed a few commits later, which no single split separates): (start, end, |z|,
+    permutation p-value), by the same scores and shuffles as `scan_test`."""
+    c = scan_scores(log_values)
+    z, start, length = _blip_z(c, min_size, longest)
+    p = _permutation_p(c, float(z[0]), lambda rows: _blip_z(rows, min_size, longest)[0], alpha)
+    return int(start[0]), int(start[0] + length[0]), float(z[0]), p
+
+
+def _place(y: np.ndarray, k: int, *, min_size: int, reach: int = 2) -> int:
+    """Where to put a significant split: within ``reach`` of the scan's own, the one that leaves the
+    least l1 cost (absolute deviations from each side's median), when it is lower than the scan's
+    by more than one noise unit (`noise_sigma`); else the scan's own. The scan's sums
+    are pulled by a large value near the step; medians are not. In simulation this places 1-3% more
+    steps within one commit (docs/history.md)."""
+    def cost(j: int) -> float:
+        left, right = y[:j], y[j:]
+        return float(np.abs(left - np.median(left)).sum() + np.abs(right - np.median(right)).sum())
+
+    options = range(max(min_size, k - reach), min(y.size - min_size, k + reach) + 1)
+    costs = {j: cost(j) for j in options}
+    least = min(costs.values())
+    if costs[k] - least <= noise_sigma(y):  # no clear gain (a staircase's cost is flat): the scan's split
+        return k
+    return min((j for j, v in costs.items() if v <= least + 1e-12), key=lambda j: abs(j - k))
+
+
+def scan_segment(log_values: Sequence[float], *, alpha: float = ALPHA, min_size: int = MIN_SEGMENT) -> list[int]:
+    """Binary segmentation by `scan_test`: split where the scan is significant, then test each side
+    the same way; where no split is, look for a blip (`blip_test`: a short run of slow or fast
+    commits inside the segment) and cut it out. ``alpha`` is shared between the two tests
+    (`BLIP_SHARE` of it to blips). On a flat series only the first two tests can raise a false
+    alarm, so ``alpha`` bounds the false-alarm rate per series, whatever its length."""
+    y = np.asarray(log_values, dtype=float)
+    starts: list[int] = []
+    todo = [(0, y.size)]
+    while todo:
+        a, b = todo.pop()
+        if b - a < 2 * min_size:
+            continue
+        step_alpha = alpha * (1 - BLIP_SHARE)
+        k, _, p = scan_test(y[a:b], min_size=min_size, alpha=step_alpha)
+        if p <= step_alpha:
+            k = _place(y[a:b], k, min_size=min_size)
+            starts.append(a + k)
+            todo += [(a, a + k), (a + k, b)]
+            continue
+        if b - a < 3 * min_size:
+            continue
+        i, j, _, p = blip_test(y[a:b], min_size=min_size, alpha=alpha * BLIP_SHARE)
+        if p <= alpha * BLIP_SHARE:
+            starts += [a + i, a + j]
+            todo += [(a, a + i), (a + j, b)]
+    return sorted(starts)
+
+
+def shift_ratio(before: Sequence[float], after: Sequence[float], *, level: float = CI_LEVEL) -> tuple[float, float, float]:
+    """Ratio after / before of run values as the Hodges-Lehmann shift of their logs (the median of
+    every pairwise difference), with the distribution-free interval that inverts the Mann-Whitney
+    test (Hollander & Wolfe): order statistics of the same pairwise differences.
+
+    Unlike a bootstrap of medians it keeps its coverage on segments of 3-5 runs."""
+    a = np.log(np.asarray(before, dtype=float))
+    b = np.log(np.asarray(after, dtype=float))
+    d = np.sort((b[:, None] - a[None, :]).ravel())
+    n1, n2 = a.size, b.size
+    z = _normal_quantile(1 - (1 - level) / 2)
+    k = int(math.floor(n1 * n2 / 2 - z * math.sqrt(n1 * n2 * (n1 + n2 + 1) / 12)))
+    k = min(max(k, 1), d.size)  # k-th smallest and k-th largest difference (1-based)
+    return float(np.exp(np.median(d))), float(np.exp(d[k - 1])), float(np.exp(d[d.size - k]))
+
+
+def _normal_quantile(p: float) -> float:
+    from statistics import NormalDist
+
+    return NormalDist().inv_cdf(p)
+
+
 def bootstrap_ratio(
     before: Sequence[float], after: Sequence[float], *, reps: int = BOOTSTRAP_REPLICATES, seed: int = BOOTSTRAP_SEED
 ) -> tuple[float, float, float]:
@@ -214,6 +413,7 @@ class Detection:
     pen: float
     starts: list[int]  # every segment's first point, 0 included
     changes: list[Change]
+    detector: str = DEFAULT_DETECTOR
 
     @property
     def segments(self) -> list[tuple[int, int]]:
@@ -227,27 +427,50 @@ def _runs(run_values: Sequence[Sequence[float]], seg: tuple[int, int]) -> list[f
 
 def detect(
     run_values: Sequence[Sequence[float]], *, threshold: float = DEFAULT_THRESHOLD, c: float = PENALTY_C,
-    min_size: int = MIN_SEGMENT,
+    min_size: int = MIN_SEGMENT, detector: str = DEFAULT_DETECTOR, alpha: float = ALPHA,
 ) -> Detection:
     """Change points of a series given each point's run values (seconds or paced units, > 0).
 
-    The detection signal is the log of each point's median run value.
+    The detection signal is the log of each point's median run value; ``detector`` is ``"scan"``
+    (`scan_segment` at ``alpha``) or ``"pelt"`` (`segment` with `penalty`). Each change's ratio and
+    interval come from `shift_ratio` over the runs of the segments on either side.
     """
+    if detector not in DETECTORS:
+        raise ValueError(f"unknown detector {detector!r}; one of {', '.join(DETECTORS)}")
     point_values = np.array([float(np.median(v)) for v in run_values], dtype=float)
     if point_values.size and not np.all(point_values > 0):
         raise ValueError("series values must be positive step times")
     y = np.log(point_values)
     sigma = noise_sigma(y)
     pen = penalty(sigma, len(y), c=c)
-    starts = [0, *segment(y, pen=pen, min_size=min_size)]
+    if detector == "scan":
+        found = scan_segment(y, alpha=alpha, min_size=min_size)
+    else:
+        found = segment(y, pen=pen, min_size=min_size)
+    starts = [0, *found]
     n = len(y)
     bounds = [(s, e) for s, e in zip(starts, [*starts[1:], n])]
     changes = []
     for prev, new in zip(bounds, bounds[1:]):
-        ratio, low, high = bootstrap_ratio(_runs(run_values, prev), _runs(run_values, new))
+        ratio, low, high = shift_ratio(_runs(run_values, prev), _runs(run_values, new))
         changes.append(Change(index=new[0], before=prev, after=new, ratio=ratio, ci_low=low, ci_high=high,
                               verdict=verdict(ratio, threshold=threshold)))
-    return Detection(sigma=sigma, pen=pen, starts=starts, changes=changes)
+    return Detection(sigma=sigma, pen=pen, starts=starts, changes=changes, detector=detector)
+
+
+def suspected(change: Change, n_points: int) -> bool:
+    """A change seen only in the newest few points (fewer than `SUSPECT_RUNS`): to be settled with `ab`."""
+    return change.after[1] == n_points and change.after[1] - change.after[0] < SUSPECT_RUNS
+
+
+def resolution(sigma: float, *, runs_after: int = 5) -> float:
+    """About the smallest step (as a fraction, 0.07 = 7%) the scan finds at the right commit in 90% of
+    series when ``runs_after`` runs follow it, for a series whose `noise_sigma` is ``sigma``: the
+    factor measured on real A/A residuals (studies/history_power.py, docs/history.md) times sigma."""
+    k = RESOLUTION_K.get(runs_after)
+    if k is None:
+        raise ValueError(f"no measured resolution for {runs_after} runs after a step; one of {sorted(RESOLUTION_K)}")
+    return math.expm1(k * sigma)
 
 
 def fails(change: Change, *, threshold: float) -> bool:
@@ -274,7 +497,7 @@ def find_creep(
     refs.setdefault(candidates[int(np.argmin(medians))], []).append("best")
     out = []
     for seg, names in refs.items():
-        ratio, low, high = bootstrap_ratio(_runs(run_values, seg), _runs(run_values, newest))
+        ratio, low, high = shift_ratio(_runs(run_values, seg), _runs(run_values, newest))
         if ratio >= 1 + threshold:
             out.append(Creep(reference=" and ".join(names), ref_segment=seg, newest=newest, ratio=ratio,
                              ci_low=low, ci_high=high))

@@ -101,11 +101,19 @@ def _change_table(rows: list[dict[str, Any]]) -> str:
         "series": r["series"], "case": r["case"], "machine": r["machine"],
         "previous commit": _short(r["previous_commit"]), "commit": _short(r["commit"]),
         "ratio": _fmt_ratio(r["ratio"]), "95% interval": f"{r['ci_low']:.3f}–{r['ci_high']:.3f}",
-        "verdict": r["verdict"] + (" (fails)" if r["fails"] else "") + (" (accepted)" if r["accepted"] else ""),
+        "verdict": _verdict(r),
         "software change": r["software_change"] or "—",
         "confirm with": r["ab_command"] or "— (same commit: only the software changed)",
     } for r in rows])
     return _links(frame)
+
+
+def _verdict(r: dict[str, Any]) -> str:
+    """The verdict as shown: "suspected" when seen only in the newest few commits (which are listed)."""
+    text = r["verdict"] + (" (fails)" if r["fails"] else "") + (" (accepted)" if r["accepted"] else "")
+    if r.get("suspected"):
+        text = f"suspected {text}: seen in the newest {len(r['confirming_commits'])} commit(s) only"
+    return text
 
 
 def _creep_table(rows: list[dict[str, Any]]) -> str:
@@ -147,6 +155,7 @@ def build_page(history: History, *, out_dir: Path) -> Path:
             "n_points": len(s.points), "n_runs": sum(len(p.runs) for p in s.points), "paced": s.paced,
             "pace_ref_ms": f"{s.pace_ref_s * 1e3:.3f}" if s.pace_ref_s else None,
             "sigma": f"{d.sigma:.4f}" if d else "—", "pen": f"{d.pen:.3g}" if d else "—",
+            "detector": d.detector if d else "—", "noise": (s.noise() or {}).get("text"),
             "n_changes": len(d.changes) if d else 0,
             "first": _short(s.points[0].commit), "last": _short(s.points[-1].commit),
             "last_ms": f"{s.points[-1].median_s * 1e3:.2f}",
@@ -207,7 +216,7 @@ def to_markdown(history: History) -> str:
         lines += ["| case | machine | previous → commit | ratio | 95% interval | verdict | software | confirm with |",
                   "|---|---|---|---|---|---|---|---|"]
         for r in changes:
-            verdict = r["verdict"] + (" (fails)" if r["fails"] else "") + (" (accepted)" if r["accepted"] else "")
+            verdict = _verdict(r)
             lines.append(f"| `{_md(r['case'])}` | {_md(r['machine'])} | `{r['previous_commit'][:8]}` → "
                          f"`{r['commit'][:8]}` | ×{r['ratio']:.3f} | {r['ci_low']:.3f}–{r['ci_high']:.3f} | "
                          f"{verdict} | {_md(r['software_change'] or '—')} | "

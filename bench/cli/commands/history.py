@@ -62,6 +62,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ref", default="HEAD", help="the ref whose first-parent history is followed (default HEAD)")
     p.add_argument("--no-pace", dest="pace", action="store_false",
                    help="judge raw medians, not rounds divided by the pace GEMM timed around each")
+    p.add_argument("--detector", choices=("scan", "pelt"), default="scan",
+                   help="change-point detector: scan (default: binary segmentation, a permutation test at 1%% "
+                        "false alarms per series) or pelt (ruptures' PELT, the earlier default); docs/history.md")
 
 
 def _repo_root(repo: Path) -> Path:
@@ -98,7 +101,8 @@ def run(args: argparse.Namespace) -> int:
     new = [parse_accept(a, reason=args.reason) for a in args.accept]
     acceptances = read_acceptances(accepted_file) + new
     history = build_history(args.sources, storage=args.storage, repo=args.repo, ref=args.ref,
-                            threshold=args.threshold, pace=args.pace, acceptances=acceptances)
+                            threshold=args.threshold, pace=args.pace, acceptances=acceptances,
+                            detector=args.detector)
 
     if args.strict and history.skipped_files:
         raise UsageError(f"--strict: {len(history.skipped_files)} file(s) or case(s) skipped, "
@@ -142,13 +146,25 @@ def _print_summary(history) -> None:
           f"({history.n_files} files, {len(history.skipped_files)} skipped); ordered by {history.order_method}")
     for note in history.notes:
         print(f"note: {note}")
+    noise = [s.noise() for s in history.series if s.detection]
+    if noise:
+        low = min(noise, key=lambda n: n["sigma"])
+        high = max(noise, key=lambda n: n["sigma"])
+        n_paced = sum(s.paced for s in history.series)
+        print(f"noise per run {low['sigma']:.1%}-{high['sigma']:.1%} ({n_paced} of {len(history.series)} series on "
+              f"paced medians): steps of about {low['resolves_within_5_runs']:.0%}-{high['resolves_within_5_runs']:.0%} "
+              "are found within 5 runs")
     for r in changes:
         flags = (" FAILS" if r["fails"] else "") + (" (accepted)" if r["accepted"] else "")
-        print(f"{r['verdict']:<11} x{r['ratio']:.3f} [{r['ci_low']:.3f}, {r['ci_high']:.3f}]{flags}  {r['case']} "
+        verdict = f"suspected {r['verdict']}" if r["suspected"] else r["verdict"]
+        print(f"{verdict:<11} x{r['ratio']:.3f} [{r['ci_low']:.3f}, {r['ci_high']:.3f}]{flags}  {r['case']} "
               f"on {r['machine']}: {r['previous_commit'][:8]} -> {r['commit'][:8]}"
               + (f" ({r['software_change']})" if r["software_change"] else ""))
+        if r["suspected"]:
+            print(f"    seen in the newest {len(r['confirming_commits'])} commit(s) only: "
+                  + ", ".join(c[:8] for c in r["confirming_commits"]))
         if r["ab_command"]:
-            print(f"    confirm: {r['ab_command']}")
+            print(f"    {'settle it' if r['suspected'] else 'confirm'}: {r['ab_command']}")
     for r in history.creep_rows():
         print(f"creep       x{r['ratio']:.3f} [{r['ci_low']:.3f}, {r['ci_high']:.3f}]{' FAILS' if r['fails'] else ''}  "
               f"{r['case']} on {r['machine']}: newest segment against the {r['reference']} segment")
