@@ -39,6 +39,7 @@ from reports.compare.estimators import (
     runs_estimate,
     single_run_estimate,
 )
+from reports.compare.sequential import run_rule
 from reports.load import Run
 
 # That drift floor holds only for a quiet machine. A run whose rounds spread by more than this
@@ -247,7 +248,7 @@ def compare_runs(
 
     rows = []
     busy: list[str] = []
-    n_paced = n_raw = n_duet = 0
+    n_paced = n_raw = n_duet = n_sequential = 0
     mixed_memory: list[str] = []
     floored: list[str] = []
     unfloored: list[str] = []
@@ -281,6 +282,7 @@ def compare_runs(
         b_by_run, c_by_run = (b_pace, c_pace) if use_pace else (b_raw, c_raw)
         b_samples, c_samples = list(b_by_run.values()), list(c_by_run.values())
         duet_infos = [_duet(b) for _, b in b_runs] + [_duet(b) for _, b in c_runs]
+        sequential_verdict: str | None = None
         is_duet = paired and all(duet_infos)
         n_duet += is_duet
         n_paced += use_pace and not is_duet
@@ -291,11 +293,23 @@ def compare_runs(
             if len(estimators) != 1:
                 raise ValueError(f"case {row['case']!r}: duet runs saved with different estimators {sorted(estimators)}")
             estimator = estimators.pop()
+            _refuse_mixed_sides(row["case"], [(_duet(base_cases[i][key]), _duet(cand_cases[i][key])) for i in pairs])
             ratios = [duet_session_log_ratio(_samples(baseline[i], base_cases[i][key]),
                                              _samples(candidate[i], cand_cases[i][key]), estimator=estimator,
                                              base_pace=_pace(base_cases[i][key]), head_pace=_pace(cand_cases[i][key]))
                       for i in pairs]
+            seq_design = _sequential_design(row["case"], duet_infos)
+            if seq_design is not None:
+                row_threshold = threshold if threshold is not None else DUET_THRESHOLD
+                look = run_rule(ratios, seq_design["looks"], alpha=alpha, threshold=row_threshold)
+                ratios = ratios[: look.n]
+                n_sequential += 1
             est = duet_estimate(ratios, estimator=estimator)
+            if seq_design is not None:
+                est = Estimate(est.ratio, est.ci_low, est.ci_high, est.p_value,
+                               f"{est.method}, sequential: stopped at look {look.n} of "
+                               f"{'/'.join(map(str, seq_design['looks']))}")
+                sequential_verdict = look.verdict or "noisy"
             use_pace = estimator == "paced"
         elif paired:
             pairs = [i for i, _ in b_runs if key in cand_cases[i]]
@@ -314,7 +328,7 @@ def compare_runs(
         row_threshold = threshold if threshold is not None else (DUET_THRESHOLD if is_duet else DEFAULT_THRESHOLD)
         row.update(ratio=est.ratio, ci_low=est.ci_low, ci_high=est.ci_high, p_value=est.p_value, method=method,
                    paced=use_pace, threshold=row_threshold)
-        row["verdict"] = verdict(est, alpha=alpha, threshold=row_threshold)
+        row["verdict"] = sequential_verdict or verdict(est, alpha=alpha, threshold=row_threshold)
         # The busy-machine gate reads the raw rounds: paced ones also carry the pace GEMM's jitter
         # (on the 60-pair data a paced gate let more false alarms through and caught less).
         spread = max(round_spread(s) for s in [*b_raw.values(), *c_raw.values()])
@@ -367,6 +381,12 @@ def compare_runs(
             f"{n_duet} case(s) judged as duet sessions: one log ratio per session (a fresh pair of live workers, "
             "rounds alternated A B B A ...), by the estimator saved in the runs; a t-test across sessions"
         )
+    if n_sequential:
+        notes.append(
+            f"{n_sequential} duet case(s) judged by the sequential rule saved in the runs: looks at fixed session "
+            f"counts, O'Brien-Fleming boundaries (overall alpha {alpha}), a stop as unchanged when both one-sided "
+            "99% bounds lie within the threshold (docs/compare.md, \"The sequential rule\")"
+        )
     if n_paced:
         notes.append(
             f"{n_paced} case(s) judged on pace-normalised rounds: each round divided by the GEMM timed right before "
@@ -413,6 +433,32 @@ def compare_runs(
         baseline_runs=[_label(r) for r in baseline],
         candidate_runs=[_label(r) for r in candidate],
     )
+
+
+def _refuse_mixed_sides(case: str, pairs: list[tuple[dict | None, dict | None]]) -> None:
+    """ValueError (one line) when a session's two sides ran with a different re-warm count or allocator
+    policy: their ratio would measure the setting, not the code."""
+    for b, h in pairs:
+        b, h = b or {}, h or {}
+        for what, get in (("rewarm", lambda d: d.get("rewarm", 0)),
+                          ("allocator policy", lambda d: (d.get("allocator") or {"policy": "default"}).get("policy"))):
+            if get(b) != get(h):
+                raise ValueError(f"case {case!r}, duet session {b.get('session') or h.get('session')}: the sides ran "
+                                 f"with a different {what} (base {get(b)}, head {get(h)}); a duet compares code, "
+                                 "so both sides of a session must share it")
+
+
+def _sequential_design(case: str, duet_infos: list[dict | None]) -> dict | None:
+    """The sequential design every run of a duet case saved (``extra_info.duet.sequential``), or None
+    when none saved one (sessions of a fixed count: the t-test on all of them)."""
+    designs = [(d or {}).get("sequential") for d in duet_infos]
+    if not any(designs):
+        return None
+    keys = {repr(sorted((k, v if not isinstance(v, list) else tuple(v)) for k, v in (d or {}).items()))
+            for d in designs}
+    if len(keys) != 1:
+        raise ValueError(f"case {case!r}: duet runs saved with different sequential designs (or only some with one)")
+    return designs[0]
 
 
 def _first(key: str, *sides: list[dict[str, dict]]) -> dict:

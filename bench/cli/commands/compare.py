@@ -142,6 +142,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="baseline[i] and candidate[i] ran next to each other (interleaved, as `ab` does): test the pairs",
     )
+    p.add_argument("--sessions", metavar="DIR|TAG",
+                   help="the run pairs one `ab` saved, by their folder or by its tag (ab-<time>, as its closing note "
+                        "names them; looked up under --storage); implies --paired")
     p.add_argument("--storage", type=Path, default=Path(".benchmarks"), help="where run ids are looked up (default .benchmarks)")
     p.add_argument("--allow-partial", action="store_true",
                    help="judge runs that a signal cut short (alexnet.interrupted) on the cases they have; "
@@ -165,6 +168,18 @@ def run(args: argparse.Namespace) -> int:
     from reports.compare import compare_runs
     from reports.load import load_runs
 
+    if args.sessions:
+        if args.runs or args.baseline or args.candidate:
+            raise UsageError("give either --sessions DIR|TAG or runs (BASELINE CANDIDATE, --baseline/--candidate), not both")
+        from reports.compare.sessions import session_pairs
+
+        check_outputs(args)
+        base_paths, cand_paths = session_pairs(args.sessions, storage=args.storage)
+        baseline = load_runs([str(p) for p in base_paths], storage=args.storage)
+        candidate = load_runs([str(p) for p in cand_paths], storage=args.storage)
+        refuse_partial([*baseline, *candidate], args.allow_partial)
+        comparison = compare_runs(baseline, candidate, paired=True, **judging_kwargs(args))
+        return emit(comparison, args)
     if args.baseline or args.candidate:
         if args.runs or not (args.baseline and args.candidate):
             raise UsageError("give either BASELINE CANDIDATE or both --baseline RUN... and --candidate RUN..., not a mix")
