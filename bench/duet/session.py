@@ -43,7 +43,7 @@ from typing import Any
 
 from bench.workers.launcher import Zygote, fresh_cache_env
 
-__all__ = ["DuetSide", "Launchers", "SessionResult", "probe_sides", "run_session", "side_commit_info", "shim_dir", "save_side_run"]
+__all__ = ["CompileCaches", "DuetSide", "Launchers", "SessionResult", "probe_sides", "run_session", "side_commit_info", "shim_dir", "save_side_run"]
 
 
 def shim_dir(tmp: Path) -> Path:
@@ -118,6 +118,32 @@ class SessionResult:
     allocator: dict[str, dict[str, Any]] = field(default_factory=dict)  # per side: bench.instruments.allocator's record
     env: dict[str, dict[str, Any]] = field(default_factory=dict)  # per side: the per-worker settings it ran with
     steps_per_round: int = 1  # back-to-back steps per timed round, the same on both sides
+    # "fresh": empty compile caches for this session alone; "reused": each side's own cache from its
+    # earlier sessions of the case (CompileCaches); the first session of a case is always "fresh".
+    compile_cache: str = "fresh"
+
+
+class CompileCaches:
+    """Per side, one inductor/Triton cache folder kept across one case's sessions.
+
+    A compiled case compiles cold on both sides in every session with fresh folders (about 25 s
+    a compile on this CPU). The cold compile time is compared once, in the case's first session
+    (empty folders, fresh workers); later sessions compile from their own side's cache, so they
+    time steps, not compilers. Base and head never share a folder."""
+
+    def __init__(self, tmp: Path, case: str) -> None:
+        self.dirs = {side: tempfile.mkdtemp(prefix=f"cache-{side}-{case[:40]}-", dir=tmp) for side in ("base", "head")}
+        self.sessions = 0
+
+    def root(self, side: str) -> tuple[str, str]:
+        return self.dirs[side], ("fresh" if self.sessions == 0 else "reused")
+
+    def used(self) -> None:
+        self.sessions += 1
+
+    def close(self) -> None:
+        for path in self.dirs.values():
+            shutil.rmtree(path, ignore_errors=True)
 
 
 def abba(first: str, other: str, rounds: int) -> list[str]:
@@ -168,9 +194,14 @@ class Launchers:
 
 
 def run_session(launchers: Launchers, config: dict[str, Any], *, index: int, rounds: int, warmup: int,
-                rng: random.Random, timeout_s: float, rewarm: int = 1, malloc: str = "pinned") -> SessionResult:
+                rng: random.Random, timeout_s: float, rewarm: int = 1, malloc: str = "pinned",
+                compile_caches: "CompileCaches | None" = None) -> SessionResult:
     """One duet session of one case: a fresh worker per side, built in random order, rounds alternated.
-    Both sides time rounds of the same number of back-to-back steps, from the config alone."""
+    Both sides time rounds of the same number of back-to-back steps, from the config alone.
+
+    Without ``compile_caches`` each side compiles into fresh, empty folders, removed afterwards.
+    With them, each side compiles into its own folder kept across the case's sessions (never the
+    other side's): empty in the first session (cold compiles, compared once), reused after."""
     from bench.workloads.workload import config_steps_per_round
 
     steps = config_steps_per_round(config)
@@ -184,11 +215,17 @@ def run_session(launchers: Launchers, config: dict[str, Any], *, index: int, rou
         rng.shuffle(names)  # who builds first, and who times first, is random
         cold: dict[str, float] = {}
         allocator: dict[str, dict[str, Any]] = {}
+        cache_state = "fresh"
         for name in names:
-            # Fresh, empty compile caches per side and session, as a suite case gets: a side never
-            # compiles from what the other side (or an earlier session) left.
-            caches[name] = tempfile.mkdtemp(prefix=f"duet-{name}-{index}-")
-            workers[name] = zygotes[name].fork(tag=f"{name}-{index}", env=fresh_cache_env(caches[name]))
+            if compile_caches is None:
+                # Fresh, empty compile caches per side and session, as a suite case gets: a side never
+                # compiles from what the other side (or an earlier session) left.
+                caches[name] = tempfile.mkdtemp(prefix=f"duet-{name}-{index}-")
+                cache_root = caches[name]
+            else:
+                # The side's own cache, kept across this case's sessions: empty in its first one.
+                cache_root, cache_state = compile_caches.root(name)
+            workers[name] = zygotes[name].fork(tag=f"{name}-{index}", env=fresh_cache_env(cache_root))
             workers[name].deadline = time.monotonic() + timeout_s
             built = workers[name].request("subject_build", config=config, warmup=warmup, malloc=malloc,
                                           steps_per_round=steps)
@@ -215,13 +252,15 @@ def run_session(launchers: Launchers, config: dict[str, Any], *, index: int, rou
                 w.close()
         for path in caches.values():
             shutil.rmtree(path, ignore_errors=True)
+    if compile_caches is not None:
+        compile_caches.used()
     return SessionResult(index=index, order=order, samples=samples, pace=pace, cold_s=cold, worker_pids=pids,
                          wall_s=time.monotonic() - t0, rewarm=rewarm, allocator=allocator, env=envs,
-                         steps_per_round=steps)
+                         steps_per_round=steps, compile_cache=cache_state)
 
 
 def save_side_run(*, storage: Path, name: str, side: DuetSide, config: dict[str, Any], case_id: str,
-                  session: SessionResult, estimator: str, stamp: str) -> Path:
+                  session: SessionResult, estimator: str, stamp: str, sequential: dict | None = None) -> Path:
     """One side's rounds of one session as a pytest-benchmark run, saved through the run record's store
     under the side's machine id (runs under another interpreter land in another folder)."""
     from datetime import datetime, timezone
@@ -247,6 +286,8 @@ def save_side_run(*, storage: Path, name: str, side: DuetSide, config: dict[str,
         session_wall_s=session.wall_s,
         rewarm=session.rewarm,
         allocator=session.allocator.get(side.name, {"policy": "default"}),
+        extra={"compile_cache": session.compile_cache, "tag": f"ab-{stamp}",
+               **({"sequential": sequential} if sequential else {})},
     )
     case = Case(
         group=f"{config['mode']}-{config['device']}",

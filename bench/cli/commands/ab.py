@@ -258,10 +258,9 @@ def run(args: argparse.Namespace) -> int:
     comparison = compare_runs(baseline, candidate, paired=True, **kwargs)
     comparison.notes[:0] = notes
     comparison.notes.append(
-        "re-judge these runs with: alexnet-bench compare --paired"
+        f"re-judge these {len(base_runs)} run pairs with: alexnet-bench compare --paired --sessions ab-{stamp}"
+        + f" --storage {shlex.quote(str(storage))}"
         + (f" --allow-env-diff {','.join(kwargs['allow_env_diff'])}" if kwargs["allow_env_diff"] else "")
-        + f" --baseline {' '.join(shlex.quote(str(p)) for p in base_runs)}"
-        + f" --candidate {' '.join(shlex.quote(str(p)) for p in head_runs)}"
     )
     return emit(comparison, args)
 
@@ -287,9 +286,10 @@ def _duet_flow(args: argparse.Namespace, *, trees: dict[str, Path], refs: dict[s
     """Duet sessions for the step cases; the process-level flow for training-loop cases."""
     import math
 
-    from bench.duet.session import (DuetSide, Launchers, collect_cases, probe_sides, run_session, running_estimate,
-                            save_side_run, shim_dir, side_commit_info)
-    from reports.compare import duet_session_log_ratio
+    from bench.duet.session import (CompileCaches, DuetSide, Launchers, collect_cases, probe_sides, run_session,
+                                    running_estimate, save_side_run, shim_dir, side_commit_info)
+    from reports.compare import DUET_THRESHOLD, duet_session_log_ratio
+    from reports.compare.sequential import decide, design, looks
 
     import bench
 
@@ -327,33 +327,54 @@ def _duet_flow(args: argparse.Namespace, *, trees: dict[str, Path], refs: dict[s
     loop_cases = [c for c in cases if workload_for(c["kind"]) is LoopWorkload]
     t_all = time.monotonic()
     launchers = Launchers(sides, tmp, sessions_per_launcher=SESSIONS_PER_LAUNCHER)
+    # The sequential rule (reports.compare.sequential): look after 10, 15, ... sessions, stop when it knows.
+    counts = looks(args.repeats)
+    plan = design(args.repeats, alpha=args.alpha)
+    threshold = args.threshold if args.threshold is not None else DUET_THRESHOLD
+    ran: list[int] = []
     for k, case in enumerate(step_cases, 1):
         ratios: list[float] = []
         t_case = time.monotonic()
-        for i in range(1, args.repeats + 1):
-            try:
-                session = run_session(launchers, case["config"], index=i, rounds=args.rounds, warmup=DEFAULT_WARMUP,
-                                      rng=rng, timeout_s=SESSION_TIMEOUT_S, rewarm=args.rewarm, malloc=args.malloc)
-            except Exception as exc:  # noqa: BLE001 - one line, exit 3, what was saved stays saved
-                launchers.close()
-                raise CommandFailed(f"duet session {i} of {case['case_id']} failed: {exc}") from None
-            for side, runs in (("base", base_runs), ("head", head_runs)):
-                runs.append(save_side_run(storage=storage, name=f"ab-{stamp}-{side}-{shas[side][:8]}-c{k}-{i}",
-                                          side=sides[side], config=case["config"], case_id=case["case_id"],
-                                          session=session, estimator=args.estimator, stamp=stamp))
-            d = duet_session_log_ratio(session.samples["base"], session.samples["head"], estimator=args.estimator,
-                                       base_pace=session.pace["base"], head_pace=session.pace["head"])
-            ratios.append(d)
-            print(f"[case {k}/{len(step_cases)} {case['case_id']}] session {i}/{args.repeats}: "
-                  f"x{math.exp(d):.3f} in {session.wall_s:.0f} s; running estimate {running_estimate(ratios)}",
-                  file=sys.stderr, flush=True)
-        print(f"[case {k}/{len(step_cases)} {case['case_id']}] {args.repeats} sessions in "
-              f"{(time.monotonic() - t_case) / 60:.1f} min", file=sys.stderr, flush=True)
+        label = f"[case {k}/{len(step_cases)} {case['case_id']}]"
+        caches = CompileCaches(tmp, case["case_id"])
+        stop = None
+        try:
+            for i in range(1, args.repeats + 1):
+                try:
+                    session = run_session(launchers, case["config"], index=i, rounds=args.rounds,
+                                          warmup=DEFAULT_WARMUP, rng=rng, timeout_s=SESSION_TIMEOUT_S,
+                                          rewarm=args.rewarm, malloc=args.malloc, compile_caches=caches)
+                except Exception as exc:  # noqa: BLE001 - one line, exit 3, what was saved stays saved
+                    launchers.close()
+                    raise CommandFailed(f"duet session {i} of {case['case_id']} failed: {exc}") from None
+                for side, runs in (("base", base_runs), ("head", head_runs)):
+                    runs.append(save_side_run(storage=storage, name=f"ab-{stamp}-{side}-{shas[side][:8]}-c{k}-{i}",
+                                              side=sides[side], config=case["config"], case_id=case["case_id"],
+                                              session=session, estimator=args.estimator, stamp=stamp,
+                                              sequential=plan))
+                d = duet_session_log_ratio(session.samples["base"], session.samples["head"],
+                                           estimator=args.estimator, base_pace=session.pace["base"],
+                                           head_pace=session.pace["head"])
+                ratios.append(d)
+                print(f"{label} session {i}/{args.repeats}: x{math.exp(d):.3f} in {session.wall_s:.0f} s"
+                      f"{' (cold compile caches)' if i == 1 else ''}; running estimate {running_estimate(ratios)}",
+                      file=sys.stderr, flush=True)
+                stop = decide(ratios, counts, alpha=args.alpha, threshold=threshold)
+                if stop is not None and stop.verdict is not None:
+                    break
+        finally:
+            caches.close()
+        ran.append(len(ratios))
+        why = f"look {len(ratios)}: {stop.verdict}" if stop is not None and stop.verdict else "no look decided"
+        print(f"{label} {len(ratios)} sessions in {(time.monotonic() - t_case) / 60:.1f} min ({why})",
+              file=sys.stderr, flush=True)
     launchers.close()
     if step_cases:
-        notes.append(f"{len(step_cases)} step case(s) ran as duet sessions: {args.repeats} sessions x {args.rounds} "
+        notes.append(f"{len(step_cases)} step case(s) ran as sequential duets: up to {args.repeats} sessions "
+                     f"(looks at {'/'.join(map(str, counts))}; ran {', '.join(map(str, ran))}) x {args.rounds} "
                      f"rounds per side ({args.rewarm} untimed step(s) before each, malloc {args.malloc}), "
-                     f"{args.estimator} estimator, in {(time.monotonic() - t_all) / 60:.1f} min")
+                     f"{args.estimator} estimator; compile caches fresh in each case's first session, then reused "
+                     f"per side; in {(time.monotonic() - t_all) / 60:.1f} min")
     if loop_cases:
         note = (f"{len(loop_cases)} training-loop case(s) ran in the process-level flow ({args.repeats} fresh pytest "
                 "runs per ref, interleaved): a loop case's input pipeline is not part of the duet's subject entry point")
