@@ -1,7 +1,8 @@
 """`alexnet-bench ab` on throwaway git repositories holding copies of this suite.
 
-The A/A test runs the same code against itself through `ab` (16 duet sessions of one tiny
-case, the default rounds, estimator and threshold): no regression may be flagged, every session's two
+The A/A test runs the same code against itself through `ab` (up to 16 duet sessions of one tiny
+case, looked at after 10 and 16 by the sequential rule, the default rounds, estimator and
+threshold): no regression may be flagged, every session's two
 sides are saved as runs marked ``extra_info.duet``, nothing earlier is overwritten and the
 worktrees are removed afterwards. The same real sessions then carry planted slowdowns: x1.02
 is not flagged, x1.10 is. A base ref from before the duet (a real commit of this project from
@@ -24,6 +25,7 @@ import pytest
 from bench.cli import main
 from bench.cli.commands.ab import DEFAULT_ESTIMATOR, DEFAULT_REWARM, DEFAULT_ROUNDS
 from reports.compare import DUET_THRESHOLD, compare_runs, duet_session_log_ratio
+from reports.compare.sequential import looks, t_boundaries
 from reports.load import Run, load_run
 from tests import machine
 from tests.conftest import REPO, run_cli
@@ -165,14 +167,18 @@ def test_same_code_through_the_duet_flags_no_regression(repo, aa):
     result = json.loads(aa["out"].read_text())
     assert result["has_regression"] is False
     assert {c["verdict"] for c in result["cases"]} <= {"unchanged", "noisy"}
-    assert all(c["method"] == f"duet: {DEFAULT_ESTIMATOR} estimator, t on {AA_SESSIONS} sessions" for c in result["cases"])
-    assert f"session {AA_SESSIONS}/{AA_SESSIONS}" in r.stderr and "running estimate" in r.stderr
+    # The sequential rule looks at 10 and 16 sessions: a clear A/A stops at the first look.
+    ran = len(aa["saved"]) // 2
+    assert ran in looks(AA_SESSIONS)
+    assert all(c["method"] == f"duet: {DEFAULT_ESTIMATOR} estimator, t on {ran} sessions, sequential: stopped at "
+               f"look {ran} of {'/'.join(map(str, looks(AA_SESSIONS)))}" for c in result["cases"])
+    assert f"session {ran}/{AA_SESSIONS}" in r.stderr and "running estimate" in r.stderr
+    assert f"{ran} sessions in" in r.stderr
 
     # One run per side per session, saved in order: base, head, base, head ...
     saved = aa["saved"]
-    assert len(saved) == 2 * AA_SESSIONS
     sides = [("base" if "-base-" in p.name else "head") for p in sorted(saved, key=lambda p: p.name)]
-    assert sides == ["base", "head"] * AA_SESSIONS
+    assert sides == ["base", "head"] * ran
     base_sha, head_sha = _git(repo, "rev-parse", "HEAD~1"), _git(repo, "rev-parse", "HEAD")
     runs = [json.loads(p.read_text()) for p in saved]
     assert {d["commit_info"]["id"] for p, d in zip(saved, runs) if "-head-" in p.name} == {head_sha}
@@ -183,10 +189,12 @@ def test_same_code_through_the_duet_flags_no_regression(repo, aa):
         [b] = d["benchmarks"]
         duet = b["extra_info"]["duet"]
         assert duet["estimator"] == DEFAULT_ESTIMATOR and len(b["stats"]["data"]) == DEFAULT_ROUNDS
-        # Each worker had compile caches of its own, fresh for its side and session, as a suite case does.
+        assert duet["sequential"]["looks"] == list(looks(AA_SESSIONS)) and duet["tag"] in r.stdout
+        # Each side compiles into a cache of its own: empty in the case's first session, kept after.
         env = b["extra_info"]["isolation"]["env"]
         assert env["TORCHINDUCTOR_CACHE_DIR"].startswith(tempfile.gettempdir()) and env["CUDA_DEVICE_ORDER"] == "PCI_BUS_ID"
-        caches.append(env["TORCHINDUCTOR_CACHE_DIR"])
+        caches.append((duet["side"], env["TORCHINDUCTOR_CACHE_DIR"]))
+        assert duet["compile_cache"] == ("fresh" if duet["session"].endswith("-1") else "reused")
         # Each worker pinned glibc's malloc thresholds before building, and re-warmed before each round.
         assert duet["rewarm"] == DEFAULT_REWARM
         assert duet["allocator"]["policy"] == "pinned", duet["allocator"]
@@ -196,10 +204,11 @@ def test_same_code_through_the_duet_flags_no_regression(repo, aa):
         # A B B A ...: every adjacent pair of rounds holds one round of each side.
         assert all({order[2 * k], order[2 * k + 1]} == {"base", "head"} for k in range(DEFAULT_ROUNDS))
         sessions.setdefault(duet["session"], set()).add(duet["side"])
-    assert len(sessions) == AA_SESSIONS and all(v == {"base", "head"} for v in sessions.values())
-    assert len(set(caches)) == 2 * AA_SESSIONS and not any(Path(c).exists() for c in caches)  # fresh, then removed
-    # The re-judge note names the runs by path, and re-judging gives the same verdict.
-    assert str(saved[0]) in r.stdout
+    assert len(sessions) == ran and all(v == {"base", "head"} for v in sessions.values())
+    # One cache per side, never shared, removed at the end.
+    assert len(set(caches)) == 2 and len({c for _, c in caches}) == 2 and not any(Path(c).exists() for _, c in caches)
+    # The re-judge note names the sessions by their tag, not by path.
+    assert "compare --paired --sessions ab-" in r.stdout and str(saved[0]) not in r.stdout
     # Nothing earlier was overwritten, and the worktrees are gone.
     assert aa["earlier"].read_text() == '{"an": "earlier result"}'
     assert _git(repo, "worktree", "list").count("\n") == 0
@@ -211,7 +220,7 @@ def test_planted_slowdowns_in_the_real_duet_sessions(aa):
     assert aa["r"].returncode in (0, 1), aa["r"].stderr[-3000:]
     base_runs = [load_run(p) for p in aa["saved"] if "-base-" in p.name]
     head_runs = [load_run(p) for p in aa["saved"] if "-head-" in p.name]
-    assert len(base_runs) == len(head_runs) == AA_SESSIONS
+    assert len(base_runs) == len(head_runs) == len(aa["saved"]) // 2
     same = compare_runs(base_runs, head_runs, paired=True).table.iloc[0]
     small = compare_runs(base_runs, [scaled(r, 1.02) for r in head_runs], paired=True)
     slow = compare_runs(base_runs, [scaled(r, 1.10) for r in head_runs], paired=True)
@@ -223,11 +232,11 @@ def test_planted_slowdowns_in_the_real_duet_sessions(aa):
         assert not small.has_regression, spread
     else:  # the A/A sessions alone sit off 1 at 95% (a 1-in-20 draw): still never "faster"
         assert set(small.table["verdict"]) <= {"regression", "noisy", "unchanged"}, spread
-    from scipy import stats
-
     n = len(d)
     shifted = d.mean() + np.log(1.10)
-    resolvable = shifted > np.log(1 + DUET_THRESHOLD) and shifted / (d.std(ddof=1) / np.sqrt(n)) > stats.t.ppf(1 - 0.01 / 2, n - 1)
+    # The sequential rule's boundary at this look (reports.compare.sequential).
+    bound = t_boundaries(looks(AA_SESSIONS), 0.01)[looks(AA_SESSIONS).index(n)]
+    resolvable = shifted > np.log(1 + DUET_THRESHOLD) and shifted / (d.std(ddof=1) / np.sqrt(n)) > bound
     verdicts = set(slow.table["verdict"])
     if resolvable:
         assert slow.has_regression and verdicts == {"regression"}, spread
