@@ -170,3 +170,17 @@ def test_the_toolkit_imports_neither_torch_nor_psutil() -> None:
     out = subprocess.run([PY, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "False False"
+
+
+def test_run_limited_sends_the_grace_signal_at_its_limit_and_the_child_may_finish(tmp_path: Path) -> None:
+    """gpu-check stops its suite run with SIGINT (pytest then saves what it measured): past the
+    limit the grace signal goes first, and a child that handles it and exits is not killed."""
+    code = ("import signal, sys, time\n"
+            "def stop(s, f):\n    open(sys.argv[1], 'w').write(signal.Signals(s).name); sys.exit(7)\n"
+            "signal.signal(signal.SIGINT, stop)\ntime.sleep(60)\n")
+    t0 = time.monotonic()
+    done = P.run_limited([PY, "-c", code, str(tmp_path / "got")], timeout_s=1.0, grace_s=10.0,
+                         grace_signal=signal.SIGINT)
+    assert done.timed_out and done.returncode == 7 and time.monotonic() - t0 < 8
+    assert (tmp_path / "got").read_text() == "SIGINT"
+
