@@ -173,7 +173,7 @@ def test_a_case_list_replaces_the_preset_and_bad_lists_are_one_line(tmp_path: Pa
         assert proc.returncode == pytest.ExitCode.USAGE_ERROR and message in proc.stderr, (message, proc.stderr)
     proc = bench_inline("--cases", str(_case_file(tmp_path, [{"config": TINY_INFER}])), "--batch-sizes", "4",
                         "--collect-only")
-    assert proc.returncode == pytest.ExitCode.USAGE_ERROR and "cannot be combined with --batch-sizes" in proc.stderr
+    assert proc.returncode == pytest.ExitCode.USAGE_ERROR and "cannot be combined with --batch-size" in proc.stderr
     proc = bench_inline("--cases", str(tmp_path / "missing.json"), "--collect-only")
     assert proc.returncode == pytest.ExitCode.USAGE_ERROR and "cannot read it" in proc.stderr
 
@@ -215,3 +215,14 @@ def test_ctrl_c_to_alexnet_bench_run_saves_what_was_measured_marked_and_leaves_n
     time.sleep(1)
     for pid in pids:
         assert not Path(f"/proc/{pid}").exists() or Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z", pid
+
+
+def test_the_axis_options_take_the_clis_spelling_and_the_plural(bench_inline) -> None:
+    """One spelling documented (the one-config commands', `--batch-size`), the plural accepted."""
+    ids = []
+    for flags in (["--batch-size", "4", "--resolution", "70", "--mode", "inference"],
+                  ["--batch-sizes", "4", "--resolutions", "70", "--modes", "inference"]):
+        proc = bench_inline("--preset", "tiny", *flags, "--collect-only")
+        assert proc.returncode == 0, proc.stderr
+        ids.append(sorted(ln for ln in proc.stdout.splitlines() if "::test_step[" in ln))
+    assert ids[0] == ids[1] and ids[0] and all("-b4-70x70-" in i for i in ids[0])

@@ -63,7 +63,7 @@ def test_plan_warns_of_a_case_too_big_for_a_shard_and_derives_the_time_limit():
     assert plan["warnings"] and "c0" in plan["warnings"][0]
     assert plan["time_limit_s"] == time_limit_s(plan["balance"]["max_s"], "cuda") >= 600
     assert plan["time_limit_s"] % 60 == 0
-    with pytest.raises(ValueError, match="--devices is required"):
+    with pytest.raises(ValueError, match="--device is required"):
         collect_cases("tiny", {})
 
 

@@ -97,7 +97,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                 help="run the cases listed in FILE (JSON: bench/suite/caselist.py) instead of a preset's product; "
                      "--preset then only gives the rounds and warm-up")
     for axis in AXES.values():
-        g.addoption(axis.flag, dest=f"axis_{axis.field}", default=None, metavar="V1,V2",
+        g.addoption(*axis.flags, dest=f"axis_{axis.field}", default=None, metavar="V1,V2",
                     help=f"override the {axis.field} axis of every case ({axis.valid})")
     g.addoption("--rounds", type=int, default=None, help="timed rounds per case (>= 10; default: the preset's)")
     g.addoption("--warmup-rounds", type=int, default=None, help="untimed warm-up rounds per case (default: the preset's)")

@@ -40,12 +40,20 @@ class PresetSpec:
 
 @dataclass(frozen=True)
 class Axis:
-    """One overridable axis: command-line flag, RunConfig field, parser, valid values text."""
+    """One overridable axis: command-line flag, RunConfig field, parser, valid values text.
+
+    ``flag`` is the documented spelling, the one-config commands' (``--batch-size``, as in
+    ``alexnet-bench profile``); ``alias`` (``--batch-sizes``) is accepted too."""
 
     flag: str
     field: str
     parse: Callable[[str], Any]
     valid: str
+    alias: str | None = None
+
+    @property
+    def flags(self) -> tuple[str, ...]:
+        return (self.flag,) if self.alias is None else (self.flag, self.alias)
 
 
 def _parse_choice(name: str, valid: Sequence[str]) -> Callable[[str], str]:
@@ -81,17 +89,17 @@ def _parse_device(v: str) -> str:
 AXES: dict[str, Axis] = {
     a.field: a
     for a in [
-        Axis("--modes", "mode", _parse_choice("mode", MODES), ", ".join(MODES)),
-        Axis("--variants", "variant", _parse_choice("variant", VARIANTS), ", ".join(VARIANTS)),
-        Axis("--batch-sizes", "batch_size", _parse_batch, "integers >= 1"),
-        Axis("--resolutions", "resolution", parse_resolution, "N or HxW, e.g. 224,227,224x244"),
+        Axis("--mode", "mode", _parse_choice("mode", MODES), ", ".join(MODES), alias="--modes"),
+        Axis("--variant", "variant", _parse_choice("variant", VARIANTS), ", ".join(VARIANTS), alias="--variants"),
+        Axis("--batch-size", "batch_size", _parse_batch, "integers >= 1", alias="--batch-sizes"),
+        Axis("--resolution", "resolution", parse_resolution, "N or HxW, e.g. 224,227,224x244", alias="--resolutions"),
         Axis("--amp", "amp", _parse_choice("amp", AMP_MODES), ", ".join(AMP_MODES)),
         Axis("--compile", "compile", _parse_choice("compile", COMPILE_MODES), ", ".join(COMPILE_MODES)),
         Axis("--channels-last", "channels_last", _parse_on_off("channels-last"), "on, off"),
         Axis("--cudnn-benchmark", "cudnn_benchmark", _parse_on_off("cudnn-benchmark"), "on, off"),
         Axis("--deterministic", "deterministic", _parse_on_off("deterministic"), "on, off"),
         Axis("--tf32", "tf32", _parse_on_off("tf32"), "on, off"),
-        Axis("--devices", "device", _parse_device, "cpu, cuda, cuda:N, auto"),
+        Axis("--device", "device", _parse_device, "cpu, cuda, cuda:N, auto", alias="--devices"),
     ]
 }
 

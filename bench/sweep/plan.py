@@ -1,7 +1,7 @@
 """A sweep plan: the cases collected once, their estimated costs, and each case's shard.
 
 The plan depends on nothing of the machine that makes it (a login node has no GPU): the devices
-are named (``--devices cuda``), the cases are sorted by id, and the shards are balanced by cost,
+are named (``--device cuda``), the cases are sorted by id, and the shards are balanced by cost,
 largest first (LPT: each case goes to the least loaded shard), ties broken by a SHA-256 of the
 case id, never by Python's ``hash`` (PYTHONHASHSEED) or the collection order.
 
@@ -73,7 +73,7 @@ def collect_cases(preset: str, overrides: Mapping[str, list[Any]], *, pipelines:
         from bench.suite.presets import build_cases, build_loop_cases
 
         if "device" not in overrides:
-            raise ValueError("--devices is required: a plan must not depend on the machine it is made on")
+            raise ValueError("--device is required: a plan must not depend on the machine it is made on")
         with _no_cuda_probe():
             steps = build_cases(preset, dict(overrides))
             loops = build_loop_cases(preset, dict(overrides), pipelines=pipelines)

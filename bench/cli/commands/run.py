@@ -54,7 +54,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="after a saved run, write its HTML report to OUT (alexnet-bench report)")
     p.add_argument("--dry-run", action="store_true", help="print the pytest command and exit")
     p.add_argument("pytest_args", nargs=argparse.REMAINDER,
-                   help="after --: passed to pytest, e.g. -- --batch-sizes 32,64 -k train")
+                   help="after --: passed to pytest, e.g. -- --batch-size 32,64 -k train")
 
 
 def pytest_command(args: argparse.Namespace) -> list[str]:

@@ -43,7 +43,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     pl.add_argument("--preset", default="full", help="tiny | quick | standard | full (default full)")
     pl.add_argument("--cases", default=None, metavar="FILE", help="plan the rows of a --cases file instead of a preset")
     for axis in AXES.values():
-        pl.add_argument(axis.flag, dest=f"axis_{axis.field}", default=None, metavar="V1,V2", help=axis.valid)
+        pl.add_argument(*axis.flags, dest=f"axis_{axis.field}", default=None, metavar="V1,V2", help=axis.valid)
     pl.add_argument("--pipelines", default=None, metavar="P1,P2", help="training-loop pipelines (default both)")
     pl.add_argument("--shards", type=int, default=None, help="how many shards")
     pl.add_argument("--costs", action="append", default=[], metavar="RUN_OR_DIR",
