@@ -4,22 +4,27 @@ A series is one case on one machine, one value per commit (the median of its run
 The detection works on the natural log of those values, so a step is a ratio whatever the
 case's speed:
 
-- **Segmentation.** ruptures' PELT with the ``l1`` cost (a change in the median of the log)
-  and ``min_size`` 3: a segment needs at least 3 commits, so one odd night never makes a
-  segment of its own. l1, not l2: run medians on a shared machine are heavy-tailed (single runs
-  here were up to 5x slow even after pacing), and a squared cost lets such an outlier buy
-  itself a segment: on flat series resampled from real A/A runs, l2 at the classic BIC
-  penalty put false change points into 78% of them, l1 at the default penalty into 0.5%
-  (docs/history.md).
-  ``jump=1``: ruptures' default (5) would only let a change start at every fifth commit.
-- **Penalty from the series' own noise.** ``pen = PENALTY_C * sigma * log(n)``, a BIC-like
-  rule in the l1 cost's units (a sum of absolute log deviations), where ``sigma`` is a robust sd
-  of the log values: the MAD of successive differences over sqrt(2), which a step barely moves
-  (one large difference among many). `PENALTY_C` was chosen by simulation on this machine's
-  A/A residuals (docs/history.md).
-- **Size and interval.** For each change: the ratio of the medians of the runs in the segments
-  after and before it, and a 95% percentile bootstrap interval that resamples the runs of each
-  segment (the run is the unit of evidence on these machines, docs/compare.md).
+- **Segmentation: the scan (default).** Binary segmentation (`scan_segment`): a segment is split
+  where a two-sided CUSUM scan of clipped scores (`scan_scores`) is significant by a permutation
+  test (`scan_test`); where no split is, a short blip inside it may be (`blip_test`). The tests
+  share ``ALPHA``, so a flat series gets a false change point in at most 1% of cases, whatever
+  its length or the shape of its noise. Chosen over PELT by simulation on real A/A residuals
+  (docs/history.md, "Choosing the detector"; studies/history_power.py): it finds a step in the
+  newest 3-5 commits, where PELT's penalty almost never lets a segment start.
+- **Segmentation: PELT (``detector="pelt"``).** ruptures' PELT with the ``l1`` cost (a change in
+  the median of the log) and ``min_size`` 3: a segment needs at least 3 commits, so one odd
+  night never makes a segment of its own. l1, not l2: run medians on a shared machine are
+  heavy-tailed, and a squared cost lets such an outlier buy itself a segment. ``jump=1``:
+  ruptures' default (5) would only let a change start at every fifth commit. ``pen = PENALTY_C *
+  sigma * log(n)``, a BIC-like rule in the l1 cost's units, where ``sigma`` is a robust sd of the
+  log values: the MAD of successive differences over sqrt(2), which a step barely moves.
+- **Size and interval.** For each change: the Hodges-Lehmann shift between the runs of the
+  segments after and before it, as a ratio, and the distribution-free 95% interval of the
+  Mann-Whitney test (`shift_ratio`; the run is the unit of evidence on these machines,
+  docs/compare.md). A bootstrap of medians (`bootstrap_ratio`, kept for reference) is too
+  narrow on segments of 3-5 runs.
+- **Suspected.** A change whose new segment is the newest and shorter than `SUSPECT_RUNS` points
+  (`suspected`): seen in the last few commits only, to be settled with ``alexnet-bench ab``.
 - **Verdict.** ``regression`` when the ratio is at or above 1 + threshold, ``improvement`` at
   or below 1 / (1 + threshold), else ``minor``. A minor change never fails anything on its own.
   A regression fails ``--fail-on-regression`` only when it is the newest change of its series
@@ -116,7 +121,7 @@ PERMUTATION_SEED = 0
 SUSPECT_RUNS = 6
 # Step size, in units of the series' noise estimate (`noise_sigma`), that the scan finds within one
 # commit in 90% of 40-run series with this many runs after the step (studies/history_power.py).
-RESOLUTION_K = {3: 8.0, 5: 6.0, 8: 5.0}
+RESOLUTION_K = {3: 3.5, 5: 2.7, 8: 2.4}
 
 
 def noise_sigma(log_values: Sequence[float]) -> float:

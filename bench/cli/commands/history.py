@@ -2,8 +2,9 @@
 
 Reads every saved run under the given files or folders (default ``.benchmarks``, leaving out
 ``.benchmarks/ab``), groups them into series (one case on one machine), finds change points
-with ruptures, and writes ``DIR/index.html`` with one figure per series and the change-point
-table at the top (docs/history.md). ``--out`` (default ``history-page``) follows the one
+(a permutation-tested scan by default, ruptures' PELT with ``--detector pelt``), and writes
+``DIR/index.html`` with one figure per series and the change-point table at the top
+(docs/history.md). ``--out`` (default ``history-page``) follows the one
 output-folder policy (`bench.cli.outdir`, docs/cli.md): the page is built in a temporary sibling
 of DIR and renamed into place only when complete; an earlier history page there is replaced,
 any other non-empty folder is refused. ``--json`` and ``--markdown`` files are never
@@ -151,9 +152,13 @@ def _print_summary(history) -> None:
         low = min(noise, key=lambda n: n["sigma"])
         high = max(noise, key=lambda n: n["sigma"])
         n_paced = sum(s.paced for s in history.series)
-        print(f"noise per run {low['sigma']:.1%}-{high['sigma']:.1%} ({n_paced} of {len(history.series)} series on "
-              f"paced medians): steps of about {low['resolves_within_5_runs']:.0%}-{high['resolves_within_5_runs']:.0%} "
-              "are found within 5 runs")
+        def span(lo: float, hi: float, fmt: str) -> str:
+            a, b = format(lo, fmt), format(hi, fmt)
+            return a if a == b else f"{a}-{b}"
+
+        print(f"noise per run {span(low['sigma'], high['sigma'], '.1%')} ({n_paced} of {len(history.series)} "
+              f"series on paced medians): steps of about "
+              f"{span(low['resolves_within_5_runs'], high['resolves_within_5_runs'], '.0%')} are found within 5 runs")
     for r in changes:
         flags = (" FAILS" if r["fails"] else "") + (" (accepted)" if r["accepted"] else "")
         verdict = f"suspected {r['verdict']}" if r["suspected"] else r["verdict"]
