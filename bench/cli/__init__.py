@@ -19,6 +19,7 @@ import argparse
 import difflib
 import importlib
 import re
+import os
 import signal
 import sys
 import threading
@@ -28,6 +29,7 @@ from typing import Sequence
 # re-exported: bench.cli.UsageError stays importable
 from bench.cli.errors import (
     EXIT_FAILED,
+    EXIT_OK,
     EXIT_INTERRUPTED,
     EXIT_TERMINATED,
     EXIT_USAGE,
@@ -155,6 +157,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CommandFailed as exc:
         print(f"{prog}: error: {str(exc).splitlines()[0] if str(exc) else 'failed'}", file=sys.stderr)
         return EXIT_FAILED
+    except BrokenPipeError:  # the reader went away (`| head`): not an error of the command; no traceback
+        # Python's documented recipe (signal module docs, "Note on SIGPIPE"): point stdout at
+        # devnull so the interpreter's final flush does not raise again.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_OK
     except KeyboardInterrupt as exc:  # a command may say what it kept: KeyboardInterrupt("...")
         print(f"{prog}: interrupted" + (f"; {exc}" if str(exc) else ""), file=sys.stderr)
         return EXIT_INTERRUPTED
