@@ -120,6 +120,10 @@ def test_compare_rejudges_a_sequential_duet_where_it_stopped():
     c = compare_runs(base, head, paired=True)
     assert c.has_regression and c.table.iloc[0]["verdict"] == "regression"
     assert any("sequential rule" in n for n in c.notes)
+    # Sessions cut short before the first look (an interrupted ab): no verdict, and no error.
+    base, head = _sessions(1.10, 6, plan=plan)
+    row = compare_runs(base, head, paired=True).table.iloc[0]
+    assert row["verdict"] == "noisy" and "cut short before the first look" in row["method"]
     # Without a saved design (older runs, the study's fixed-count sessions): the t-test on all of them.
     base, head = _sessions(1.0, 12, plan=None)
     row = compare_runs(base, head, paired=True).table.iloc[0]

@@ -301,15 +301,17 @@ def compare_runs(
             seq_design = _sequential_design(row["case"], duet_infos)
             if seq_design is not None:
                 row_threshold = threshold if threshold is not None else DUET_THRESHOLD
-                look = run_rule(ratios, seq_design["looks"], alpha=alpha, threshold=row_threshold)
-                ratios = ratios[: look.n]
                 n_sequential += 1
+                plan = "/".join(map(str, seq_design["looks"]))
+                if len(ratios) < seq_design["looks"][0]:  # cut short before the first look: no verdict
+                    where, sequential_verdict = f"cut short before the first look of {plan}", "noisy"
+                else:
+                    look = run_rule(ratios, seq_design["looks"], alpha=alpha, threshold=row_threshold)
+                    ratios = ratios[: look.n]
+                    where, sequential_verdict = f"stopped at look {look.n} of {plan}", look.verdict or "noisy"
             est = duet_estimate(ratios, estimator=estimator)
             if seq_design is not None:
-                est = Estimate(est.ratio, est.ci_low, est.ci_high, est.p_value,
-                               f"{est.method}, sequential: stopped at look {look.n} of "
-                               f"{'/'.join(map(str, seq_design['looks']))}")
-                sequential_verdict = look.verdict or "noisy"
+                est = Estimate(est.ratio, est.ci_low, est.ci_high, est.p_value, f"{est.method}, sequential: {where}")
             use_pace = estimator == "paced"
         elif paired:
             pairs = [i for i, _ in b_runs if key in cand_cases[i]]

@@ -18,8 +18,8 @@ def _header_lines(comp: Comparison) -> list[str]:
     if comp.env_differences:
         lines.append("ENVIRONMENT DIFFERS (compared anyway, --allow-env-mismatch):")
         lines += [f"  {d}" for d in comp.env_differences]
-    lines.append(f"baseline:  {', '.join(comp.baseline_runs)}")
-    lines.append(f"candidate: {', '.join(comp.candidate_runs)}")
+    lines.append(f"baseline:  {_runs(comp.baseline_runs)}")
+    lines.append(f"candidate: {_runs(comp.candidate_runs)}")
     s = comp.settings
     methods = sorted({m for m in comp.table.get("method", []) if m})
     thresholds = sorted({float(t) for t in comp.table.get("threshold", []) if not _nan(t)})
@@ -129,3 +129,10 @@ def _fmt_ms(x: Any) -> str:
 def _md(s: str) -> str:
     # Table cells come from saved runs: keep a '|' or a newline from breaking the table.
     return str(s).replace("|", "\\|").replace("\n", " ")
+
+
+def _runs(labels: list[str], most: int = 4) -> str:
+    """The runs of a side, or for many (a duet's sessions) how many, the first and the last; the JSON keeps all."""
+    if len(labels) <= most:
+        return ", ".join(labels)
+    return f"{len(labels)} runs, {labels[0]} ... {labels[-1]}"
