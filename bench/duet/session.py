@@ -72,10 +72,11 @@ class DuetSide:
     shim: Path
     probe: dict[str, Any] = field(default_factory=dict)
     commit_info: dict[str, Any] = field(default_factory=dict)
+    env: dict[str, str] = field(default_factory=dict)  # more environment for the side's launcher (studies)
 
     def zygote(self, workdir: Path, *, wait: bool = True) -> Zygote:
         return Zygote(python=self.python, pythonpath=[str(self.shim), str(self.worktree)], cwd=self.worktree,
-                      workdir=workdir, preload="subject", env={"PYTHONDONTWRITEBYTECODE": "1"}, wait=wait)
+                      workdir=workdir, preload="subject", env={"PYTHONDONTWRITEBYTECODE": "1", **self.env}, wait=wait)
 
     def has_subject(self) -> bool:
         return (self.worktree / "alexnet" / "subject.py").is_file()

@@ -73,6 +73,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--repeats", type=int, default=DEFAULT_REPEATS,
                    help=f"sessions per case: each a fresh pair of workers (default {DEFAULT_REPEATS}; >= 2); "
                         "in the process-level flow, runs per ref")
+    p.add_argument("--fixed", action="store_true",
+                   help="run all --repeats sessions of every case and judge them with one t-test (no sequential "
+                        "stops; for studies that need every session, docs/compare.md)")
     p.add_argument("--rounds", type=int, default=DEFAULT_ROUNDS,
                    help=f"timed rounds per side per session (default {DEFAULT_ROUNDS}; >= {MIN_ROUNDS})")
     p.add_argument("--rewarm", type=int, default=DEFAULT_REWARM,
@@ -329,7 +332,7 @@ def _duet_flow(args: argparse.Namespace, *, trees: dict[str, Path], refs: dict[s
     launchers = Launchers(sides, tmp, sessions_per_launcher=SESSIONS_PER_LAUNCHER)
     # The sequential rule (reports.compare.sequential): look after 10, 15, ... sessions, stop when it knows.
     counts = looks(args.repeats)
-    plan = design(args.repeats, alpha=args.alpha)
+    plan = None if args.fixed else design(args.repeats, alpha=args.alpha)
     threshold = args.threshold if args.threshold is not None else DUET_THRESHOLD
     ran: list[int] = []
     for k, case in enumerate(step_cases, 1):
@@ -359,7 +362,7 @@ def _duet_flow(args: argparse.Namespace, *, trees: dict[str, Path], refs: dict[s
                 print(f"{label} session {i}/{args.repeats}: x{math.exp(d):.3f} in {session.wall_s:.0f} s"
                       f"{' (cold compile caches)' if i == 1 else ''}; running estimate {running_estimate(ratios)}",
                       file=sys.stderr, flush=True)
-                stop = decide(ratios, counts, alpha=args.alpha, threshold=threshold)
+                stop = None if args.fixed else decide(ratios, counts, alpha=args.alpha, threshold=threshold)
                 if stop is not None and stop.verdict is not None:
                     break
         finally:
@@ -370,8 +373,10 @@ def _duet_flow(args: argparse.Namespace, *, trees: dict[str, Path], refs: dict[s
               file=sys.stderr, flush=True)
     launchers.close()
     if step_cases:
-        notes.append(f"{len(step_cases)} step case(s) ran as sequential duets: up to {args.repeats} sessions "
-                     f"(looks at {'/'.join(map(str, counts))}; ran {', '.join(map(str, ran))}) x {args.rounds} "
+        how = ("fixed-count duets: " if args.fixed else "sequential duets: up to ") + f"{args.repeats} sessions"
+        looked = "" if args.fixed else f"looks at {'/'.join(map(str, counts))}; "
+        notes.append(f"{len(step_cases)} step case(s) ran as {how} "
+                     f"({looked}ran {', '.join(map(str, ran))}) x {args.rounds} "
                      f"rounds per side ({args.rewarm} untimed step(s) before each, malloc {args.malloc}), "
                      f"{args.estimator} estimator; compile caches fresh in each case's first session, then reused "
                      f"per side; in {(time.monotonic() - t_all) / 60:.1f} min")
