@@ -3,12 +3,16 @@
     python studies/duet_error_rates.py aa   --out DIR [--case CASE] [--sessions 160] [--rounds 30]
     python studies/duet_error_rates.py live --out DIR [--case CASE] [--effects 1.00,1.02,1.05,1.10] [--reps 5]
     python studies/duet_error_rates.py analyse --out DIR
+    python studies/duet_error_rates.py bootstrap --store DIR[,DIR...] --json FILE [--reps 1000]
+    python studies/duet_error_rates.py simulate --json FILE [--sd 0.027,0.035,0.046] [--cases 10]
 
 ``aa`` runs one long A/A ``ab`` (the same commit on both sides) and keeps every session's
 saved runs. ``analyse`` cuts those sessions into disjoint comparisons of ``n`` sessions, plants
 slowdowns by scaling the head side's rounds (x1.02, x1.05, x1.10), subsamples the rounds per
 side, and counts how often each rule flags, for each estimator: the error rates, with
-Clopper-Pearson 95% intervals. ``live`` makes a throwaway git repository whose head commit does
+Clopper-Pearson 95% intervals. ``bootstrap`` runs the sequential rule `ab` uses on comparisons
+drawn with replacement from the saved sessions of every case found, per case and family-wise.
+``live`` makes a throwaway git repository whose head commit does
 a known amount of *extra work* in its step (a matmul timed to that share of the step, not a
 wall-clock spin, which would not drift with the machine) and runs ``ab`` with the defaults
 against it, ``--reps`` times per effect. Results go to DIR/*.json; docs/compare.md quotes them.
@@ -64,11 +68,13 @@ def _ab(repo: Path, base: str, head: str, *args: str, storage: Path, json_out: P
 def cmd_aa(args: argparse.Namespace) -> None:
     out = Path(args.out)
     repo = _repo_copy(out / "aa-repo")
-    rc, took = _ab(repo, "HEAD", "HEAD", "--preset", args.preset, "-k", f"{args.case} and not loop", "--repeats",
-                   str(args.sessions), "--rounds", str(args.rounds), "--seed", "1", storage=out / "aa-store",
+    # --fixed: every session (a clear A/A would stop the sequential duet at its first look).
+    rc, took = _ab(repo, "HEAD", "HEAD", "--preset", args.preset, "-k", f"({args.case}) and not loop", "--repeats",
+                   str(args.sessions), "--rounds", str(args.rounds), "--seed", "1", "--fixed", storage=out / "aa-store",
                    json_out=out / "aa-ab.json")
     (out / "aa-meta.json").write_text(json.dumps({"case": args.case, "sessions": args.sessions, "rounds": args.rounds,
-                                                  "seconds": took, "exit": rc, "when": time.strftime("%F %T")}))
+                                                  "seconds": took, "exit": rc, "when": time.strftime("%F %T"),
+                                                  "load_1min_at_end": open("/proc/loadavg").read().split()[0]}))
     print(f"aa: {args.sessions} sessions in {took / 60:.1f} min")
 
 
@@ -84,6 +90,121 @@ def _sessions(store: Path) -> list[dict]:
         s[duet.side] = (case.samples, case.extra_info["pace"]["samples"])
         s["index"] = int(duet.session.rsplit("-", 1)[1])
     return [s for _, s in sorted(by_session.items(), key=lambda kv: kv[1]["index"]) if "base" in s and "head" in s]
+
+
+def _case_sessions(stores: list[Path]) -> dict[str, list[float]]:
+    """Per case, every saved session's log ratio by its saved estimator, in session order."""
+    from runrecord.store import RunStore, read_run
+
+    from reports.compare import duet_session_log_ratio
+
+    by: dict[tuple[str, str], dict] = {}
+    for store in stores:
+        for p in RunStore(store).saved():
+            [case] = read_run(p).benchmarks
+            duet = case.duet
+            if duet is None or duet.estimator is None:
+                continue
+            s = by.setdefault((case.extra_info["case_id"], duet.session), {"est": duet.estimator})
+            s[duet.side] = (case.samples, case.extra_info["pace"]["samples"])
+            s["index"] = int(duet.session.rsplit("-", 1)[1])
+    out: dict[str, list[float]] = {}
+    for (case_id, _), s in sorted(by.items(), key=lambda kv: (kv[0][0], kv[1]["index"])):
+        if "base" in s and "head" in s:
+            (b, bp), (h, hp) = s["base"], s["head"]
+            out.setdefault(case_id, []).append(duet_session_log_ratio(b, h, estimator=s["est"], base_pace=bp,
+                                                                      head_pace=hp))
+    return out
+
+
+def cmd_bootstrap(args: argparse.Namespace) -> None:
+    """The sequential rule (reports.compare.sequential) on comparisons drawn from saved A/A sessions.
+
+    Each comparison draws up to ``--max-sessions`` sessions of a case with replacement, in draw
+    order, adds log(effect) to each (the head side's rounds scaled by the effect: exact for the
+    raw estimator, whose median scales) and runs the rule look by look, as `ab` does: counts of
+    ``regression`` with Clopper-Pearson 95% intervals, and the mean number of sessions it used.
+    Family-wise: one draw per case per replicate, all cases at once; "any flagged" counts them.
+    """
+    import numpy as np
+
+    from reports.compare import DUET_THRESHOLD, duet_estimate, verdict
+    from reports.compare.sequential import looks, run_rule
+
+    stores = [Path(x) for x in args.store.split(",")]
+    per_case = {c: np.asarray(d) for c, d in _case_sessions(stores).items() if len(d) >= args.min_sessions}
+    if args.center:  # an A/A's sessions estimate no change: draw from them shifted to mean 0
+        per_case = {c: d - d.mean() for c, d in per_case.items()}
+    counts = looks(args.max_sessions)
+    rng = np.random.default_rng(args.seed)
+    effects = [float(e) for e in args.effects.split(",")]
+    result = {"stores": [str(s) for s in stores], "looks": list(counts), "alpha": args.alpha, "center": args.center,
+              "threshold": DUET_THRESHOLD, "reps": args.reps, "cases": {}, "family": {}}
+    for case_id, d in per_case.items():
+        result["cases"][case_id] = {"sessions": int(d.size), "mean": float(d.mean()), "sd": float(d.std(ddof=1)),
+                                    "rates": {}}
+    for effect in effects:
+        any_flag = 0
+        flags = {c: 0 for c in per_case}
+        fixed = {c: 0 for c in per_case}  # the fixed-count rule on all the drawn sessions, for comparison
+        used = {c: [] for c in per_case}
+        for _ in range(args.reps):
+            hit = False
+            for case_id, d in per_case.items():
+                draw = d[rng.integers(0, d.size, size=args.max_sessions)] + math.log(effect)
+                look = run_rule(draw, counts, alpha=args.alpha, threshold=DUET_THRESHOLD)
+                flags[case_id] += look.verdict == "regression"
+                fixed[case_id] += verdict(duet_estimate(draw, estimator="raw"), alpha=args.alpha,
+                                          threshold=DUET_THRESHOLD) == "regression"
+                hit |= look.verdict == "regression"
+                used[case_id].append(look.n)
+            any_flag += hit
+        for case_id in per_case:
+            lo, hi = _cp(flags[case_id], args.reps)
+            result["cases"][case_id]["rates"][f"{effect:.2f}"] = {
+                "flagged": flags[case_id], "ci_low": lo, "ci_high": hi, "mean_sessions": float(np.mean(used[case_id])),
+                "fixed_flagged": fixed[case_id],
+                "stopped_at": {str(n): int(np.sum(np.asarray(used[case_id]) == n)) for n in counts}}
+        lo, hi = _cp(any_flag, args.reps)
+        result["family"][f"{effect:.2f}"] = {"any_flagged": any_flag, "ci_low": lo, "ci_high": hi}
+    Path(args.json).write_text(json.dumps(result, indent=1))
+    for case_id, c in result["cases"].items():
+        print(f"{case_id}: {c['sessions']} sessions, mean {c['mean']:+.4f}, sd {c['sd']:.4f}")
+        for eff, r in c["rates"].items():
+            print(f"  x{eff}: {r['flagged']}/{args.reps} [{r['ci_low']:.3f}, {r['ci_high']:.3f}], "
+                  f"mean sessions {r['mean_sessions']:.1f}, stopped at {r['stopped_at']}; "
+                  f"fixed {args.max_sessions}: {r['fixed_flagged']}/{args.reps}")
+    if len(per_case) > 1:
+        for eff, r in result["family"].items():
+            print(f"family of {len(per_case)} cases, x{eff} on every case: any flagged {r['any_flagged']}/{args.reps} "
+                  f"[{r['ci_low']:.3f}, {r['ci_high']:.3f}]")
+
+
+def cmd_simulate(args: argparse.Namespace) -> None:
+    """The sequential rule on normal session log ratios at given spreads: per case and, for ``--cases``
+    independent cases with the same effect, the chance that at least one is flagged."""
+    import numpy as np
+
+    from reports.compare import DUET_THRESHOLD
+    from reports.compare.sequential import looks, run_rule
+
+    counts = looks(args.max_sessions)
+    rng = np.random.default_rng(args.seed)
+    out = []
+    for sd in (float(x) for x in args.sd.split(",")):
+        for effect in (float(e) for e in args.effects.split(",")):
+            res = [run_rule(rng.normal(math.log(effect), sd, args.max_sessions), counts, alpha=args.alpha,
+                            threshold=DUET_THRESHOLD) for _ in range(args.reps)]
+            k = sum(r.verdict == "regression" for r in res)
+            lo, hi = _cp(k, args.reps)
+            fam = [1 - (1 - p) ** args.cases for p in (k / args.reps, lo, hi)]
+            row = {"sd": sd, "effect": effect, "flagged": k, "reps": args.reps, "ci_low": lo, "ci_high": hi,
+                   "mean_sessions": float(np.mean([r.n for r in res])), "cases": args.cases, "any_of_cases": fam}
+            out.append(row)
+            print(f"sd {sd:.3f} x{effect:.2f}: {k}/{args.reps} [{lo:.3f}, {hi:.3f}], mean sessions "
+                  f"{row['mean_sessions']:.1f}; any of {args.cases} cases: {fam[0]:.3f} [{fam[1]:.3f}, {fam[2]:.3f}]",
+                  flush=True)
+    Path(args.json).write_text(json.dumps(out, indent=1))
 
 
 def _cp(k: int, n: int) -> tuple[float, float]:
@@ -232,7 +353,7 @@ def cmd_live(args: argparse.Namespace) -> None:
     for rep in range(args.reps):
         for effect, (sha, n, share) in heads.items():
             js = out / f"live-{effect:.2f}-{rep}-{int(time.time())}.json"
-            rc, took = _ab(repo, base, sha, "--preset", args.preset, "-k", f"{args.case} and not loop",
+            rc, took = _ab(repo, base, sha, "--preset", args.preset, "-k", f"({args.case}) and not loop",
                            storage=out / "live-store", json_out=js)
             case = json.loads(js.read_text())["cases"][0]
             rows.append({"effect": effect, "extra_mm_n": n, "measured_share": share, "rep": rep, "exit": rc,
@@ -248,7 +369,7 @@ def main() -> None:
     sub = p.add_subparsers(dest="cmd", required=True)
     a = sub.add_parser("aa")
     a.add_argument("--out", required=True)
-    a.add_argument("--case", default=DEFAULT_CASE)
+    a.add_argument("--case", default=DEFAULT_CASE, help="a -k expression: one case, or several (cases run in turn)")
     a.add_argument("--preset", default="quick")
     a.add_argument("--sessions", type=int, default=160)
     a.add_argument("--rounds", type=int, default=30)
@@ -259,6 +380,26 @@ def main() -> None:
     z.add_argument("--focus-rounds", default="20")
     z.add_argument("--thresholds", default="0.02,0.025,0.03,0.035,0.04,0.05")
     z.add_argument("--alpha", type=float, default=0.01)
+    b = sub.add_parser("bootstrap")
+    b.add_argument("--store", required=True, help="folders of saved ab runs, comma-separated")
+    b.add_argument("--json", required=True, help="where the results go")
+    b.add_argument("--reps", type=int, default=1000)
+    b.add_argument("--max-sessions", type=int, default=30)
+    b.add_argument("--min-sessions", type=int, default=10, help="cases with fewer saved sessions are left out")
+    b.add_argument("--effects", default="1.00,1.02,1.05,1.10")
+    b.add_argument("--alpha", type=float, default=0.01)
+    b.add_argument("--seed", type=int, default=0)
+    b.add_argument("--center", action="store_true",
+                   help="shift each case's sessions to mean 0 first (their A/A mean is itself a noisy estimate)")
+    m = sub.add_parser("simulate")
+    m.add_argument("--json", required=True)
+    m.add_argument("--sd", default="0.027,0.035,0.046")
+    m.add_argument("--effects", default="1.00,1.02,1.05,1.10")
+    m.add_argument("--reps", type=int, default=2000)
+    m.add_argument("--cases", type=int, default=10)
+    m.add_argument("--max-sessions", type=int, default=30)
+    m.add_argument("--alpha", type=float, default=0.01)
+    m.add_argument("--seed", type=int, default=0)
     v = sub.add_parser("live")
     v.add_argument("--out", required=True)
     v.add_argument("--case", default=DEFAULT_CASE)
@@ -268,7 +409,8 @@ def main() -> None:
     v.add_argument("--sizes", default=None, help="extra mm size per effect (skips the calibration), e.g. 496,656,832")
     v.add_argument("--tag", default="", help="suffix of the results file, live<TAG>.json")
     args = p.parse_args()
-    {"aa": cmd_aa, "analyse": cmd_analyse, "live": cmd_live}[args.cmd](args)
+    {"aa": cmd_aa, "analyse": cmd_analyse, "live": cmd_live, "bootstrap": cmd_bootstrap,
+     "simulate": cmd_simulate}[args.cmd](args)
 
 
 if __name__ == "__main__":
