@@ -35,6 +35,7 @@ case's speed:
 
 from __future__ import annotations
 
+import hashlib
 import math
 from bisect import insort
 from dataclasses import asdict, dataclass
@@ -121,7 +122,7 @@ PERMUTATION_SEED = 0
 SUSPECT_RUNS = 6
 # Step size, in units of the series' noise estimate (`noise_sigma`), that the scan finds within one
 # commit in 90% of 40-run series with this many runs after the step (studies/history_power.py).
-RESOLUTION_K = {3: 3.5, 5: 2.7, 8: 2.4}
+RESOLUTION_K = {3: 3.5, 5: 2.8, 8: 2.4}
 
 
 def noise_sigma(log_values: Sequence[float]) -> float:
@@ -194,14 +195,18 @@ def segment(log_values: Sequence[float], *, pen: float, min_size: int = MIN_SEGM
 
 
 def scan_scores(log_values: Sequence[float]) -> np.ndarray:
-    """What the scan adds up: each log value's distance from the series' median in units of its
-    noise (`noise_sigma`), clipped at ±`SCORE_CLIP` (a Huber score), minus their mean.
+    """What the scan adds up: each log value's distance from the series' median in units of their
+    spread (1.4826 x MAD, floored at `MIN_SIGMA`), clipped at ±`SCORE_CLIP` (a Huber score), minus
+    their mean.
 
     Clipping keeps one wild night (runs on a shared machine can be several times slow) from
     outweighing a real step; unlike ranks, a step of 3 noise units still scores 3, so a step seen in
-    the last 3 runs can be significant."""
+    the last 3 runs can be significant. Median and MAD do not depend on the order of the values,
+    so the scores of a shuffled series are the shuffled scores: the permutation test is exact."""
     y = np.asarray(log_values, dtype=float)
-    r = np.clip((y - np.median(y)) / noise_sigma(y), -SCORE_CLIP, SCORE_CLIP)
+    centre = np.median(y)
+    spread = max(_MAD_TO_SD * float(np.median(np.abs(y - centre))), MIN_SIGMA)
+    r = np.clip((y - centre) / spread, -SCORE_CLIP, SCORE_CLIP)
     return r - r.mean()
 
 
@@ -249,7 +254,10 @@ def _blip_z(c: np.ndarray, min_size: int, longest: int) -> tuple[np.ndarray, np.
 def _permutation_p(c: np.ndarray, observed: float, stat, alpha: float | None) -> float:
     """Permutation p-value of ``stat`` (a function of rows of shuffled scores), stopping early once it
     is sure to be above ``alpha``."""
-    rng = np.random.default_rng(PERMUTATION_SEED)
+    # Shuffles seeded by the scores themselves: the same series always gets the same answer, and
+    # different series get different shuffles (one fixed set for every series is not quite exact).
+    digest = hashlib.blake2b(np.ascontiguousarray(c).tobytes(), digest_size=8).digest()
+    rng = np.random.default_rng([PERMUTATION_SEED, int.from_bytes(digest, "little")])
     limit = math.inf if alpha is None else alpha * (PERMUTATIONS + 1) - 1  # more exceedances: p > alpha
     exceed = done = 0
     while done < PERMUTATIONS and exceed <= limit:

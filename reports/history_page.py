@@ -227,6 +227,13 @@ def to_markdown(history: History) -> str:
         lines += ["", "Creep (the newest segment against an earlier one):", ""]
         lines += [f"- `{_md(r['case'])}` on {_md(r['machine'])}: ×{r['ratio']:.3f} "
                   f"({r['ci_low']:.3f}–{r['ci_high']:.3f}) against the {r['reference']} segment" for r in creep]
+    noise = [(s, s.noise()) for s in history.series if s.detection]
+    if noise:
+        lines += ["", "What each series can resolve (its noise per run; the step found at its commit in 90% of "
+                  "series with 5 runs after it):", "", "| case | machine | judged on | noise per run | resolves |",
+                  "|---|---|---|---|---|"]
+        lines += [f"| `{_md(s.case_id)}` | {_md(s.machine)} | {n['judged_on']} | {n['sigma']:.1%} | "
+                  f"about {n['resolves_within_5_runs']:.0%} |" for s, n in noise]
     if history.skipped_files:
         lines += ["", f"{len(history.skipped_files)} file(s) skipped:", ""]
         lines += [f"- `{_md(f.path)}`: {_md(f.reason)}" for f in history.skipped_files]
