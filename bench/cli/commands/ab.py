@@ -15,9 +15,15 @@ The process-level flow (A, B, A, B ..., each a fresh ``python -m pytest bench/``
 worktree, with that ref's own instrument) is used, with a note saying so, for a ref that
 predates the duet's entry point (no ``alexnet/subject.py``), and for training-loop cases.
 
+Each case runs up to ``--repeats`` sessions and stops at the first look (10, 15, 20, 25, 30
+sessions) that decides (`reports.compare.sequential`: O'Brien-Fleming boundaries, an
+``unchanged`` stop when both one-sided 99% bounds lie within the threshold); ``--fixed`` runs them
+all. Each side keeps its own compile cache across a case's sessions after the first, which
+compiles cold on both sides.
+
 All runs are saved under ``--storage`` (default .benchmarks/ab) through pytest-benchmark's own
-storage, which never overwrites an earlier run; the note at the end names them by path, so
-``alexnet-bench compare --paired`` can re-judge them.
+storage, which never overwrites an earlier run; the note at the end names them by the
+invocation's tag, so ``alexnet-bench compare --paired --sessions ab-<time>`` re-judges them.
 
 Exit status as ``compare``: 0 no regression, 1 regression, 2 bad input; 3 a benchmark run or a
 duet session that failed (docs/cli.md).
@@ -43,10 +49,10 @@ from bench.cli.commands.compare import add_judging_options, check_outputs, emit,
 NAME = "ab"
 HELP = "run two git refs (or two interpreters) side by side in duet sessions and compare them; exit 1 on a regression"
 
-# Sessions per case, rounds per side per session and the estimator, chosen from measurement on
-# the project's 2-core CPU VM (docs/compare.md, "Duet: measured error rates"): with these and
-# the duet threshold (reports.compare.DUET_THRESHOLD) a true x1.05 is flagged at least 9 times
-# in 10, a true x1.02 at most 1 in 10, and no A/A comparison, within 3 minutes per quick case.
+# Sessions per case (at most: the sequential rule stops earlier), rounds per side per session and
+# the estimator, chosen from measurement on the project's 2-core CPU VM (docs/compare.md, "Duet"):
+# with these and the duet threshold (reports.compare.DUET_THRESHOLD) a true x1.05 is flagged at
+# least 9 times in 10, a true x1.02 at most 1 in 10, and no A/A comparison.
 DEFAULT_REPEATS = 30
 DEFAULT_ROUNDS = 10
 DEFAULT_ESTIMATOR = "raw"
