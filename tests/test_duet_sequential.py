@@ -220,3 +220,17 @@ assert "ruptures" not in sys.modules
     r = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120,
                        env={**__import__("os").environ, "GITHUB_STEP_SUMMARY": ""})
     assert r.returncode == 0 and "unchanged" in r.stdout, r.stdout + r.stderr
+
+
+def test_compile_caches_are_per_side_fresh_first_then_reused_and_removed(tmp_path):
+    from pathlib import Path
+
+    from bench.duet.session import CompileCaches
+
+    caches = CompileCaches(tmp_path, "train-d2l-b32-96x96-fp32-compile_default-cpu")
+    (base, s1), (head, _) = caches.root("base"), caches.root("head")
+    assert s1 == "fresh" and base != head and Path(base).is_dir() and Path(head).is_dir()
+    caches.used()
+    assert caches.root("base") == (base, "reused") and caches.root("head") == (head, "reused")
+    caches.close()
+    assert not Path(base).exists() and not Path(head).exists()
