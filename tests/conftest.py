@@ -157,10 +157,26 @@ def save_run(storage: Path, name: str, *args: str) -> SavedRun:
 
 
 @pytest.fixture(scope="session")
-def shared_tiny_run(tmp_path_factory) -> SavedRun:
+def shared_tiny_run(request, tmp_path_factory) -> SavedRun:
     """One real run (``SHARED_RUN_ARGS``) for every test that only reads a saved run, made once per
-    session (per xdist worker) on first use. Readers copy it before changing anything; nothing
-    writes into its storage. It is made with the machine to itself: `compare` judges it against a
-    second run of the same code."""
+    test run on first use, and shared by the xdist workers: the first to need it makes it in the
+    folder they share (the parent of each worker's basetemp, pytest-xdist's documented recipe for
+    a once-per-run fixture), the other reads it, both under the machine lock. Readers copy it
+    before changing anything; nothing writes into its storage. It is made with the machine to
+    itself: `compare` judges it against a second run of the same code."""
+    root = tmp_path_factory.getbasetemp()
+    if getattr(request.config, "workerinput", None) is not None:  # an xdist worker: the run's shared folder
+        root = root.parent
+    home = root / "shared-tiny-run"
+    record = home / "proc.json"
     with machine.exclusive():
-        return save_run(tmp_path_factory.mktemp("shared-tiny-run"), "tiny", *SHARED_RUN_ARGS)
+        if record.exists():
+            saved = json.loads(record.read_text())
+            proc = subprocess.CompletedProcess(saved["args"], saved["returncode"], saved["stdout"], saved["stderr"])
+            return SavedRun(proc, Path(saved["storage"]), Path(saved["path"]))
+        home.mkdir(parents=True, exist_ok=True)
+        run = save_run(home / "storage", "tiny", *SHARED_RUN_ARGS)
+        record.write_text(json.dumps({"args": [str(a) for a in run.proc.args], "returncode": run.proc.returncode,
+                                       "stdout": run.proc.stdout, "stderr": run.proc.stderr,
+                                       "storage": str(run.storage), "path": str(run.path)}))
+        return run
