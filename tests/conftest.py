@@ -161,7 +161,7 @@ def shared_tiny_run(request, tmp_path_factory) -> SavedRun:
     """One real run (``SHARED_RUN_ARGS``) for every test that only reads a saved run, made once per
     test run on first use, and shared by the xdist workers: the first to need it makes it in the
     folder they share (the parent of each worker's basetemp, pytest-xdist's documented recipe for
-    a once-per-run fixture), the other reads it, both under the machine lock. Readers copy it
+    a once-per-run fixture), the others read it, all under the machine lock. Readers copy it
     before changing anything; nothing writes into its storage. It is made with the machine to
     itself: `compare` judges it against a second run of the same code."""
     root = tmp_path_factory.getbasetemp()

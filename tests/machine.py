@@ -1,7 +1,7 @@
 """Sharing the machine between pytest-xdist workers: most tests overlap, timing checks do not.
 
-`tox -e test` runs the tests in 2 xdist workers (``-n 2 --dist loadfile``): most of the
-suite's time is real runs that wait on their workers, so two at a time fill the 2 cores. A
+`tox -e test` runs the tests in 3 xdist workers (``-n 3 --dist loadfile``): most of the
+suite's time is real runs that wait on their workers, so several at a time fill the 2 cores. A
 check that judges one timing against another (the duet's A/A, two runs of the same code, the
 suite's median against `torch.utils.benchmark`) must not share the machine with another
 test's work, or it measures that work. Such a section runs inside `exclusive()`.
