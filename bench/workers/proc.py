@@ -356,3 +356,44 @@ def run_limited(cmd: Sequence[str], *, timeout_s: float, input: str | None = Non
         except (ProcessLookupError, PermissionError):
             pass
     return Finished(proc.returncode, timed_out, time.monotonic() - t0, out, err)
+
+
+def run_forwarding_signals(cmd: Sequence[str], *, signals: Sequence[int], cwd: str | os.PathLike | None = None,
+                           kill_on_repeat: bool = False) -> tuple[int, str | None]:
+    """Run ``cmd`` in a session of its own and pass each of ``signals`` sent to this process on to
+    it once, as it came; wait for it to end. Returns (its exit status, the first signal's name or None).
+
+    A session of its own: a terminal's Ctrl-C reaches this process only, which forwards it once
+    (pytest, the suite's child, then saves what it measured). Its SIGINT is set to the default
+    before exec: a command started in the background of a script inherits SIGINT ignored, an
+    ignored signal stays ignored across exec (execve(2)), and Python then never raises
+    KeyboardInterrupt. A repeated signal is not forwarded; with ``kill_on_repeat`` it kills the
+    child's tree instead (an impatient second Ctrl-C). Any exception here kills the tree too."""
+    def default_sigint() -> None:
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+    proc = subprocess.Popen([str(c) for c in cmd], cwd=cwd, start_new_session=True, preexec_fn=default_sigint)
+    received: list[int] = []
+
+    def forward(signum: int, frame: Any) -> None:
+        received.append(signum)
+        if len(received) > 1:
+            if kill_on_repeat:
+                kill_tree(proc)
+            return
+        try:
+            os.kill(proc.pid, signum)
+        except ProcessLookupError:
+            pass
+
+    previous = {sig: signal.signal(sig, forward) for sig in signals}
+    try:
+        rc = proc.wait()
+    except BaseException:
+        kill_tree(proc)
+        raise
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    return rc, (signal.Signals(received[0]).name if received else None)
+

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import re
-import subprocess
 import sys
 from pathlib import Path
 
@@ -80,48 +79,6 @@ def pytest_command(args: argparse.Namespace) -> list[str]:
     return cmd + extra
 
 
-def _run_pytest(cmd: list[str]) -> tuple[int, str | None]:
-    """Run pytest in a session of its own; SIGINT and SIGTERM sent to this command are forwarded
-    to it once, and this waits while it saves what it measured (the suite's plugin marks the run
-    interrupted). A second signal stops the waiting: pytest and everything it started are
-    killed. Returns (pytest's status, the name of the signal that interrupted it, or None)."""
-    import os
-    import signal
-
-    from bench.workers.proc import kill_tree
-
-    def default_sigint() -> None:
-        # A command started in the background of a script inherits SIGINT ignored, an ignored
-        # signal stays ignored across exec, and Python then never raises KeyboardInterrupt:
-        # pytest would ignore the SIGINT this forwards. Default before exec, as in a terminal.
-        signal.signal(signal.SIGINT, signal.SIG_DFL)
-
-    # A session of its own: a terminal's Ctrl-C reaches this command only, which forwards it once.
-    proc = subprocess.Popen(cmd, start_new_session=True, preexec_fn=default_sigint)
-    received: list[int] = []
-
-    def forward(signum: int, frame: object) -> None:
-        if received:
-            kill_tree(proc)
-            return
-        received.append(signum)
-        try:
-            os.kill(proc.pid, signum)
-        except ProcessLookupError:
-            pass
-
-    previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        rc = proc.wait()
-    except BaseException:
-        kill_tree(proc)
-        raise
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-    return rc, (signal.Signals(received[0]).name if received else None)
-
-
 def run(args: argparse.Namespace) -> int:
     from bench.cli.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_TERMINATED
 
@@ -131,7 +88,13 @@ def run(args: argparse.Namespace) -> int:
         return 0
     storage = Path(args.storage)
     before = set(storage.glob("*/*.json"))
-    rc, signal_name = _run_pytest(cmd)
+    import signal
+
+    from bench.workers.proc import run_forwarding_signals
+
+    # SIGINT and SIGTERM go to pytest once, and this waits while it saves what it measured (the
+    # suite's plugin marks the run interrupted); a second signal kills it and what it started.
+    rc, signal_name = run_forwarding_signals(cmd, signals=(signal.SIGINT, signal.SIGTERM), kill_on_repeat=True)
     if rc == _PYTEST_USAGE_ERROR:
         return 2
     new = sorted(set(storage.glob("*/*.json")) - before)

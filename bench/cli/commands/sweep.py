@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -193,28 +192,13 @@ def _run_forwarding(cmd: list[str], end: Path) -> int:
     """Run pytest; SIGTERM, SIGUSR1 (Slurm's --signal, Kubernetes' grace) and SIGINT are passed on to
     it as they came (once: a repeat is not forwarded), and the suite stops its current case's
     worker and saves the cases it measured, marked with the signal (alexnet.interrupted)."""
-    def default_sigint() -> None:  # an ignored SIGINT (a background job's) would stay ignored across exec
-        signal.signal(signal.SIGINT, signal.SIG_DFL)
+    from bench.workers.proc import run_forwarding_signals
 
-    child = subprocess.Popen(cmd, cwd=REPO, start_new_session=True, preexec_fn=default_sigint)
-    got: list[int] = []
-
-    def forward(signum, frame) -> None:
-        got.append(signum)
-        if len(got) == 1 and child.poll() is None:
-            child.send_signal(signum)
-
-    previous = {s: signal.signal(s, forward) for s in _FORWARDED}
-    try:
-        rc = child.wait()
-    finally:
-        for s, h in previous.items():
-            signal.signal(s, h)
-    sig = signal.Signals(got[0]).name if got else None
+    rc, sig = run_forwarding_signals(cmd, signals=_FORWARDED, cwd=REPO)
     end.write_text(json.dumps({"exit_status": rc, "signal": sig, "ended": time.time()}))
-    if got:
+    if sig is not None:
         print(f"shard stopped by {sig}; the cases measured are saved", file=sys.stderr)
-        return 130 if got[0] == signal.SIGINT else 143
+        return 130 if sig == "SIGINT" else 143
     if rc == 4:
         return 2
     if rc != 0:
