@@ -48,16 +48,25 @@ def preload(kind: str = "suite") -> None:
 
     Importing torch neither creates a CUDA context nor starts the OpenMP pool: both happen at
     first use (PyTorch's "Poison fork" note in torch.multiprocessing's docs concerns processes
-    that have *initialised* CUDA). torch._dynamo is deliberately *not* preloaded, although
-    every train step (torch.optim's `_disable_dynamo` wrappers) and every compiled case imports
-    it, about 1 s a worker: its import sets TORCHINDUCTOR_CACHE_DIR to the default directory
-    and builds a module-level DiskDynamoCache under it (torch/_dynamo/package.py, torch 2.14),
-    which every forked case would then share. Each worker imports it after its own cache
-    directories are set. `bench.workers.worker` imports the instruments lazily per case
-    too; what is imported here is only paid once.
+    that have *initialised* CUDA). `bench.workers.worker` imports the instruments lazily per
+    case too; what is imported here is only paid once.
+
+    torch._dynamo is preloaded: every train step imports it (torch.optim's `_disable_dynamo`
+    wrappers, torch/_compile.py) and so does every compiled case, 1.5-2 s a worker on the 2-core
+    VM, which was most of a duet train session's build (2.4 s a side). `_preload_dynamo` keeps
+    what a forked case gets its own: the import writes the default inductor cache folder into
+    ``os.environ`` (torch/_inductor/runtime/cache_dir_utils.py, ``cache_dir()``), which is put
+    back, and every worker sets its own folders before it compiles (`fresh_cache_env`). The
+    module-level ``DynamoCache`` (torch/_dynamo/package.py, torch 2.14) reads its folder from the
+    environment at each use (``DiskDynamoCache.path_prefix``) and is used only under the
+    experimental ``TORCH_CACHING_PRECOMPILE=1`` (``torch._dynamo.config.caching_precompile``).
+    The import starts no thread and queries no CUDA device (`tests/test_zygote_preload.py`
+    checks both on the CPU); untested on GPU.
     """
     import torch  # noqa: F401
     import torch.nn  # noqa: F401
+
+    _preload_dynamo()
 
     import bench.instruments.timing  # noqa: F401
     import bench.workers.worker  # noqa: F401
@@ -71,6 +80,23 @@ def preload(kind: str = "suite") -> None:
     import alexnet.model  # noqa: F401
     import alexnet.runtime  # noqa: F401
     import bench.workloads.measure  # noqa: F401
+
+
+_CACHE_ENV = ("TORCHINDUCTOR_CACHE_DIR", "TRITON_CACHE_DIR")
+
+
+def _preload_dynamo() -> None:
+    """Import torch._dynamo (and torch.optim), then put back the cache variables its import set."""
+    before = {k: os.environ.get(k) for k in _CACHE_ENV}
+    try:
+        import torch._dynamo  # noqa: F401
+        import torch.optim  # noqa: F401
+    finally:
+        for key, value in before.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 def _emit(obj: dict) -> None:
