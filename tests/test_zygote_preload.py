@@ -80,3 +80,28 @@ def test_a_cache_folder_set_before_the_preload_is_kept(tmp_path):
     out = _probe("suite", tmp_path, {"TORCHINDUCTOR_CACHE_DIR": mine})
     assert out["env"]["TORCHINDUCTOR_CACHE_DIR"] == mine and out["env"]["TRITON_CACHE_DIR"] is None
 
+
+def test_a_duet_side_imports_the_instrument_from_its_path_not_from_its_worktree(tmp_path):
+    """A duet side's zygote runs in the ref's worktree with [this tool's `bench`, the worktree] as its
+    path (bench.duet.session.DuetSide.zygote). `python -m` would put the working directory first,
+    so the worktree's own `bench` would have been the instrument; here that one cannot be imported."""
+    from bench.duet.session import shim_dir
+    from bench.workers.launcher import Zygote
+
+    worktree = tmp_path / "worktree"
+    (worktree / "bench").mkdir(parents=True)
+    (worktree / "bench" / "__init__.py").write_text('raise ImportError("the worktree\'s bench was imported")\n')
+    (worktree / "alexnet").symlink_to(REPO / "alexnet", target_is_directory=True)
+    shim = shim_dir(tmp_path / "tool")
+    z = Zygote(pythonpath=[str(shim), str(worktree)], cwd=worktree, workdir=tmp_path / "z", preload="subject",
+               env={"PYTHONDONTWRITEBYTECODE": "1"})
+    try:
+        w = z.fork(tag="probe")
+        try:
+            probe = w.request("side_probe", timeout=120)
+        finally:
+            w.close()
+    finally:
+        z.close()
+    # The subject is the worktree's; the instrument (it answered the probe) is the tool's.
+    assert probe["alexnet_dir"] == str(worktree / "alexnet")

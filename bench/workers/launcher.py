@@ -127,6 +127,14 @@ def _tail(path: Path, limit: int = LOG_TAIL_CHARS) -> str:
     return data[-limit:].decode("utf-8", errors="replace")
 
 
+# The zygote's start under an explicit PYTHONPATH (Zygote): without the working directory that
+# ``-c`` puts first (``''``; absent under PYTHONSAFEPATH=1, which leaves nothing to drop).
+_BOOT = ("import os, runpy, sys\n"
+         "if sys.path and sys.path[0] in ('', os.getcwd()):\n"
+         "    del sys.path[0]\n"
+         "runpy.run_module('bench.workers.zygote', run_name='__main__', alter_sys=True)\n")
+
+
 class Zygote:
     """``python -m bench.workers.zygote`` with the given environment, and the workers it forks."""
 
@@ -150,8 +158,15 @@ class Zygote:
         self._cv = threading.Condition()
         self._counter = 0
         self._t0 = time.perf_counter()
+        # With an explicit ``pythonpath`` the zygote imports from exactly that path (then the
+        # interpreter's own): ``python -m`` would put the working directory first, ahead of
+        # PYTHONPATH (docs.python.org, "The initialization of the sys.path module search path":
+        # for ``-m`` and ``-c`` the current directory is prepended), and a duet side runs in its
+        # ref's worktree with [this tool's instrument, the worktree]: the worktree's own `bench`
+        # would shadow the tool's. `_BOOT` drops that entry, then runs the module as -m does.
+        argv = ["-m", "bench.workers.zygote"] if pythonpath is None else ["-c", _BOOT]
         self.proc = subprocess.Popen(
-            [self.python, "-m", "bench.workers.zygote", preload], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            [self.python, *argv, preload], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
             stderr=open(self.dir / "zygote.log", "ab"), env=full_env, cwd=cwd, start_new_session=True,
         )
         self.pid: int | None = None
