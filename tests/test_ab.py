@@ -1,7 +1,7 @@
 """`alexnet-bench ab` on throwaway git repositories holding copies of this suite.
 
 The A/A test runs the same code against itself through `ab` (up to 16 duet sessions of one tiny
-case, looked at after 10 and 16 by the sequential rule, the default rounds, estimator and
+case, looked at after 6, 10 and 16 by the sequential rule, the default rounds, estimator and
 threshold): no regression may be flagged, every session's two
 sides are saved as runs marked ``extra_info.duet``, nothing earlier is overwritten and the
 worktrees are removed afterwards. The same real sessions then carry planted slowdowns: x1.02
@@ -25,7 +25,7 @@ import pytest
 from bench.cli import main
 from bench.cli.commands.ab import DEFAULT_ESTIMATOR, DEFAULT_REWARM, DEFAULT_ROUNDS
 from reports.compare import DUET_THRESHOLD, compare_runs, duet_session_log_ratio
-from reports.compare.sequential import looks, t_boundaries
+from reports.compare.sequential import looks
 from reports.load import Run, load_run
 from tests import machine
 from tests.conftest import REPO, run_cli
@@ -167,7 +167,7 @@ def test_same_code_through_the_duet_flags_no_regression(repo, aa):
     result = json.loads(aa["out"].read_text())
     assert result["has_regression"] is False
     assert {c["verdict"] for c in result["cases"]} <= {"unchanged", "noisy"}
-    # The sequential rule looks at 10 and 16 sessions: a clear A/A stops at the first look.
+    # The sequential rule looks at 6, 10 and 16 sessions: a clear A/A stops early.
     ran = len(aa["saved"]) // 2
     assert ran in looks(AA_SESSIONS)
     assert all(c["method"] == f"duet: {DEFAULT_ESTIMATOR} estimator, t on {ran} sessions, sequential: stopped at "
@@ -214,29 +214,50 @@ def test_same_code_through_the_duet_flags_no_regression(repo, aa):
     assert _git(repo, "worktree", "list").count("\n") == 0
 
 
+def fixed_count(run: Run, factor: float = 1.0) -> Run:
+    """A copy of a real duet run without its saved sequential design (judged as fixed-count sessions: a
+    t-test on all of them), every round's time multiplied by ``factor``."""
+    out = scaled(run, factor)
+    for b in out.raw["benchmarks"]:
+        b["extra_info"]["duet"].pop("sequential", None)
+    return out
+
+
 @pytest.mark.slow
 def test_planted_slowdowns_in_the_real_duet_sessions(aa):
-    """The head side's real rounds times 1.02 are not flagged; times 1.10 are, over the sessions."""
+    """The head side's real rounds times 1.02 are not flagged; times 1.10 are, over the sessions.
+
+    Judged as fixed-count sessions (a t-test on all of them, as `ab --fixed` judges): the A/A
+    usually stops at the pilot look (6 sessions), where the sequential rule could not flag even
+    x1.10 (t > 86); what is checked here is that the real sessions resolve a planted slowdown."""
+    from scipy import stats
+
     assert aa["r"].returncode in (0, 1), aa["r"].stderr[-3000:]
-    base_runs = [load_run(p) for p in aa["saved"] if "-base-" in p.name]
-    head_runs = [load_run(p) for p in aa["saved"] if "-head-" in p.name]
-    assert len(base_runs) == len(head_runs) == len(aa["saved"]) // 2
-    same = compare_runs(base_runs, head_runs, paired=True).table.iloc[0]
-    small = compare_runs(base_runs, [scaled(r, 1.02) for r in head_runs], paired=True)
-    slow = compare_runs(base_runs, [scaled(r, 1.10) for r in head_runs], paired=True)
+    base_runs = [fixed_count(load_run(p)) for p in aa["saved"] if "-base-" in p.name]
+    head = [load_run(p) for p in aa["saved"] if "-head-" in p.name]
+    assert len(base_runs) == len(head) == len(aa["saved"]) // 2
+    same = compare_runs(base_runs, [fixed_count(r) for r in head], paired=True).table.iloc[0]
+    small = compare_runs(base_runs, [fixed_count(r, 1.02) for r in head], paired=True)
+    slow = compare_runs(base_runs, [fixed_count(r, 1.10) for r in head], paired=True)
+    assert "sequential" not in slow.table.iloc[0]["method"]
     d = np.array([duet_session_log_ratio(b.raw["benchmarks"][0]["stats"]["data"],
                                          h.raw["benchmarks"][0]["stats"]["data"], estimator=DEFAULT_ESTIMATOR)
-                  for b, h in zip(base_runs, head_runs)])
-    spread = f"A/A sessions: mean {d.mean():+.3f}, sd {d.std(ddof=1):.3f}"
-    if same["ci_low"] <= 1.0 <= same["ci_high"]:
+                  for b, h in zip(base_runs, head)])
+    spread = f"A/A sessions: mean {d.mean():+.3f}, sd {d.std(ddof=1):.3f}, n {d.size}"
+    # x1.02 on top of these A/A sessions is x1.02 times their own mean: when that mean alone sits
+    # off 1 at 95% (a 1-in-20 draw), or far enough above it that the product reaches half-way to
+    # the threshold (a loaded VM tilts a 10-session A/A by +2.6%: seen once in 7 fresh-clone runs),
+    # the planted x1.02 is really a larger change; it may then be flagged, but never read "faster".
+    tilted = d.mean() + np.log(1.02) > np.log(1 + DUET_THRESHOLD) - (np.log(1 + DUET_THRESHOLD) - np.log(1.02)) / 2
+    if same["ci_low"] <= 1.0 <= same["ci_high"] and not tilted:
         assert not small.has_regression, spread
-    else:  # the A/A sessions alone sit off 1 at 95% (a 1-in-20 draw): still never "faster"
+    else:
         assert set(small.table["verdict"]) <= {"regression", "noisy", "unchanged"}, spread
     n = len(d)
     shifted = d.mean() + np.log(1.10)
-    # The sequential rule's boundary at this look (reports.compare.sequential).
-    bound = t_boundaries(looks(AA_SESSIONS), 0.01)[looks(AA_SESSIONS).index(n)]
-    resolvable = shifted > np.log(1 + DUET_THRESHOLD) and shifted / (d.std(ddof=1) / np.sqrt(n)) > bound
+    se = d.std(ddof=1) / np.sqrt(n)
+    # The fixed-count rule (reports.compare.judgement.verdict): p < 0.01 and the ratio above the threshold.
+    resolvable = shifted > np.log(1 + DUET_THRESHOLD) and 2 * stats.t.sf(shifted / se, n - 1) < 0.01
     verdicts = set(slow.table["verdict"])
     if resolvable:
         assert slow.has_regression and verdicts == {"regression"}, spread

@@ -22,11 +22,12 @@ THR = DUET_THRESHOLD
 
 
 def test_the_looks():
-    assert looks(30) == (10, 15, 20, 25, 30)
-    assert looks(16) == (10, 16)
-    assert looks(12) == (10, 12)
-    assert looks(32) == (10, 15, 20, 25, 32)  # no look 2 sessions before the last
-    assert looks(5) == (5,) and looks(2) == (2,)
+    assert looks(30) == (6, 10, 15, 20, 25, 30)  # a pilot look at 6, then every 5 from 10
+    assert looks(16) == (6, 10, 16)
+    assert looks(12) == (6, 12)  # no look 2 sessions before the last
+    assert looks(32) == (6, 10, 15, 20, 25, 32)
+    assert looks(10) == (10,) and looks(5) == (5,) and looks(2) == (2,)
+    assert looks(30, pilot=None) == (10, 15, 20, 25, 30)
     with pytest.raises(ValueError):
         looks(1)
 
@@ -46,7 +47,9 @@ def test_the_default_boundaries_spend_alpha_and_no_more():
     tb = t_boundaries(counts, 0.01)
     assert all(a > b for a, b in zip(tb, tb[1:])) and tb[-1] > z[-1]  # strict early; t wider than z
     plan = design(30, alpha=0.01)
-    assert plan["looks"] == [10, 15, 20, 25, 30] and plan["futility"] == FUTILITY_LEVEL
+    assert plan["looks"] == [6, 10, 15, 20, 25, 30] and plan["futility"] == FUTILITY_LEVEL
+    # The pilot look spends (almost) nothing: c as without it; only a futility stop happens there.
+    assert obf_constant(looks(30, pilot=None), 0.01) == pytest.approx(c, abs=1e-3) and tb[0] > 50
 
 
 def test_a_clear_aa_stops_unchanged_at_the_first_look():
@@ -54,7 +57,9 @@ def test_a_clear_aa_stops_unchanged_at_the_first_look():
     d = rng.normal(0, 0.01, 30)
     assert decide(d[:9], looks(30), alpha=0.01, threshold=THR) is None  # no look at 9
     look = run_rule(d, looks(30), alpha=0.01, threshold=THR)
-    assert (look.n, look.verdict) == (10, "unchanged")
+    assert (look.n, look.verdict) == (6, "unchanged")
+    # Without the pilot look the same sessions stop at 10.
+    assert run_rule(d, looks(30, pilot=None), alpha=0.01, threshold=THR).n == 10
 
 
 def test_a_clear_regression_stops_early_and_a_borderline_one_runs_to_the_end():
@@ -110,18 +115,23 @@ def test_compare_rejudges_a_sequential_duet_where_it_stopped():
     plan = design(30, alpha=0.01)
     base, head = _sessions(1.0, 10, plan=plan)
     row = compare_runs(base, head, paired=True).table.iloc[0]
-    assert row["verdict"] == "unchanged" and "sequential: stopped at look 10 of 10/15/20/25/30" in row["method"]
-    # Sessions past the stopping look (none from ab) do not change the verdict: the rule stopped at 10.
+    assert row["verdict"] == "unchanged" and "sequential: stopped at look 6 of 6/10/15/20/25/30" in row["method"]
+    # Sessions past the stopping look (none from ab) do not change the verdict: the rule stopped at 6.
     base, head = _sessions(1.0, 15, plan=plan)
     row = compare_runs(base, head, paired=True).table.iloc[0]
-    assert row["verdict"] == "unchanged" and "t on 10 sessions" in row["method"]
+    assert row["verdict"] == "unchanged" and "t on 6 sessions" in row["method"]
+    # Sessions saved with an earlier design (looks from 10) are judged by the looks they saved.
+    old = {**plan, "looks": [10, 15, 20, 25, 30]}
+    base, head = _sessions(1.0, 15, plan=old)
+    row = compare_runs(base, head, paired=True).table.iloc[0]
+    assert row["verdict"] == "unchanged" and "stopped at look 10 of 10/15/20/25/30" in row["method"]
     # A clear regression stops at the first look it crosses.
     base, head = _sessions(1.10, 30, plan=plan)
     c = compare_runs(base, head, paired=True)
     assert c.has_regression and c.table.iloc[0]["verdict"] == "regression"
     assert any("sequential rule" in n for n in c.notes)
     # Sessions cut short before the first look (an interrupted ab): no verdict, and no error.
-    base, head = _sessions(1.10, 6, plan=plan)
+    base, head = _sessions(1.10, 4, plan=plan)
     row = compare_runs(base, head, paired=True).table.iloc[0]
     assert row["verdict"] == "noisy" and "cut short before the first look" in row["method"]
     # Without a saved design (older runs, the study's fixed-count sessions): the t-test on all of them.

@@ -306,7 +306,9 @@ def compare_runs(
                 if len(ratios) < seq_design["looks"][0]:  # cut short before the first look: no verdict
                     where, sequential_verdict = f"cut short before the first look of {plan}", "noisy"
                 else:
-                    look = run_rule(ratios, seq_design["looks"], alpha=alpha, threshold=row_threshold)
+                    # The futility level the runs saved (0.01 before it was 0.025: docs/compare.md).
+                    look = run_rule(ratios, seq_design["looks"], alpha=alpha, threshold=row_threshold,
+                                    futility=float(seq_design.get("futility", 0.01)))
                     ratios = ratios[: look.n]
                     where, sequential_verdict = f"stopped at look {look.n} of {plan}", look.verdict or "noisy"
             est = duet_estimate(ratios, estimator=estimator)
@@ -387,7 +389,8 @@ def compare_runs(
         notes.append(
             f"{n_sequential} duet case(s) judged by the sequential rule saved in the runs: looks at fixed session "
             f"counts, O'Brien-Fleming boundaries (overall alpha {alpha}), a stop as unchanged when both one-sided "
-            "99% bounds lie within the threshold (docs/compare.md, \"The sequential rule\")"
+            "bounds at the saved futility level (97.5%: the 95% interval) lie within the threshold (docs/compare.md, "
+            "\"The sequential rule\")"
         )
     if n_paced:
         notes.append(
