@@ -15,7 +15,10 @@ drawn with replacement from the saved sessions of every case found, per case and
 ``live`` makes a throwaway git repository whose head commit does
 a known amount of *extra work* in its step (a matmul timed to that share of the step, not a
 wall-clock spin, which would not drift with the machine) and runs ``ab`` with the defaults
-against it, ``--reps`` times per effect. Results go to DIR/*.json; docs/compare.md quotes them.
+against it, ``--reps`` times per effect; with ``--select EXPR`` the ``ab`` runs every case that
+``-k EXPR`` selects (for example the whole quick preset's step cases, ``"not loop"``) and the extra
+work is planted in ``--case`` alone, so one case of many must be flagged and no other.
+Results go to DIR/*.json; docs/compare.md quotes them.
 """
 
 from __future__ import annotations
@@ -92,8 +95,8 @@ def _sessions(store: Path) -> list[dict]:
     return [s for _, s in sorted(by_session.items(), key=lambda kv: kv[1]["index"]) if "base" in s and "head" in s]
 
 
-def _case_sessions(stores: list[Path]) -> dict[str, list[float]]:
-    """Per case, every saved session's log ratio by its saved estimator, in session order."""
+def _case_sessions(stores: list[Path], estimator: str | None = None) -> dict[str, list[float]]:
+    """Per case, every saved session's log ratio by its saved estimator (or ``estimator``), in session order."""
     from runrecord.store import RunStore, read_run
 
     from reports.compare import duet_session_log_ratio
@@ -105,7 +108,7 @@ def _case_sessions(stores: list[Path]) -> dict[str, list[float]]:
             duet = case.duet
             if duet is None or duet.estimator is None:
                 continue
-            s = by.setdefault((case.extra_info["case_id"], duet.session), {"est": duet.estimator})
+            s = by.setdefault((case.extra_info["case_id"], duet.session), {"est": estimator or duet.estimator})
             s[duet.side] = (case.samples, case.extra_info["pace"]["samples"])
             s["index"] = int(duet.session.rsplit("-", 1)[1])
     out: dict[str, list[float]] = {}
@@ -121,8 +124,8 @@ def cmd_bootstrap(args: argparse.Namespace) -> None:
     """The sequential rule (reports.compare.sequential) on comparisons drawn from saved A/A sessions.
 
     Each comparison draws up to ``--max-sessions`` sessions of a case with replacement, in draw
-    order, adds log(effect) to each (the head side's rounds scaled by the effect: exact for the
-    raw estimator, whose median scales) and runs the rule look by look, as `ab` does: counts of
+    order, adds log(effect) to each (the head side's rounds scaled by the effect: exact for the raw
+    and adjacent estimators, whose medians scale) and runs the rule look by look, as `ab` does: counts of
     ``regression`` with Clopper-Pearson 95% intervals, and the mean number of sessions it used.
     Family-wise: one draw per case per replicate, all cases at once; "any flagged" counts them.
     """
@@ -132,13 +135,15 @@ def cmd_bootstrap(args: argparse.Namespace) -> None:
     from reports.compare.sequential import looks, run_rule
 
     stores = [Path(x) for x in args.store.split(",")]
-    per_case = {c: np.asarray(d) for c, d in _case_sessions(stores).items() if len(d) >= args.min_sessions}
+    per_case = {c: np.asarray(d) for c, d in _case_sessions(stores, args.estimator).items()
+                if len(d) >= args.min_sessions}
     if args.center:  # an A/A's sessions estimate no change: draw from them shifted to mean 0
         per_case = {c: d - d.mean() for c, d in per_case.items()}
     counts = looks(args.max_sessions)
     rng = np.random.default_rng(args.seed)
     effects = [float(e) for e in args.effects.split(",")]
     result = {"stores": [str(s) for s in stores], "looks": list(counts), "alpha": args.alpha, "center": args.center,
+              "estimator": args.estimator or "as saved",
               "threshold": DUET_THRESHOLD, "reps": args.reps, "cases": {}, "family": {}}
     for case_id, d in per_case.items():
         result["cases"][case_id] = {"sessions": int(d.size), "mean": float(d.mean()), "sd": float(d.std(ddof=1)),
@@ -154,7 +159,7 @@ def cmd_bootstrap(args: argparse.Namespace) -> None:
                 draw = d[rng.integers(0, d.size, size=args.max_sessions)] + math.log(effect)
                 look = run_rule(draw, counts, alpha=args.alpha, threshold=DUET_THRESHOLD)
                 flags[case_id] += look.verdict == "regression"
-                fixed[case_id] += verdict(duet_estimate(draw, estimator="raw"), alpha=args.alpha,
+                fixed[case_id] += verdict(duet_estimate(draw, estimator=args.estimator or "raw"), alpha=args.alpha,
                                           threshold=DUET_THRESHOLD) == "regression"
                 hit |= look.verdict == "regression"
                 used[case_id].append(look.n)
@@ -264,6 +269,13 @@ _EXTRA_N = {n}
 _EXTRA = None
 
 
+_ONLY = {only!r}  # a case id: the extra work goes into that case's step alone (None: every case's)
+
+
+def _planted(cfg):
+    return _ONLY is None or cfg.case_id() == _ONLY
+
+
 def _extra_work(device):
     global _EXTRA
     if _EXTRA is None:
@@ -344,8 +356,12 @@ def cmd_live(args: argparse.Namespace) -> None:
         text = rt.read_text()
         text = text.replace("    def step(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:\n",
                             "    def step(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:\n"
-                            "        _extra_work(self.cfg.device)\n", 1)
-        rt.write_text(text + EXTRA_WORK.format(n=n))
+                            "        if self._planted:\n"
+                            "            _extra_work(self.cfg.device)\n", 1)
+        # Decided once per runner (a case id is a string built from the config), not every step.
+        text = text.replace("class StepRunner:\n", "class StepRunner:\n    _planted = __import__('functools').cached_property(lambda self: _planted(self.cfg))\n", 1)
+        only = args.case if args.select else None
+        rt.write_text(text + EXTRA_WORK.format(n=n, only=only))
         _git(repo, "commit", "-q", "-am", f"study: {effect - 1:.0%} more work per step (mm {n}x{n})")
         heads[effect] = (_git(repo, "rev-parse", "HEAD"), n, share)
         print(f"x{effect:.2f}: extra mm {n}x{n}, measured share of the step {share:.3f}", flush=True)
@@ -353,14 +369,20 @@ def cmd_live(args: argparse.Namespace) -> None:
     for rep in range(args.reps):
         for effect, (sha, n, share) in heads.items():
             js = out / f"live-{effect:.2f}-{rep}-{int(time.time())}.json"
-            rc, took = _ab(repo, base, sha, "--preset", args.preset, "-k", f"({args.case}) and not loop",
+            select = f"({args.select or args.case}) and not loop"
+            rc, took = _ab(repo, base, sha, "--preset", args.preset, "-k", select,
                            storage=out / "live-store", json_out=js)
-            case = json.loads(js.read_text())["cases"][0]
+            cases = json.loads(js.read_text())["cases"]
+            case = next(c for c in cases if c["case"] == args.case) if args.select else cases[0]
             rows.append({"effect": effect, "extra_mm_n": n, "measured_share": share, "rep": rep, "exit": rc,
                          "verdict": case["verdict"], "ratio": case["ratio"], "ci_low": case["ci_low"],
-                         "ci_high": case["ci_high"], "seconds": took})
+                         "ci_high": case["ci_high"], "seconds": took,
+                         "others": {c["case"]: [c["verdict"], c["ratio"]] for c in cases if c is not case}})
+            flagged = [c["case"] for c in cases if c is not case and c["verdict"] == "regression"]
             print(f"live x{effect:.2f} rep {rep}: {case['verdict']} x{case['ratio']:.3f} "
-                  f"[{case['ci_low']:.3f}, {case['ci_high']:.3f}] exit {rc} in {took:.0f} s", flush=True)
+                  f"[{case['ci_low']:.3f}, {case['ci_high']:.3f}] exit {rc} in {took:.0f} s"
+                  + (f"; {len(cases) - 1} other cases, flagged: {flagged or 'none'}" if args.select else ""),
+                  flush=True)
             (out / f"live{args.tag}.json").write_text(json.dumps(rows, indent=1))
 
 
@@ -389,6 +411,8 @@ def main() -> None:
     b.add_argument("--effects", default="1.00,1.02,1.05,1.10")
     b.add_argument("--alpha", type=float, default=0.01)
     b.add_argument("--seed", type=int, default=0)
+    b.add_argument("--estimator", default=None, help="re-derive each session's log ratio with this estimator "
+                   "(raw, adjacent, paced) from the saved rounds; default: the estimator each run was saved with")
     b.add_argument("--center", action="store_true",
                    help="shift each case's sessions to mean 0 first (their A/A mean is itself a noisy estimate)")
     m = sub.add_parser("simulate")
@@ -408,6 +432,9 @@ def main() -> None:
     v.add_argument("--reps", type=int, default=5)
     v.add_argument("--sizes", default=None, help="extra mm size per effect (skips the calibration), e.g. 496,656,832")
     v.add_argument("--tag", default="", help="suffix of the results file, live<TAG>.json")
+    v.add_argument("--select", default=None, metavar="EXPR",
+                   help="-k expression of the cases ab runs (e.g. 'not loop': the whole preset); the extra work "
+                        "is then planted in --case alone")
     args = p.parse_args()
     {"aa": cmd_aa, "analyse": cmd_analyse, "live": cmd_live, "bootstrap": cmd_bootstrap,
      "simulate": cmd_simulate}[args.cmd](args)
