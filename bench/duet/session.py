@@ -18,8 +18,10 @@ config handling) is the ref's. Both sides' zygotes are started afresh every few 
 (`Launchers`), so nothing that belongs to one launcher process (its address-space layout, its
 heap) is shared by all of a side's sessions.
 
-A session: fork one worker per side, build both (random order; each pins glibc's malloc
-thresholds first, `bench.instruments.allocator`, then runs its cold step and warm-up), then ``rounds``
+A session: fork one worker per side, build both (each pins glibc's malloc thresholds first,
+`bench.instruments.allocator`, then runs its cold step and warm-up: one side after the other, in random
+order, in a case's first session, whose cold steps are its cold compiles; both at once after),
+then ``rounds``
 rounds per side in A B B A order with a random first side, each round preceded by its pace
 sample and ``rewarm`` untimed steps (a round follows the other side's, so its first step would
 meet cold caches), and one closing pace sample per side. Each side's rounds
@@ -161,8 +163,9 @@ class Launchers:
     that parent (its address-space layout, its heap) with all of that side's sessions, and
     that would never average out; restarting both launchers every few sessions turns such an
     effect into session-to-session noise, which more sessions do average out. Restarting every
-    session costs a torch import per side (about 3 s here); measured A/A sessions from the
-    same launcher pair showed no bias (docs/compare.md, "Duet"), so they are shared by a few.
+    session costs a torch and torch._dynamo import per side (6-8 s of a session here); measured
+    A/A sessions from the same launcher pair showed no bias (docs/compare.md, "Duet"), so they are
+    shared by a few (`ab`: 8).
     """
 
     def __init__(self, sides: dict[str, DuetSide], tmp: Path, *, sessions_per_launcher: int) -> None:
@@ -228,10 +231,23 @@ def run_session(launchers: Launchers, config: dict[str, Any], *, index: int, rou
                 cache_root, cache_state = compile_caches.root(name)
             workers[name] = zygotes[name].fork(tag=f"{name}-{index}", env=fresh_cache_env(cache_root))
             workers[name].deadline = time.monotonic() + timeout_s
-            built = workers[name].request("subject_build", config=config, warmup=warmup, malloc=malloc,
-                                          steps_per_round=steps)
-            cold[name] = built["cold_step_s"]
-            envs[name] = built.get("env") or {}
+        # A session with fresh caches builds one side after the other, so that each side's cold step
+        # (a cold compile, for a compiled case) is timed with the machine to itself: that is where the
+        # duet compares cold compiles. Later sessions build both sides at once: nothing of a build
+        # is judged there, and a compiled case's build from its kept cache (dynamo tracing, the
+        # cache lookups: about 2.5 s a side here) is mostly one thread.
+        together = cache_state == "reused"
+        build = {"config": config, "warmup": warmup, "malloc": malloc, "steps_per_round": steps}
+        for name in names:
+            if together:
+                workers[name].send("subject_build", **build)
+            else:
+                built = workers[name].request("subject_build", **build)
+                cold[name], envs[name] = built["cold_step_s"], built.get("env") or {}
+                allocator[name] = built.get("allocator") or {"policy": "default"}
+        for name in names if together else ():
+            built = workers[name].reply("subject_build")
+            cold[name], envs[name] = built["cold_step_s"], built.get("env") or {}
             allocator[name] = built.get("allocator") or {"policy": "default"}
         order = abba(names[0], names[1], rounds)
         samples: dict[str, list[float]] = {n: [] for n in names}

@@ -315,14 +315,26 @@ class Worker:
     dead: bool = False
 
     def request(self, op: str, timeout: float | None = None, **args: Any) -> Any:
+        self.send(op, **args)
+        return self.reply(op, timeout)
+
+    def send(self, op: str, **args: Any) -> None:
+        """The first half of `request`: the worker starts on ``op`` while the caller goes on
+        (a duet builds both sides at once this way); `reply` waits for its answer."""
         if self.dead:
             raise RuntimeError("request to a worker that has ended")
+        try:
+            self.conn.send({"op": op, **args})
+        except (OSError, BrokenPipeError):
+            raise self._died(op) from None
+
+    def reply(self, op: str, timeout: float | None = None) -> Any:
+        """The answer to the request `send` made, within ``timeout`` and the worker's deadline."""
         limit = timeout
         if self.deadline is not None:
             left = self.deadline - time.monotonic()
             limit = left if limit is None else min(limit, left)
         try:
-            self.conn.send({"op": op, **args})
             if limit is not None and not self.conn.poll(max(limit, 0.0)):
                 self.kill()
                 raise WorkerTimeout(f"worker exceeded its time limit during {op!r}; killed with its process group",

@@ -56,9 +56,14 @@ HELP = "run two git refs (or two interpreters) side by side in duet sessions and
 DEFAULT_REPEATS = 30
 DEFAULT_ROUNDS = 10
 DEFAULT_ESTIMATOR = "adjacent"
-# Each side's launcher (zygote) forks this many sessions' workers, then both are restarted.
-SESSIONS_PER_LAUNCHER = 4
-DEFAULT_WARMUP = 2
+# Each side's launcher (zygote) forks this many sessions' workers, then both are restarted. A
+# restart costs both sides a torch (and torch._dynamo) import at once: a session with one took
+# 14-16 s against 8 s for the quick bf16 train case (docs/compare.md, "What it costs"); 4 until
+# 2026-12-03.
+SESSIONS_PER_LAUNCHER = 8
+# Untimed steps after a worker's cold step, before its first round (each timed round has its own
+# re-warming step too, below); 2 until 2026-12-03.
+DEFAULT_WARMUP = 1
 # Untimed steps right before each timed round (bench.instruments.timing.timed_rounds), and glibc's malloc
 # thresholds pinned in every duet worker (bench.instruments.allocator): the two fixes of the per-worker
 # effect measured in docs/compare.md, "Duet".
