@@ -64,21 +64,17 @@ def _probe(kind: str, tmp_path: Path, env_extra: dict[str, str] | None = None) -
 
 
 def test_the_preload_leaves_no_cache_folder_thread_or_cuda_query_behind(tmp_path):
-    for kind in ("suite", "subject"):
-        out = _probe(kind, tmp_path)
+    """Both preload kinds; the second with a cache folder already set, which must be kept."""
+    mine = str(tmp_path / "mine")
+    for kind, before in (("suite", None), ("subject", mine)):
+        out = _probe(kind, tmp_path, {"TORCHINDUCTOR_CACHE_DIR": before} if before else None)
         assert out["dynamo"], kind
-        # The import set the default folder; the zygote put the variables back (unset here).
-        assert out["env"] == {"TORCHINDUCTOR_CACHE_DIR": None, "TRITON_CACHE_DIR": None}, kind
+        # The import set the default folder; the zygote put the variables back as they were.
+        assert out["env"] == {"TORCHINDUCTOR_CACHE_DIR": before, "TRITON_CACHE_DIR": None}, kind
         assert out["threads"][1] == out["threads"][0], kind
         assert out["cuda_calls"] == [] and out["cuda_initialized"] is False, kind
         # torch._dynamo's module-level cache follows the worker's folder, not the zygote's.
         assert out["dynamo_cache"] == str(tmp_path / "worker-inductor" / "dynamo"), kind
-
-
-def test_a_cache_folder_set_before_the_preload_is_kept(tmp_path):
-    mine = str(tmp_path / "mine")
-    out = _probe("suite", tmp_path, {"TORCHINDUCTOR_CACHE_DIR": mine})
-    assert out["env"]["TORCHINDUCTOR_CACHE_DIR"] == mine and out["env"]["TRITON_CACHE_DIR"] is None
 
 
 def test_a_duet_side_imports_the_instrument_from_its_path_not_from_its_worktree(tmp_path):
