@@ -238,15 +238,11 @@ def run_session(launchers: Launchers, config: dict[str, Any], *, index: int, rou
         # cache lookups: about 2.5 s a side here) is mostly one thread.
         together = cache_state == "reused"
         build = {"config": config, "warmup": warmup, "malloc": malloc, "steps_per_round": steps}
-        for name in names:
-            if together:
-                workers[name].send("subject_build", **build)
-            else:
-                built = workers[name].request("subject_build", **build)
-                cold[name], envs[name] = built["cold_step_s"], built.get("env") or {}
-                allocator[name] = built.get("allocator") or {"policy": "default"}
         for name in names if together else ():
-            built = workers[name].reply("subject_build")
+            workers[name].send("subject_build", **build)
+        for name in names:
+            w = workers[name]
+            built = w.reply("subject_build") if together else w.request("subject_build", **build)
             cold[name], envs[name] = built["cold_step_s"], built.get("env") or {}
             allocator[name] = built.get("allocator") or {"policy": "default"}
         order = abba(names[0], names[1], rounds)

@@ -325,7 +325,7 @@ class Worker:
             raise RuntimeError("request to a worker that has ended")
         try:
             self.conn.send({"op": op, **args})
-        except (OSError, BrokenPipeError):
+        except OSError:  # BrokenPipeError among them
             raise self._died(op) from None
 
     def reply(self, op: str, timeout: float | None = None) -> Any:

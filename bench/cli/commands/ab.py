@@ -17,7 +17,7 @@ predates the duet's entry point (no ``alexnet/subject.py``), and for training-lo
 
 Each case runs up to ``--repeats`` sessions and stops at the first look (6, 10, 15, 20, 25, 30
 sessions) that decides (`reports.compare.sequential`: O'Brien-Fleming boundaries, an
-``unchanged`` stop when both one-sided 99% bounds lie within the threshold); ``--fixed`` runs them
+``unchanged`` stop when the 95% interval lies within the threshold); ``--fixed`` runs them
 all. Each side keeps its own compile cache across a case's sessions after the first, which
 compiles cold on both sides.
 
