@@ -379,18 +379,21 @@ def test_allow_env_diff_names_the_intended_fields_and_still_refuses_others(real_
     assert r.returncode == 2 and "gcc" in r.stderr and "cudnn" in r.stderr and len(r.stderr.strip().splitlines()) == 1
 
 
-def _duet_pair(base_rounds, head_rounds, *, session: int, estimator: str = "adjacent") -> tuple:
+def _duet_pair(base_rounds, head_rounds, *, session: int, estimator: str = "adjacent", compile: str | None = None,
+               cold: tuple[float, float] = (1.0, 1.0)) -> tuple:
     """A base and a head run of one duet session, built from given rounds (as `ab` saves them)."""
     from reports.load import Run
 
     def run(side, rounds):
         order = ["base", "head", "head", "base"] * (len(rounds) // 2)
+        config = {"case": "c", **({"compile": compile} if compile else {})}
         bench = {"name": "test_step[c]", "fullname": "bench/test_matrix.py::test_step[c]",
                  "stats": {"data": list(rounds)},
-                 "extra_info": {"config": {"case": "c"}, "case_id": "c",
+                 "extra_info": {"config": config, "case_id": "c", "cold_step_s": cold[side == "head"],
                                 "pace": {"samples": [1.0] * (len(rounds) + 1)},
                                 "duet": {"session": f"s{session}", "side": side, "estimator": estimator,
-                                         "order": order[: 2 * len(rounds)]}}}
+                                         "order": order[: 2 * len(rounds)],
+                                         "compile_cache": "fresh" if session == 0 else "reused"}}}
         return Run(path=Path(f"/x/{side}{session}.json"), run_id=f"{session:04d}", name=side,
                    raw={"machine_info": {}, "benchmarks": [bench]})
 
@@ -417,6 +420,21 @@ def test_duet_sessions_are_the_unit_and_the_saved_estimator_is_honoured(estimato
     aa = [_duet_pair(b.raw["benchmarks"][0]["stats"]["data"], b.raw["benchmarks"][0]["stats"]["data"], session=i,
                      estimator=estimator) for i, (b, _) in enumerate(sessions)]
     assert not compare_runs([b for b, _ in aa], [h for _, h in aa], paired=True).has_regression
+
+
+def test_a_compiled_duet_shows_its_cold_compile_from_the_fresh_session_and_never_judges_it():
+    rng = np.random.default_rng(5)
+    rounds = [0.1 * np.exp(rng.normal(0, 0.01, 10)) for _ in range(6)]
+    compiled = [_duet_pair(r, r, session=i, compile="default", cold=(25.9, 62.6) if i == 0 else (2.0, 2.1))
+                for i, r in enumerate(rounds)]
+    c = compare_runs([b for b, _ in compiled], [h for _, h in compiled], paired=True)
+    row = c.table.iloc[0]
+    assert (row["baseline_cold_compile_s"], row["candidate_cold_compile_s"]) == (25.9, 62.6)  # the fresh session's
+    assert row["verdict"] != "regression"  # x2.42 in the cold compile: shown, not judged
+    assert any("cold compile" in n and "base 25.9 s, head 62.6 s (x2.42)" in n for n in c.notes)
+    eager = [_duet_pair(r, r, session=i, compile="off", cold=(0.5, 0.9)) for i, r in enumerate(rounds)]
+    c = compare_runs([b for b, _ in eager], [h for _, h in eager], paired=True)
+    assert "baseline_cold_compile_s" not in c.table.columns and not any("cold compile" in n for n in c.notes)
 
 
 def test_cpu_peak_memory_is_not_compared_across_schema_versions(real_runs, tmp_path, compare_main):

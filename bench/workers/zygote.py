@@ -59,7 +59,11 @@ def preload(kind: str = "suite") -> None:
     back, and every worker sets its own folders before it compiles (`fresh_cache_env`). The
     module-level ``DynamoCache`` (torch/_dynamo/package.py, torch 2.14) reads its folder from the
     environment at each use (``DiskDynamoCache.path_prefix``) and is used only under the
-    experimental ``TORCH_CACHING_PRECOMPILE=1`` (``torch._dynamo.config.caching_precompile``).
+    experimental ``TORCH_CACHING_PRECOMPILE=1`` (``torch._dynamo.config.caching_precompile``,
+    read in torch/_dynamo/eval_frame.py and convert_frame.py before any use). Releases whose
+    ``DiskDynamoCache`` has no ``path_prefix`` fix that folder when the module is imported, so
+    in a forked worker it is the default folder, not the worker's own: harmless while
+    ``caching_precompile`` is off (its default; the suite never turns it on).
     The import starts no thread and queries no CUDA device (`tests/test_zygote_preload.py`
     checks both on the CPU); untested on GPU.
     """

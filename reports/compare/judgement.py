@@ -253,6 +253,7 @@ def compare_runs(
     floored: list[str] = []
     unfloored: list[str] = []
     shifted_raw = False
+    cold_compiles: list[str] = []
     order = sorted(base_keys | cand_keys, key=lambda k: _case_label(_first(k, base_cases, cand_cases)))
     for key in order:
         bench0 = _first(key, base_cases, cand_cases)
@@ -298,6 +299,19 @@ def compare_runs(
                                              _samples(candidate[i], cand_cases[i][key]), estimator=estimator,
                                              base_pace=_pace(base_cases[i][key]), head_pace=_pace(cand_cases[i][key]))
                       for i in pairs]
+            # A compiled case's cold compile, from the session that ran with empty caches (each side in a
+            # fresh worker): one measurement per side, shown beside the verdict and never judged.
+            cold = [(float(base_cases[i][key]["extra_info"]["cold_step_s"]),
+                     float(cand_cases[i][key]["extra_info"]["cold_step_s"])) for i in pairs
+                    if (_duet(base_cases[i][key]) or {}).get("compile_cache") == "fresh"
+                    and (_duet(cand_cases[i][key]) or {}).get("compile_cache") == "fresh"
+                    and str(((bench0.get("extra_info") or {}).get("config") or {}).get("compile", "off")) != "off"
+                    and base_cases[i][key]["extra_info"].get("cold_step_s") is not None
+                    and cand_cases[i][key]["extra_info"].get("cold_step_s") is not None]
+            if cold:
+                row["baseline_cold_compile_s"], row["candidate_cold_compile_s"] = cold[0]
+                cold_compiles.append(f"{row['case']} base {cold[0][0]:.1f} s, head {cold[0][1]:.1f} s "
+                                     f"(x{cold[0][1] / cold[0][0]:.2f})")
             seq_design = _sequential_design(row["case"], duet_infos)
             if seq_design is not None:
                 row_threshold = threshold if threshold is not None else DUET_THRESHOLD
@@ -391,6 +405,12 @@ def compare_runs(
             f"counts, O'Brien-Fleming boundaries (overall alpha {alpha}), a stop as unchanged when both one-sided "
             "bounds at the saved futility level (97.5%: the 95% interval) lie within the threshold (docs/compare.md, "
             "\"The sequential rule\")"
+        )
+    if cold_compiles:
+        notes.append(
+            "cold compile (the first session: empty caches, each side in a fresh worker, one measurement per side, "
+            "not judged; two of identical code have differed by x2.4 on the 2-core CPU machine): "
+            + "; ".join(cold_compiles)
         )
     if n_paced:
         notes.append(
