@@ -132,14 +132,14 @@ def cmd_bootstrap(args: argparse.Namespace) -> None:
     import numpy as np
 
     from reports.compare import DUET_THRESHOLD, duet_estimate, verdict
-    from reports.compare.sequential import looks, run_rule
+    from reports.compare.sequential import run_rule
 
     stores = [Path(x) for x in args.store.split(",")]
     per_case = {c: np.asarray(d) for c, d in _case_sessions(stores, args.estimator).items()
                 if len(d) >= args.min_sessions}
     if args.center:  # an A/A's sessions estimate no change: draw from them shifted to mean 0
         per_case = {c: d - d.mean() for c, d in per_case.items()}
-    counts = looks(args.max_sessions)
+    counts = _looks(args)
     rng = np.random.default_rng(args.seed)
     effects = [float(e) for e in args.effects.split(",")]
     result = {"stores": [str(s) for s in stores], "looks": list(counts), "alpha": args.alpha, "center": args.center,
@@ -191,9 +191,9 @@ def cmd_simulate(args: argparse.Namespace) -> None:
     import numpy as np
 
     from reports.compare import DUET_THRESHOLD
-    from reports.compare.sequential import looks, run_rule
+    from reports.compare.sequential import run_rule
 
-    counts = looks(args.max_sessions)
+    counts = _looks(args)
     rng = np.random.default_rng(args.seed)
     out = []
     for sd in (float(x) for x in args.sd.split(",")):
@@ -210,6 +210,14 @@ def cmd_simulate(args: argparse.Namespace) -> None:
                   f"{row['mean_sessions']:.1f}; any of {args.cases} cases: {fam[0]:.3f} [{fam[1]:.3f}, {fam[2]:.3f}]",
                   flush=True)
     Path(args.json).write_text(json.dumps(out, indent=1))
+
+
+def _looks(args: argparse.Namespace) -> tuple[int, ...]:
+    from reports.compare.sequential import looks
+
+    if args.early is None:
+        return looks(args.max_sessions)
+    return looks(args.max_sessions, early=[int(x) for x in args.early.split(",") if x.strip()])
 
 
 def _cp(k: int, n: int) -> tuple[float, float]:
@@ -415,6 +423,8 @@ def main() -> None:
                    "(raw, adjacent, paced) from the saved rounds; default: the estimator each run was saved with")
     b.add_argument("--center", action="store_true",
                    help="shift each case's sessions to mean 0 first (their A/A mean is itself a noisy estimate)")
+    b.add_argument("--early", default=None, help="the rule's looks before every-5 ones, comma-separated "
+                   "(default: ab's, 6,8,10,12; 6,10 is the rule of earlier on 2026-12-03)")
     m = sub.add_parser("simulate")
     m.add_argument("--json", required=True)
     m.add_argument("--sd", default="0.027,0.035,0.046")
@@ -424,6 +434,7 @@ def main() -> None:
     m.add_argument("--max-sessions", type=int, default=30)
     m.add_argument("--alpha", type=float, default=0.01)
     m.add_argument("--seed", type=int, default=0)
+    m.add_argument("--early", default=None, help="as for bootstrap")
     v = sub.add_parser("live")
     v.add_argument("--out", required=True)
     v.add_argument("--case", default=DEFAULT_CASE)

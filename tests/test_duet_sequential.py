@@ -22,12 +22,13 @@ THR = DUET_THRESHOLD
 
 
 def test_the_looks():
-    assert looks(30) == (6, 10, 15, 20, 25, 30)  # a pilot look at 6, then every 5 from 10
-    assert looks(16) == (6, 10, 16)
-    assert looks(12) == (6, 12)  # no look 2 sessions before the last
-    assert looks(32) == (6, 10, 15, 20, 25, 32)
-    assert looks(10) == (10,) and looks(5) == (5,) and looks(2) == (2,)
-    assert looks(30, pilot=None) == (10, 15, 20, 25, 30)
+    assert looks(30) == (6, 8, 10, 12, 15, 20, 25, 30)  # every 2 from 6 to 12, then every 5 from 15
+    assert looks(16) == (6, 8, 10, 12, 16)  # no look 1 session before the last
+    assert looks(12) == (6, 8, 10, 12)
+    assert looks(32) == (6, 8, 10, 12, 15, 20, 25, 32)  # 25 32, not 25 30 32
+    assert looks(9) == (6, 9) and looks(7) == (7,) and looks(5) == (5,) and looks(2) == (2,)
+    assert looks(30, early=(6, 10)) == (6, 10, 15, 20, 25, 30)  # the rule of 2026-12-03's morning
+    assert looks(30, early=(10,)) == (10, 15, 20, 25, 30)  # and the one before it
     with pytest.raises(ValueError):
         looks(1)
 
@@ -41,15 +42,15 @@ def test_obrien_fleming_constants_match_the_published_table(k, published):
 def test_the_default_boundaries_spend_alpha_and_no_more():
     counts = looks(30)
     c = obf_constant(counts, 0.01)
-    assert c == pytest.approx(2.631, abs=0.001)  # 4 million simulated A/A sequences: 0.996% crossed
+    assert c == pytest.approx(2.6316, abs=0.001)  # looks from 10 alone: 2.6314 (4 million simulated A/As: 0.996%)
     z = [c * math.sqrt(30 / n) for n in counts]
     assert crossing_probability(z, counts) == pytest.approx(0.01, abs=2e-4)
     tb = t_boundaries(counts, 0.01)
     assert all(a > b for a, b in zip(tb, tb[1:])) and tb[-1] > z[-1]  # strict early; t wider than z
     plan = design(30, alpha=0.01)
-    assert plan["looks"] == [6, 10, 15, 20, 25, 30] and plan["futility"] == FUTILITY_LEVEL
-    # The pilot look spends (almost) nothing: c as without it; only a futility stop happens there.
-    assert obf_constant(looks(30, pilot=None), 0.01) == pytest.approx(c, abs=1e-3) and tb[0] > 50
+    assert plan["looks"] == [6, 8, 10, 12, 15, 20, 25, 30] and plan["futility"] == FUTILITY_LEVEL
+    # The early looks spend (almost) nothing: c as without them; at 6 only a futility stop happens.
+    assert obf_constant(looks(30, early=(10,)), 0.01) == pytest.approx(c, abs=1e-3) and tb[0] > 50
 
 
 def test_a_clear_aa_stops_unchanged_at_the_first_look():
@@ -58,8 +59,8 @@ def test_a_clear_aa_stops_unchanged_at_the_first_look():
     assert decide(d[:9], looks(30), alpha=0.01, threshold=THR) is None  # no look at 9
     look = run_rule(d, looks(30), alpha=0.01, threshold=THR)
     assert (look.n, look.verdict) == (6, "unchanged")
-    # Without the pilot look the same sessions stop at 10.
-    assert run_rule(d, looks(30, pilot=None), alpha=0.01, threshold=THR).n == 10
+    # Without the look at 6 the same sessions stop at 10.
+    assert run_rule(d, looks(30, early=(10,)), alpha=0.01, threshold=THR).n == 10
 
 
 def test_a_clear_regression_stops_early_and_a_borderline_one_runs_to_the_end():
@@ -115,7 +116,7 @@ def test_compare_rejudges_a_sequential_duet_where_it_stopped():
     plan = design(30, alpha=0.01)
     base, head = _sessions(1.0, 10, plan=plan)
     row = compare_runs(base, head, paired=True).table.iloc[0]
-    assert row["verdict"] == "unchanged" and "sequential: stopped at look 6 of 6/10/15/20/25/30" in row["method"]
+    assert row["verdict"] == "unchanged" and "sequential: stopped at look 6 of 6/8/10/12/15/20/25/30" in row["method"]
     # Sessions past the stopping look (none from ab) do not change the verdict: the rule stopped at 6.
     base, head = _sessions(1.0, 15, plan=plan)
     row = compare_runs(base, head, paired=True).table.iloc[0]

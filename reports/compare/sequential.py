@@ -1,7 +1,7 @@
 """The duet's sequential rule: look at the sessions at a few fixed counts and stop when it knows.
 
 `ab` runs up to ``--repeats`` sessions per case (default 30) and looks at the session log ratios
-after 6, 10, 15, 20, 25 and 30 of them (`looks`). At each look, with n sessions, mean m, standard
+after 6, 8, 10, 12, 15, 20, 25 and 30 of them (`looks`). At each look, with n sessions, mean m, standard
 error se and t = m / se:
 
 - ``regression``: t above the look's efficacy boundary *and* m above log(1 + threshold);
@@ -20,10 +20,11 @@ Error control (docs/compare.md, "The sequential rule"):
   the exact joint law of the looks' z-statistics (partial sums of independent sessions, so
   corr(z_j, z_k) = sqrt(n_j / n_k)), by recursive numerical integration (Armitage, McPherson and
   Rowe, J. R. Stat. Soc. A 1969; Jennison and Turnbull, "Group Sequential Methods", 2000,
-  ch. 19). For looks 6, 10, 15, 20, 25, 30 and alpha 0.01: c = 2.631 (the pilot look at 6 spends
-  almost nothing: without it c is the same to 4 digits), so z must exceed 5.88, 4.56, 3.72, 3.22,
-  2.88 and 2.63 (4 million simulated A/A sequences of the looks from 10 crossed 0.996% of the time; the same
-  code gives Jennison and Turnbull's table 2.3 figures for alpha 0.05, tests/test_duet_sequential.py).
+  ch. 19). For looks 6, 8, 10, 12, 15, 20, 25, 30 and alpha 0.01: c = 2.6316 (the looks before
+  10 spend almost nothing: with looks from 10 alone c = 2.6314), so z must exceed 5.88, 5.10,
+  4.56, 4.16, 3.72, 3.22, 2.88 and 2.63 (4 million simulated A/A sequences of the looks from 10
+  crossed 0.996% of the time; the same code gives Jennison and Turnbull's table 2.3 figures for
+  alpha 0.05, tests/test_duet_sequential.py).
   The session spread is estimated, not known, so each z boundary is turned into a t boundary with
   the same nominal tail probability on n_k - 1 degrees of freedom (their section 3.8, the
   "significance level approach"). Stopping for ``unchanged`` can only remove crossings, so it
@@ -31,7 +32,8 @@ Error control (docs/compare.md, "The sequential rule"):
 - ``unchanged`` at a look needs both one-sided 97.5% bounds inside the margin. A true change of at
   least the threshold lies outside that bound at one look with probability at most 2.5%, so over
   the K looks it is stopped as ``unchanged`` with probability at most K x 2.5% (Bonferroni;
-  simulated at the threshold itself, x1.035: 8.4%, and for x1.05 0.1% or less): the price in
+  simulated at the threshold itself, x1.035: 9.5% with the eight default looks, 8.6% with the
+  six of 6, 10, 15 ...; for x1.05 0.1-0.5% at session sd 0.02-0.035): the price in
   power for stopping a clear A/A early. Until 2026-12-03 the level was 1% (99% bounds); runs
   save theirs (``futility`` in the design) and are re-judged with it.
 - What x1.02 and x1.05 do is measured, not derived: the bootstrap over saved sessions
@@ -50,14 +52,15 @@ from typing import Sequence
 import numpy as np
 from scipy import optimize, stats
 
-# The looks: a pilot look after PILOT_LOOK sessions, then after 10, 15, 20, ... With the adjacent
-# estimator's session spread on this VM (sd 0.02-0.025) a clear A/A stops at the pilot look most of
-# the time (simulated with 99% futility bounds: 7.5 sessions on average at sd 0.02, 9.0 at 0.025,
-# against 10.3 and 11.0 with the first look at 10), while its efficacy boundary there is so strict
-# (t > 86) that a regression practically never stops at it: the error rates of x1.02 and x1.05 stay
-# as they were (docs/compare.md, "The sequential rule").
-PILOT_LOOK = 6
-FIRST_LOOK = 10
+# The looks: every 2 sessions from 6 to 12 (EARLY_LOOKS), then every LOOK_EVERY from 15. With the
+# adjacent estimator's session spread on this VM (sd 0.02-0.035) a clear A/A stops at 6 most of
+# the time and a clear regression soon after 10 (the efficacy boundary is t > 86 at 6, 18 at 8,
+# 9.6 at 10, 6.7 at 12), so looks there save sessions where most cases stop; later looks are
+# sparser because few cases get there. Against the earlier 6 10 15 20 ..., on the real A/A
+# sessions of the quick inference and train cases (bootstrap, docs/compare.md): an A/A used
+# 6.5-6.8 sessions against 6.8-7.2, a x1.05 12.0-12.7 against 14.0-14.1, x1.02 flagged 0.3-1.3%
+# either way, and O'Brien-Fleming's c is 2.6316 against 2.6314.
+EARLY_LOOKS = (6, 8, 10, 12)
 LOOK_EVERY = 5
 # Each look's ``unchanged`` stop is a one-sided bound at this level (see the module docstring): 2.5%
 # each side, so ``unchanged`` means the 95% t interval lies within the threshold.
@@ -65,19 +68,23 @@ FUTILITY_LEVEL = 0.025
 RULE = "obf-t"  # saved in the runs' extra_info.duet.sequential: the rule that stopped them
 
 
-def looks(max_sessions: int, *, pilot: int | None = PILOT_LOOK, first: int = FIRST_LOOK,
-          every: int = LOOK_EVERY) -> tuple[int, ...]:
-    """The session counts at which the duet looks: pilot, first, first + every, ..., and always the last.
+def looks(max_sessions: int, *, early: Sequence[int] = EARLY_LOOKS, every: int = LOOK_EVERY) -> tuple[int, ...]:
+    """The session counts at which the duet looks: the ``early`` ones, then every ``every`` from the
+    next multiple of it, and always the last; a look closer to the last than 2 sessions (or than
+    half the spacing before it) is dropped.
 
-    6 10 15 20 25 30 for the default 30; ``first`` sessions or fewer give one look, at the end.
+    6 8 10 12 15 20 25 30 for the default 30; 6 8 10 12 16 for 16; 25 32, not 25 30 32, at the end of 32.
+    ``early=(6, 10)`` gives the rule of 2026-12-03 (6 10 15 20 25 30), ``early=(10,)`` the one before it.
     """
     if max_sessions < 2:
         raise ValueError(f"a duet needs >= 2 sessions, got {max_sessions}")
-    out = list(range(first, max_sessions, every)) if max_sessions > first else []
-    if out and pilot is not None and pilot < first:
-        out.insert(0, pilot)
-    if out and max_sessions - out[-1] < every and len(out) > 1:
-        out.pop()  # no look right before the last one: 10 15 20 25 32, not 10 15 20 25 30 32
+    out = [n for n in sorted(set(early)) if 2 <= n < max_sessions]
+    start = (out[-1] // every + 1) * every if out else every
+    out += list(range(start, max_sessions, every))
+    if out:
+        gap = out[-1] - out[-2] if len(out) > 1 else every
+        if max_sessions - out[-1] < max(2.0, gap / 2):
+            out.pop()
     return tuple(out + [max_sessions])
 
 
