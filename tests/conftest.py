@@ -169,7 +169,7 @@ def shared_tiny_run(request, tmp_path_factory) -> SavedRun:
         root = root.parent
     home = root / "shared-tiny-run"
     record = home / "proc.json"
-    with machine.exclusive():
+    with machine.exclusive(all_cores=True):
         if record.exists():
             saved = json.loads(record.read_text())
             proc = subprocess.CompletedProcess(saved["args"], saved["returncode"], saved["stdout"], saved["stderr"])
