@@ -163,13 +163,17 @@ def shared_tiny_run(request, tmp_path_factory) -> SavedRun:
     folder they share (the parent of each worker's basetemp, pytest-xdist's documented recipe for
     a once-per-run fixture), the others read it, all under the machine lock. Readers copy it
     before changing anything; nothing writes into its storage. It is made with the machine to
-    itself: `compare` judges it against a second run of the same code."""
+    itself: `compare` judges it against a second run of the same code. Both are made with the one
+    intra-op thread a test gets (not ``all_cores``): their rounds are judged pace-normalised, and a
+    two-thread pace GEMM scales with the second core where the tiny cases' steps do not, so a
+    moment's load on that core (outside the tests' lock) moved one case's pace by x1.5 and
+    `compare` called identical code a x1.6 regression (tests/machine.py, ``exclusive``)."""
     root = tmp_path_factory.getbasetemp()
     if getattr(request.config, "workerinput", None) is not None:  # an xdist worker: the run's shared folder
         root = root.parent
     home = root / "shared-tiny-run"
     record = home / "proc.json"
-    with machine.exclusive(all_cores=True):
+    with machine.exclusive():
         if record.exists():
             saved = json.loads(record.read_text())
             proc = subprocess.CompletedProcess(saved["args"], saved["returncode"], saved["stdout"], saved["stderr"])

@@ -84,9 +84,11 @@ def exclusive(*, all_cores: bool = False) -> Iterator[None]:
     may run on (``OMP_NUM_THREADS``, put back afterwards), instead of the one thread a test's
     share of the machine gets (tests/conftest.py): with the machine to itself, a block that
     starts real runs would otherwise leave a core idle while every other test waits for it.
-    Only what the block starts sees it; this process's own torch keeps its threads. Both sides
-    of a timing comparison must be made the same way (the shared run and the second run that
-    `compare` judges against it are)."""
+    Only what the block starts sees it; this process's own torch keeps its threads. Not for runs
+    judged on pace-normalised rounds (`compare` of two single runs): a two-thread pace GEMM
+    slows by up to x1.5 when anything touches the second core, where a tiny case's step barely
+    notices, so the pace stops tracking the step. The duet judges adjacent rounds without the
+    pace, and its A/A uses it."""
     if _state["dir"] is None:
         with _threads(all_cores):
             yield
