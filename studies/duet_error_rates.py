@@ -95,8 +95,9 @@ def _sessions(store: Path) -> list[dict]:
     return [s for _, s in sorted(by_session.items(), key=lambda kv: kv[1]["index"]) if "base" in s and "head" in s]
 
 
-def _case_sessions(stores: list[Path], estimator: str | None = None) -> dict[str, list[float]]:
-    """Per case, every saved session's log ratio by its saved estimator (or ``estimator``), in session order."""
+def _case_sessions(stores: list[Path], estimator: str | None = None, rounds: int | None = None) -> dict[str, list[float]]:
+    """Per case, every saved session's log ratio by its saved estimator (or ``estimator``), in session order;
+    with ``rounds``, from each side's first ``rounds`` rounds only (what a session of fewer rounds saw)."""
     from runrecord.store import RunStore, read_run
 
     from reports.compare import duet_session_log_ratio
@@ -115,6 +116,8 @@ def _case_sessions(stores: list[Path], estimator: str | None = None) -> dict[str
     for (case_id, _), s in sorted(by.items(), key=lambda kv: (kv[0][0], kv[1]["index"])):
         if "base" in s and "head" in s:
             (b, bp), (h, hp) = s["base"], s["head"]
+            if rounds is not None:
+                b, bp, h, hp = b[:rounds], bp[:rounds + 1], h[:rounds], hp[:rounds + 1]
             out.setdefault(case_id, []).append(duet_session_log_ratio(b, h, estimator=s["est"], base_pace=bp,
                                                                       head_pace=hp))
     return out
@@ -135,7 +138,7 @@ def cmd_bootstrap(args: argparse.Namespace) -> None:
     from reports.compare.sequential import run_rule
 
     stores = [Path(x) for x in args.store.split(",")]
-    per_case = {c: np.asarray(d) for c, d in _case_sessions(stores, args.estimator).items()
+    per_case = {c: np.asarray(d) for c, d in _case_sessions(stores, args.estimator, args.rounds).items()
                 if len(d) >= args.min_sessions}
     if args.center:  # an A/A's sessions estimate no change: draw from them shifted to mean 0
         per_case = {c: d - d.mean() for c, d in per_case.items()}
@@ -143,6 +146,8 @@ def cmd_bootstrap(args: argparse.Namespace) -> None:
     rng = np.random.default_rng(args.seed)
     effects = [float(e) for e in args.effects.split(",")]
     result = {"stores": [str(s) for s in stores], "looks": list(counts), "alpha": args.alpha, "center": args.center,
+              "rounds": args.rounds,
+              "futility": _futility(args),
               "estimator": args.estimator or "as saved",
               "threshold": DUET_THRESHOLD, "reps": args.reps, "cases": {}, "family": {}}
     for case_id, d in per_case.items():
@@ -153,12 +158,14 @@ def cmd_bootstrap(args: argparse.Namespace) -> None:
         flags = {c: 0 for c in per_case}
         fixed = {c: 0 for c in per_case}  # the fixed-count rule on all the drawn sessions, for comparison
         used = {c: [] for c in per_case}
+        unchanged = {c: 0 for c in per_case}
         for _ in range(args.reps):
             hit = False
             for case_id, d in per_case.items():
                 draw = d[rng.integers(0, d.size, size=args.max_sessions)] + math.log(effect)
-                look = run_rule(draw, counts, alpha=args.alpha, threshold=DUET_THRESHOLD)
+                look = run_rule(draw, counts, alpha=args.alpha, threshold=DUET_THRESHOLD, futility=_futility(args))
                 flags[case_id] += look.verdict == "regression"
+                unchanged[case_id] += look.verdict == "unchanged"
                 fixed[case_id] += verdict(duet_estimate(draw, estimator=args.estimator or "raw"), alpha=args.alpha,
                                           threshold=DUET_THRESHOLD) == "regression"
                 hit |= look.verdict == "regression"
@@ -168,7 +175,7 @@ def cmd_bootstrap(args: argparse.Namespace) -> None:
             lo, hi = _cp(flags[case_id], args.reps)
             result["cases"][case_id]["rates"][f"{effect:.2f}"] = {
                 "flagged": flags[case_id], "ci_low": lo, "ci_high": hi, "mean_sessions": float(np.mean(used[case_id])),
-                "fixed_flagged": fixed[case_id],
+                "fixed_flagged": fixed[case_id], "unchanged": unchanged[case_id],
                 "stopped_at": {str(n): int(np.sum(np.asarray(used[case_id]) == n)) for n in counts}}
         lo, hi = _cp(any_flag, args.reps)
         result["family"][f"{effect:.2f}"] = {"any_flagged": any_flag, "ci_low": lo, "ci_high": hi}
@@ -177,7 +184,7 @@ def cmd_bootstrap(args: argparse.Namespace) -> None:
         print(f"{case_id}: {c['sessions']} sessions, mean {c['mean']:+.4f}, sd {c['sd']:.4f}")
         for eff, r in c["rates"].items():
             print(f"  x{eff}: {r['flagged']}/{args.reps} [{r['ci_low']:.3f}, {r['ci_high']:.3f}], "
-                  f"mean sessions {r['mean_sessions']:.1f}, stopped at {r['stopped_at']}; "
+                  f"unchanged {r['unchanged']}, mean sessions {r['mean_sessions']:.1f}, stopped at {r['stopped_at']}; "
                   f"fixed {args.max_sessions}: {r['fixed_flagged']}/{args.reps}")
     if len(per_case) > 1:
         for eff, r in result["family"].items():
@@ -199,17 +206,25 @@ def cmd_simulate(args: argparse.Namespace) -> None:
     for sd in (float(x) for x in args.sd.split(",")):
         for effect in (float(e) for e in args.effects.split(",")):
             res = [run_rule(rng.normal(math.log(effect), sd, args.max_sessions), counts, alpha=args.alpha,
-                            threshold=DUET_THRESHOLD) for _ in range(args.reps)]
+                            threshold=DUET_THRESHOLD, futility=_futility(args)) for _ in range(args.reps)]
             k = sum(r.verdict == "regression" for r in res)
+            same = sum(r.verdict == "unchanged" for r in res)
             lo, hi = _cp(k, args.reps)
             fam = [1 - (1 - p) ** args.cases for p in (k / args.reps, lo, hi)]
-            row = {"sd": sd, "effect": effect, "flagged": k, "reps": args.reps, "ci_low": lo, "ci_high": hi,
-                   "mean_sessions": float(np.mean([r.n for r in res])), "cases": args.cases, "any_of_cases": fam}
+            row = {"sd": sd, "effect": effect, "futility": _futility(args), "flagged": k, "reps": args.reps, "ci_low": lo, "ci_high": hi,
+                   "unchanged": same, "mean_sessions": float(np.mean([r.n for r in res])), "cases": args.cases,
+                   "any_of_cases": fam}
             out.append(row)
-            print(f"sd {sd:.3f} x{effect:.2f}: {k}/{args.reps} [{lo:.3f}, {hi:.3f}], mean sessions "
+            print(f"sd {sd:.3f} x{effect:.3f}: {k}/{args.reps} [{lo:.3f}, {hi:.3f}], unchanged {same}, mean sessions "
                   f"{row['mean_sessions']:.1f}; any of {args.cases} cases: {fam[0]:.3f} [{fam[1]:.3f}, {fam[2]:.3f}]",
                   flush=True)
     Path(args.json).write_text(json.dumps(out, indent=1))
+
+
+def _futility(args: argparse.Namespace) -> float:
+    from reports.compare.sequential import FUTILITY_LEVEL
+
+    return FUTILITY_LEVEL if args.futility is None else args.futility
 
 
 def _looks(args: argparse.Namespace) -> tuple[int, ...]:
@@ -423,6 +438,10 @@ def main() -> None:
                    "(raw, adjacent, paced) from the saved rounds; default: the estimator each run was saved with")
     b.add_argument("--center", action="store_true",
                    help="shift each case's sessions to mean 0 first (their A/A mean is itself a noisy estimate)")
+    b.add_argument("--rounds", type=int, default=None,
+                   help="judge each session on its first ROUNDS rounds per side (default: all it saved)")
+    b.add_argument("--futility", type=float, default=None,
+                   help="the one-sided level of the unchanged stop (default: the rule's own, FUTILITY_LEVEL)")
     b.add_argument("--early", default=None, help="the rule's looks before every-5 ones, comma-separated "
                    "(default: ab's, 6,8,10,12; 6,10 is the rule of earlier on 2026-12-03)")
     m = sub.add_parser("simulate")
@@ -434,6 +453,8 @@ def main() -> None:
     m.add_argument("--max-sessions", type=int, default=30)
     m.add_argument("--alpha", type=float, default=0.01)
     m.add_argument("--seed", type=int, default=0)
+    m.add_argument("--futility", type=float, default=None,
+                   help="the one-sided level of the unchanged stop (default: the rule's own, FUTILITY_LEVEL)")
     m.add_argument("--early", default=None, help="as for bootstrap")
     v = sub.add_parser("live")
     v.add_argument("--out", required=True)

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 from reports.compare import DUET_THRESHOLD, compare_runs
-from reports.compare.sequential import (FUTILITY_LEVEL, crossing_probability, decide, design, looks, obf_constant,
-                                        run_rule, t_boundaries)
+from reports.compare.sequential import (FUTILITY_LEVEL, crossing_probability, decide, describe_futility, design, looks,
+                                        obf_constant, run_rule, saved_futility, t_boundaries)
 from reports.load import Run
 from tests.test_compare import compare_main  # noqa: F401, F811 - the fixture: `compare` in this process
 
@@ -22,11 +22,12 @@ THR = DUET_THRESHOLD
 
 
 def test_the_looks():
-    assert looks(30) == (6, 8, 10, 12, 15, 20, 25, 30)  # every 2 from 6 to 12, then every 5 from 15
-    assert looks(16) == (6, 8, 10, 12, 16)  # no look 1 session before the last
-    assert looks(12) == (6, 8, 10, 12)
-    assert looks(32) == (6, 8, 10, 12, 15, 20, 25, 32)  # 25 32, not 25 30 32
-    assert looks(9) == (6, 9) and looks(7) == (7,) and looks(5) == (5,) and looks(2) == (2,)
+    assert looks(30) == (4, 6, 8, 10, 12, 15, 20, 25, 30)  # 4, every 2 from 6 to 12, then every 5 from 15
+    assert looks(16) == (4, 6, 8, 10, 12, 16)  # no look 1 session before the last
+    assert looks(12) == (4, 6, 8, 10, 12)
+    assert looks(32) == (4, 6, 8, 10, 12, 15, 20, 25, 32)  # 25 32, not 25 30 32
+    assert looks(9) == (4, 6, 9) and looks(7) == (4, 7) and looks(5) == (5,) and looks(2) == (2,)
+    assert looks(30, early=(6, 8, 10, 12)) == (6, 8, 10, 12, 15, 20, 25, 30)  # 2026-12-03's afternoon
     assert looks(30, early=(6, 10)) == (6, 10, 15, 20, 25, 30)  # the rule of 2026-12-03's morning
     assert looks(30, early=(10,)) == (10, 15, 20, 25, 30)  # and the one before it
     with pytest.raises(ValueError):
@@ -48,7 +49,7 @@ def test_the_default_boundaries_spend_alpha_and_no_more():
     tb = t_boundaries(counts, 0.01)
     assert all(a > b for a, b in zip(tb, tb[1:])) and tb[-1] > z[-1]  # strict early; t wider than z
     plan = design(30, alpha=0.01)
-    assert plan["looks"] == [6, 8, 10, 12, 15, 20, 25, 30] and plan["futility"] == FUTILITY_LEVEL
+    assert plan["looks"] == [4, 6, 8, 10, 12, 15, 20, 25, 30] and plan["futility"] == FUTILITY_LEVEL == 0.05
     # The early looks spend (almost) nothing: c as without them; at 6 only a futility stop happens.
     assert obf_constant(looks(30, early=(10,)), 0.01) == pytest.approx(c, abs=1e-3) and tb[0] > 50
 
@@ -58,9 +59,29 @@ def test_a_clear_aa_stops_unchanged_at_the_first_look():
     d = rng.normal(0, 0.01, 30)
     assert decide(d[:9], looks(30), alpha=0.01, threshold=THR) is None  # no look at 9
     look = run_rule(d, looks(30), alpha=0.01, threshold=THR)
-    assert (look.n, look.verdict) == (6, "unchanged")
-    # Without the look at 6 the same sessions stop at 10.
+    assert (look.n, look.verdict) == (4, "unchanged")
+    # Without the looks at 4 and 6 the same sessions stop at 8, without any before 10 at 10.
+    assert run_rule(d, looks(30, early=(8, 10)), alpha=0.01, threshold=THR).n == 8
     assert run_rule(d, looks(30, early=(10,)), alpha=0.01, threshold=THR).n == 10
+
+
+def test_the_unchanged_stop_is_the_90_percent_interval_and_old_runs_keep_their_level():
+    """Four sessions whose 90% interval lies within the threshold but whose 95% one does not: `unchanged`
+    at the look at 4 now, and not under the 97.5% bounds that runs saved earlier on 2026-12-03."""
+    d = np.array([0.030, -0.008, 0.022, -0.004])  # mean 0.010, sd 0.019: 90% bound 0.032, 95% bound 0.040
+    se = d.std(ddof=1) / 2
+    assert d.mean() + 2.353 * se < math.log1p(THR) < d.mean() + 3.182 * se  # t(0.95; 3), t(0.975; 3)
+    counts = looks(30)
+    assert decide(d, counts, alpha=0.01, threshold=THR).verdict == "unchanged"
+    assert decide(d, counts, alpha=0.01, threshold=THR, futility=0.025).verdict is None
+    # Identical sessions (a bootstrap drawing one saved session 4 times) give no spread to test
+    # against: no stop above the threshold, `unchanged` within it.
+    assert decide([math.log(1.04)] * 4, counts, alpha=0.01, threshold=THR).verdict is None
+    assert decide([0.01] * 4, counts, alpha=0.01, threshold=THR).verdict == "unchanged"
+    # Runs saved with another level are re-judged with it; runs from before the level was saved: 1%.
+    assert saved_futility({"looks": [6, 10], "futility": 0.025}) == 0.025
+    assert saved_futility({"looks": [10, 15]}) == 0.01
+    assert describe_futility({"looks": [6, 10], "futility": 0.025}) == "97.5% (the 95% interval)"
 
 
 def test_a_clear_regression_stops_early_and_a_borderline_one_runs_to_the_end():
@@ -116,11 +137,12 @@ def test_compare_rejudges_a_sequential_duet_where_it_stopped():
     plan = design(30, alpha=0.01)
     base, head = _sessions(1.0, 10, plan=plan)
     row = compare_runs(base, head, paired=True).table.iloc[0]
-    assert row["verdict"] == "unchanged" and "sequential: stopped at look 6 of 6/8/10/12/15/20/25/30" in row["method"]
-    # Sessions past the stopping look (none from ab) do not change the verdict: the rule stopped at 6.
+    assert row["verdict"] == "unchanged" and "sequential: stopped at look 4 of 4/6/8/10/12/15/20/25/30" in row["method"]
+    # Sessions past the stopping look (none from ab) do not change the verdict: the rule stopped at 4.
     base, head = _sessions(1.0, 15, plan=plan)
     row = compare_runs(base, head, paired=True).table.iloc[0]
-    assert row["verdict"] == "unchanged" and "t on 6 sessions" in row["method"]
+    assert row["verdict"] == "unchanged" and "t on 4 sessions" in row["method"]
+    assert any("futility level, 95% (the 90% interval)," in n for n in compare_runs(base, head, paired=True).notes)
     # Sessions saved with an earlier design (looks from 10) are judged by the looks they saved.
     old = {**plan, "looks": [10, 15, 20, 25, 30]}
     base, head = _sessions(1.0, 15, plan=old)
@@ -132,7 +154,7 @@ def test_compare_rejudges_a_sequential_duet_where_it_stopped():
     assert c.has_regression and c.table.iloc[0]["verdict"] == "regression"
     assert any("sequential rule" in n for n in c.notes)
     # Sessions cut short before the first look (an interrupted ab): no verdict, and no error.
-    base, head = _sessions(1.10, 4, plan=plan)
+    base, head = _sessions(1.10, 3, plan=plan)
     row = compare_runs(base, head, paired=True).table.iloc[0]
     assert row["verdict"] == "noisy" and "cut short before the first look" in row["method"]
     # Without a saved design (older runs, the study's fixed-count sessions): the t-test on all of them.

@@ -39,7 +39,7 @@ from reports.compare.estimators import (
     runs_estimate,
     single_run_estimate,
 )
-from reports.compare.sequential import run_rule
+from reports.compare.sequential import describe_futility, run_rule, saved_futility
 from reports.load import Run
 
 # That drift floor holds only for a quiet machine. A run whose rounds spread by more than this
@@ -254,6 +254,7 @@ def compare_runs(
     unfloored: list[str] = []
     shifted_raw = False
     cold_compiles: list[str] = []
+    futility_levels: set[str] = set()
     order = sorted(base_keys | cand_keys, key=lambda k: _case_label(_first(k, base_cases, cand_cases)))
     for key in order:
         bench0 = _first(key, base_cases, cand_cases)
@@ -319,9 +320,10 @@ def compare_runs(
                 if len(ratios) < seq_design["looks"][0]:  # cut short before the first look: no verdict
                     where, sequential_verdict = f"cut short before the first look of {plan}", "noisy"
                 else:
-                    # The futility level the runs saved (0.01 before it was 0.025: docs/compare.md).
+                    # The futility level(s) the runs saved (docs/compare.md, "The sequential rule").
+                    futility_levels.add(describe_futility(seq_design))
                     look = run_rule(ratios, seq_design["looks"], alpha=alpha, threshold=row_threshold,
-                                    futility=float(seq_design.get("futility", 0.01)))
+                                    futility=saved_futility(seq_design))
                     ratios = ratios[: look.n]
                     where, sequential_verdict = f"stopped at look {look.n} of {plan}", look.verdict or "noisy"
             est = duet_estimate(ratios, estimator=estimator)
@@ -399,10 +401,11 @@ def compare_runs(
             "rounds alternated A B B A ...), by the estimator saved in the runs; a t-test across sessions"
         )
     if n_sequential:
+        levels = "; ".join(sorted(futility_levels)) or "none reached"
         notes.append(
             f"{n_sequential} duet case(s) judged by the sequential rule saved in the runs: looks at fixed session "
             f"counts, O'Brien-Fleming boundaries (overall alpha {alpha}), a stop as unchanged when both one-sided "
-            "bounds at the saved futility level (97.5%: the 95% interval) lie within the threshold (docs/compare.md, "
+            f"bounds at the saved futility level, {levels}, lie within the threshold (docs/compare.md, "
             "\"The sequential rule\")"
         )
     if cold_compiles:

@@ -1,15 +1,16 @@
 """The duet's sequential rule: look at the sessions at a few fixed counts and stop when it knows.
 
 `ab` runs up to ``--repeats`` sessions per case (default 30) and looks at the session log ratios
-after 6, 8, 10, 12, 15, 20, 25 and 30 of them (`looks`). At each look, with n sessions, mean m, standard
+after 4, 6, 8, 10, 12, 15, 20, 25 and 30 of them (`looks`). At each look, with n sessions, mean m, standard
 error se and t = m / se:
 
 - ``regression``: t above the look's efficacy boundary *and* m above log(1 + threshold);
   ``improvement`` mirrored;
 - ``unchanged``: the one-sided (1 - `FUTILITY_LEVEL`) upper t bound of m below log(1 + threshold)
-  and the lower one above log(1 - threshold), i.e. both one-sided 97.5% bounds (the two-sided
-  95% t interval) inside the margin: the fixed-count rule's ``unchanged``, and the two one-sided
-  tests of equivalence testing (Schuirmann, J. Pharmacokinet. Biopharm. 15, 1987) at 2.5% each;
+  and the lower one above log(1 - threshold), i.e. both one-sided 95% bounds (the two-sided
+  90% t interval) inside the margin: the two one-sided tests of equivalence testing at 5% each
+  (Schuirmann, J. Pharmacokinet. Biopharm. 15, 1987; the level and the 90% interval that
+  bioequivalence studies use);
 - otherwise the next look; after the last, ``noisy``.
 
 Error control (docs/compare.md, "The sequential rule"):
@@ -20,8 +21,8 @@ Error control (docs/compare.md, "The sequential rule"):
   the exact joint law of the looks' z-statistics (partial sums of independent sessions, so
   corr(z_j, z_k) = sqrt(n_j / n_k)), by recursive numerical integration (Armitage, McPherson and
   Rowe, J. R. Stat. Soc. A 1969; Jennison and Turnbull, "Group Sequential Methods", 2000,
-  ch. 19). For looks 6, 8, 10, 12, 15, 20, 25, 30 and alpha 0.01: c = 2.6316 (the looks before
-  10 spend almost nothing: with looks from 10 alone c = 2.6314), so z must exceed 5.88, 5.10,
+  ch. 19). For looks 4, 6, 8, 10, 12, 15, 20, 25, 30 and alpha 0.01: c = 2.6316 (the looks before
+  10 spend almost nothing: with looks from 10 alone c = 2.6314), so z must exceed 7.21, 5.88, 5.10,
   4.56, 4.16, 3.72, 3.22, 2.88 and 2.63 (4 million simulated A/A sequences of the looks from 10
   crossed 0.996% of the time; the same code gives Jennison and Turnbull's table 2.3 figures for
   alpha 0.05, tests/test_duet_sequential.py).
@@ -29,12 +30,12 @@ Error control (docs/compare.md, "The sequential rule"):
   the same nominal tail probability on n_k - 1 degrees of freedom (their section 3.8, the
   "significance level approach"). Stopping for ``unchanged`` can only remove crossings, so it
   never raises the A/A rate (a non-binding futility stop).
-- ``unchanged`` at a look needs both one-sided 97.5% bounds inside the margin. A true change of at
-  least the threshold lies outside that bound at one look with probability at most 2.5%, so over
-  the K looks it is stopped as ``unchanged`` with probability at most K x 2.5% (Bonferroni;
-  simulated at the threshold itself, x1.035: 9.5% with the eight default looks, 8.6% with the
-  six of 6, 10, 15 ...; for x1.05 0.1-0.5% at session sd 0.02-0.035): the price in
-  power for stopping a clear A/A early. Until 2026-12-03 the level was 1% (99% bounds); runs
+- ``unchanged`` at a look needs both one-sided 95% bounds inside the margin. A true change of at
+  least the threshold lies outside that bound at one look with probability at most 5%, so over
+  the K looks it is stopped as ``unchanged`` with probability at most the sum of the levels (Bonferroni; the
+  looks' bounds are strongly correlated, so far less in practice: docs/compare.md): the price in
+  power for stopping a clear A/A early, measured for x1.05 by the bootstrap below. The level was
+  1% (99% bounds) until earlier on 2026-12-03, then 2.5% (the 95% interval) until that evening; runs
   save theirs (``futility`` in the design) and are re-judged with it.
 - What x1.02 and x1.05 do is measured, not derived: the bootstrap over saved sessions
   (studies/duet_error_rates.py, docs/compare.md).
@@ -52,19 +53,22 @@ from typing import Sequence
 import numpy as np
 from scipy import optimize, stats
 
-# The looks: every 2 sessions from 6 to 12 (EARLY_LOOKS), then every LOOK_EVERY from 15. With the
-# adjacent estimator's session spread on this VM (sd 0.02-0.035) a clear A/A stops at 6 most of
-# the time and a clear regression soon after 10 (the efficacy boundary is t > 86 at 6, 18 at 8,
-# 9.6 at 10, 6.7 at 12), so looks there save sessions where most cases stop; later looks are
-# sparser because few cases get there. Against the earlier 6 10 15 20 ..., on the real A/A
-# sessions of the quick inference and train cases (bootstrap, docs/compare.md): an A/A used
-# 6.5-6.8 sessions against 6.8-7.2, a x1.05 12.0-12.7 against 14.0-14.1, x1.02 flagged 0.3-1.3%
-# either way, and O'Brien-Fleming's c is 2.6316 against 2.6314.
-EARLY_LOOKS = (6, 8, 10, 12)
+# The looks: 4, then every 2 sessions from 6 to 12 (EARLY_LOOKS), then every LOOK_EVERY from 15.
+# With the adjacent estimator's session spread on this VM (sd 0.015-0.045) a quiet case's A/A
+# stops at 4 or 6 and a clear regression soon after 10 (the efficacy boundary is t > 15000 at 4,
+# 86 at 6, 18 at 8, 9.6 at 10, 6.7 at 12: the looks before 10 are futility looks), so looks there
+# save sessions where most cases stop; later looks are sparser because few cases get there.
+# Measured by the bootstrap over the real A/A sessions of four whole-preset A/As (docs/compare.md,
+# "The look at 4 and the 5% level"): with the look at 4 and the 5% futility level, an A/A of the
+# quick preset's ten step cases is estimated at 10.4-13.3 min against 13.9-17.3 with the looks
+# from 6 and 2.5%; x1.05 is flagged at least 92.5% of the time in every case of three sets (86.7%
+# in one case of sd 0.054, where the looks from 6 gave 91.7%), x1.02 at most 6.7%, an A/A never;
+# O'Brien-Fleming's c is 2.6316 either way.
+EARLY_LOOKS = (4, 6, 8, 10, 12)
 LOOK_EVERY = 5
-# Each look's ``unchanged`` stop is a one-sided bound at this level (see the module docstring): 2.5%
-# each side, so ``unchanged`` means the 95% t interval lies within the threshold.
-FUTILITY_LEVEL = 0.025
+# Each look's ``unchanged`` stop is a one-sided bound at this level (see the module docstring): 5%
+# each side, so ``unchanged`` means the 90% t interval lies within the threshold (TOST at 5%).
+FUTILITY_LEVEL = 0.05
 RULE = "obf-t"  # saved in the runs' extra_info.duet.sequential: the rule that stopped them
 
 
@@ -73,8 +77,9 @@ def looks(max_sessions: int, *, early: Sequence[int] = EARLY_LOOKS, every: int =
     next multiple of it, and always the last; a look closer to the last than 2 sessions (or than
     half the spacing before it) is dropped.
 
-    6 8 10 12 15 20 25 30 for the default 30; 6 8 10 12 16 for 16; 25 32, not 25 30 32, at the end of 32.
-    ``early=(6, 10)`` gives the rule of 2026-12-03 (6 10 15 20 25 30), ``early=(10,)`` the one before it.
+    4 6 8 10 12 15 20 25 30 for the default 30; 4 6 8 10 12 16 for 16; 25 32, not 25 30 32, at the end of 32.
+    ``early=(6, 8, 10, 12)`` gives the rule of 2026-12-03's afternoon, ``early=(6, 10)`` its morning's
+    (6 10 15 20 25 30), ``early=(10,)`` the one before it.
     """
     if max_sessions < 2:
         raise ValueError(f"a duet needs >= 2 sessions, got {max_sessions}")
@@ -166,10 +171,10 @@ def decide(log_ratios: Sequence[float], counts: Sequence[int], *, alpha: float, 
     tb = t_boundaries(counts, float(alpha))[k]
     tf = float(stats.t.isf(futility, n - 1))
     up, lo = math.log1p(threshold), math.log1p(-threshold)
-    if se == 0.0:
-        t = math.inf if mean > 0 else (-math.inf if mean < 0 else 0.0)
-    else:
-        t = mean / se
+    # Sessions that all read the same ratio carry no spread to test against: no efficacy stop on
+    # them (a t of 0), only `unchanged` when that ratio itself lies within the threshold. A real duet
+    # never gives identical sessions; a bootstrap drawing one saved session 4 times does.
+    t = mean / se if se > 0.0 else 0.0
     if t > tb and mean > up:
         v: str | None = "regression"
     elif t < -tb and mean < lo:
@@ -201,3 +206,14 @@ def design(max_sessions: int, *, alpha: float) -> dict:
     counts = looks(max_sessions)
     return {"rule": RULE, "looks": list(counts), "alpha": alpha, "futility": FUTILITY_LEVEL,
             "obf_c": round(obf_constant(counts, alpha), 4)}
+
+
+def saved_futility(plan: dict) -> float:
+    """The futility level a saved design used (0.01 for runs saved before the level was recorded)."""
+    return float(plan.get("futility", 0.01))
+
+
+def describe_futility(plan: dict) -> str:
+    """A saved design's futility level in words: "95% (the 90% interval)"."""
+    f = saved_futility(plan)
+    return f"{1 - f:.1%}".replace(".0%", "%") + f" (the {1 - 2 * f:.0%} interval)"

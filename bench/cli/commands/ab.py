@@ -15,9 +15,9 @@ The process-level flow (A, B, A, B ..., each a fresh ``python -m pytest bench/``
 worktree, with that ref's own instrument) is used, with a note saying so, for a ref that
 predates the duet's entry point (no ``alexnet/subject.py``), and for training-loop cases.
 
-Each case runs up to ``--repeats`` sessions and stops at the first look (6, 8, 10, 12, 15, 20, 25, 30
-sessions) that decides (`reports.compare.sequential`: O'Brien-Fleming boundaries, an
-``unchanged`` stop when the 95% interval lies within the threshold); ``--fixed`` runs them
+Each case runs up to ``--repeats`` sessions and stops at the first look (4, 6, 8, 10, 12, 15, 20, 25,
+30 sessions) that decides (`reports.compare.sequential`: O'Brien-Fleming boundaries, an
+``unchanged`` stop when the 90% interval lies within the threshold); ``--fixed`` runs them
 all. Each side keeps its own compile cache across a case's sessions after the first, which
 compiles cold on both sides.
 
@@ -341,7 +341,7 @@ def _duet_flow(args: argparse.Namespace, *, trees: dict[str, Path], refs: dict[s
     loop_cases = [c for c in cases if workload_for(c["kind"]) is LoopWorkload]
     t_all = time.monotonic()
     launchers = Launchers(sides, tmp, sessions_per_launcher=SESSIONS_PER_LAUNCHER)
-    # The sequential rule (reports.compare.sequential): look after 6, 8, 10, 12, 15, 20, ... sessions, stop when it knows.
+    # The sequential rule (reports.compare.sequential): look after 4, 6, 8, 10, 12, 15, 20, ... sessions, stop when it knows.
     counts = looks(args.repeats)
     plan = None if args.fixed else design(args.repeats, alpha=args.alpha)
     threshold = args.threshold if args.threshold is not None else DUET_THRESHOLD
