@@ -116,12 +116,14 @@ def test_blocked_rounds_of_a_tiny_case_agree_with_torch_utils_benchmark_per_step
         with machine.exclusive():
             session.build()
             session.rounds(10)
-            check = session.timer_check(pairs=10, min_run_time=0.05)
+            # 30 pairs: with 10, one CI run's pairs spread 0.89-1.21 (a noisy second on a shared
+            # 2-core VM) and their median missed by 8%; the median of 30 halves that noise.
+            check = session.timer_check(pairs=30, min_run_time=0.05)
         extra = session.finish()
     finally:
         session.close()
     assert extra["steps_per_round"] == 4 and extra["rounds"] == 10  # the check's rounds are not samples
-    assert extra["timer_check"] == check and check["pairs"] == 10 and check["steps_per_round"] == 4
+    assert extra["timer_check"] == check and check["pairs"] == 30 and check["steps_per_round"] == 4
     paired = check["ratio_median"]
     assert abs(paired - 1) < AGREEMENT_TOLERANCE, f"suite per step / Timer: median pair ratio {paired:.3f}, {check}"
 
