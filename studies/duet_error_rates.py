@@ -143,11 +143,12 @@ def cmd_bootstrap(args: argparse.Namespace) -> None:
     if args.center:  # an A/A's sessions estimate no change: draw from them shifted to mean 0
         per_case = {c: d - d.mean() for c, d in per_case.items()}
     counts = _looks(args)
+    futility = _futility(args)
     rng = np.random.default_rng(args.seed)
     effects = [float(e) for e in args.effects.split(",")]
     result = {"stores": [str(s) for s in stores], "looks": list(counts), "alpha": args.alpha, "center": args.center,
               "rounds": args.rounds,
-              "futility": _futility(args),
+              "futility": futility,
               "estimator": args.estimator or "as saved",
               "threshold": DUET_THRESHOLD, "reps": args.reps, "cases": {}, "family": {}}
     for case_id, d in per_case.items():
@@ -163,7 +164,7 @@ def cmd_bootstrap(args: argparse.Namespace) -> None:
             hit = False
             for case_id, d in per_case.items():
                 draw = d[rng.integers(0, d.size, size=args.max_sessions)] + math.log(effect)
-                look = run_rule(draw, counts, alpha=args.alpha, threshold=DUET_THRESHOLD, futility=_futility(args))
+                look = run_rule(draw, counts, alpha=args.alpha, threshold=DUET_THRESHOLD, futility=futility)
                 flags[case_id] += look.verdict == "regression"
                 unchanged[case_id] += look.verdict == "unchanged"
                 fixed[case_id] += verdict(duet_estimate(draw, estimator=args.estimator or "raw"), alpha=args.alpha,
@@ -201,17 +202,18 @@ def cmd_simulate(args: argparse.Namespace) -> None:
     from reports.compare.sequential import run_rule
 
     counts = _looks(args)
+    futility = _futility(args)
     rng = np.random.default_rng(args.seed)
     out = []
     for sd in (float(x) for x in args.sd.split(",")):
         for effect in (float(e) for e in args.effects.split(",")):
             res = [run_rule(rng.normal(math.log(effect), sd, args.max_sessions), counts, alpha=args.alpha,
-                            threshold=DUET_THRESHOLD, futility=_futility(args)) for _ in range(args.reps)]
+                            threshold=DUET_THRESHOLD, futility=futility) for _ in range(args.reps)]
             k = sum(r.verdict == "regression" for r in res)
             same = sum(r.verdict == "unchanged" for r in res)
             lo, hi = _cp(k, args.reps)
             fam = [1 - (1 - p) ** args.cases for p in (k / args.reps, lo, hi)]
-            row = {"sd": sd, "effect": effect, "futility": _futility(args), "flagged": k, "reps": args.reps, "ci_low": lo, "ci_high": hi,
+            row = {"sd": sd, "effect": effect, "futility": futility, "flagged": k, "reps": args.reps, "ci_low": lo, "ci_high": hi,
                    "unchanged": same, "mean_sessions": float(np.mean([r.n for r in res])), "cases": args.cases,
                    "any_of_cases": fam}
             out.append(row)

@@ -320,7 +320,7 @@ def compare_runs(
                 if len(ratios) < seq_design["looks"][0]:  # cut short before the first look: no verdict
                     where, sequential_verdict = f"cut short before the first look of {plan}", "noisy"
                 else:
-                    # The futility level(s) the runs saved (docs/compare.md, "The sequential rule").
+                    # The futility level the runs saved (docs/compare.md, "The sequential rule").
                     futility_levels.add(describe_futility(seq_design))
                     look = run_rule(ratios, seq_design["looks"], alpha=alpha, threshold=row_threshold,
                                     futility=saved_futility(seq_design))
